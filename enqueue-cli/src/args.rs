@@ -1,0 +1,76 @@
+//! The command line (DESIGN §6).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Administer Tenant Master: tenants, jobs and the control plane.
+#[derive(Parser)]
+#[command(name = "tenantctl", version, about)]
+pub struct Cli {
+    /// Control-plane database URL (prefer the DATABASE_URL variable: argv is visible to other users).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TENANT_MASTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON value instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create or upgrade the control-plane database (ours and the queue's migrations).
+    Migrate,
+    /// Check the database, migrations, client tools, backup and mail settings.
+    Check,
+    /// Create, list and inspect tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant and enqueue its provisioning.
+    Create(CreateArgs),
+    /// List tenants.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Show one tenant and its recent history.
+    Show { slug: String },
+    /// Print the tenant role's connection URL (contains its password).
+    Credentials { slug: String },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    pub slug: String,
+    #[arg(long)]
+    pub product: String,
+    /// free, starter, business (shared database) or enterprise, lifetime (own database).
+    #[arg(long)]
+    pub plan: String,
+    #[arg(long)]
+    pub owner_email: String,
+    /// Display name (defaults to the slug).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Database host (a name in tenant_master.db_hosts); default: the one with most room.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Who is asking, for the activity log (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Wait until the tenant is provisioned; exit 1 if provisioning fails.
+    #[arg(long)]
+    pub wait: bool,
+}

@@ -1,0 +1,66 @@
+//! `tenantctl tenant ...`
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use tenant_master::{
+    activity,
+    tenants::{self, ListFilter, NewTenant},
+};
+
+use crate::{args::TenantCommand, output, wait, Ctx};
+
+pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TenantCommand::Create(a) => {
+            // Validate before touching the database: bad input never gets as far as a row.
+            let new = NewTenant::parse(&a.slug, &a.product, &a.plan, &a.owner_email, a.name.as_deref(), a.host.as_deref())?;
+            let actor = a.actor.unwrap_or_else(activity::default_actor);
+            let pool = ctx.pool().await?;
+            let (tenant, job_id) = tenants::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await?;
+            if !a.wait {
+                output::enqueued(ctx, &tenant.slug, &[job_id]);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let jobs = wait::jobs(ctx, &pool, &[job_id]).await?;
+            let mut conn = pool.acquire().await?;
+            let tenant = tenants::get(&mut conn, &tenant.slug).await?;
+            if let Some(dead) = jobs.iter().find(|j| j.status != "done") {
+                bail!(
+                    "provisioning of '{}' failed: {}; see `tenantctl tenant show {}`, fix the cause, then create it again or retry job {}",
+                    tenant.slug,
+                    dead.last_error.as_deref().unwrap_or("no error recorded"),
+                    tenant.slug,
+                    dead.id
+                );
+            }
+            output::tenant(ctx, &tenant, &[]);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::List { status, product, plan } => {
+            let pool = ctx.pool().await?;
+            let list = tenants::list(&pool, &ListFilter { status, product, plan }).await?;
+            output::tenant_list(ctx, &list);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Show { slug } => {
+            let pool = ctx.pool().await?;
+            let mut conn = pool.acquire().await?;
+            let tenant = tenants::get(&mut conn, &slug).await?;
+            let history = activity::recent(&mut conn, tenant.id, 20).await?;
+            output::tenant(ctx, &tenant, &history);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Credentials { slug } => {
+            let pool = ctx.pool().await?;
+            let mut conn = pool.acquire().await?;
+            let url = tenants::credentials_url(&mut conn, &ctx.config, &slug).await?;
+            if ctx.json {
+                println!("{}", serde_json::json!({ "slug": slug, "url": url }));
+            } else {
+                println!("{url}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

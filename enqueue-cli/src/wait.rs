@@ -1,0 +1,60 @@
+//! `--wait`: follow jobs until they finish, with a one-line progress display on a terminal.
+
+use std::{
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+use tenant_master::queue::{self, JobInfo};
+
+use crate::Ctx;
+
+/// After this long with nothing picked up, say that a worker may be missing.
+const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(10);
+
+/// Waits for `ids` to be done or dead; progress goes to stderr.
+pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Vec<JobInfo>> {
+    let tty = std::io::stderr().is_terminal() && !ctx.json;
+    let started = Instant::now();
+    let mut last_line = String::new();
+    let mut hinted = false;
+    let jobs = queue::wait_for(pool, ids, |jobs| {
+        let done = jobs.iter().filter(|j| j.status == "done").count();
+        let dead = jobs.iter().filter(|j| j.status == "dead").count();
+        let first = &jobs[0];
+        let line = if jobs.len() == 1 {
+            let retry =
+                first.last_error.as_deref().filter(|_| first.status == "failed").map(|e| format!(" (retrying: {e})")).unwrap_or_default();
+            format!(
+                "{} {}: {} (attempt {}/{}){retry}",
+                first.job_type,
+                first.tenant.as_deref().unwrap_or(""),
+                first.status,
+                first.attempts.max(1),
+                first.max_attempts
+            )
+        } else {
+            format!("{} jobs: {done} done, {dead} dead, {} to go", jobs.len(), jobs.len() - done - dead)
+        };
+        if tty {
+            eprint!("\r\x1b[2K{line} [{:.0}s]", started.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+        } else if line != last_line && !ctx.json {
+            eprintln!("{line}");
+        }
+        last_line = line;
+        if !hinted && started.elapsed() > NO_WORKER_HINT_AFTER && jobs.iter().all(|j| j.status == "pending") {
+            hinted = true;
+            eprintln!(
+                "{}no worker has picked the job up yet: is tenant-worker running against this database?",
+                if tty { "\n" } else { "" }
+            );
+        }
+    })
+    .await?;
+    if tty {
+        eprintln!();
+    }
+    Ok(jobs)
+}

@@ -1,0 +1,51 @@
+//! The activity log: every state change and admin action, with who did it.
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::error::{Context as _, Result};
+
+/// Who asked: `--actor`, else the OS user; `worker` or `scheduler` for automatic actions.
+pub fn default_actor() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Appends one entry.
+pub async fn record(conn: &mut PgConnection, actor: &str, tenant_id: Option<i64>, action: &str, details: Value) -> Result<()> {
+    sqlx::query("INSERT INTO tenant_master.activity_log (actor, tenant_id, action, details, origin) VALUES ($1, $2, $3, $4, $5)")
+        .bind(actor)
+        .bind(tenant_id)
+        .bind(action)
+        .bind(details)
+        .bind(origin())
+        .execute(conn)
+        .await
+        .context(format!("failed to write '{action}' to the activity log"))?;
+    Ok(())
+}
+
+/// One entry, as `tenantctl tenant show` prints it.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct Entry {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub details: Value,
+}
+
+/// The newest `limit` entries of a tenant, newest first.
+pub async fn recent(conn: &mut PgConnection, tenant_id: i64, limit: i64) -> Result<Vec<Entry>> {
+    sqlx::query_as(
+        "SELECT at, actor, action, details FROM tenant_master.activity_log WHERE tenant_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+    )
+    .bind(tenant_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .context("failed to read the activity log")
+}
+
+/// The machine this process runs on, for the `origin` column.
+fn origin() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
+}

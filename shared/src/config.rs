@@ -1,0 +1,233 @@
+//! Configuration: built-in defaults that run locally, then a TOML file, then the environment.
+//!
+//! Secrets (SMTP credentials, host admin passwords) come from the environment or files,
+//! never from argv; [`Config`]'s `Debug` output hides the database URL's password.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::error::{Context as _, Error, Result};
+
+/// The default control-plane database: the local server, as the current OS user.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://127.0.0.1:5432/tenant_master";
+
+/// Everything the binaries need to know, resolved from defaults, file and environment.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The control-plane database (queue + registry). Env: `DATABASE_URL`.
+    pub database_url: String,
+    /// Where each product's tenant migrations live (`<dir>/<product>/*.sql`).
+    pub products_dir: PathBuf,
+    /// Where backups are written. Env: `TENANT_MASTER_BACKUP_DIR`.
+    pub backup_dir: PathBuf,
+    /// Where mail goes when no SMTP server is configured. Env: `TENANT_MASTER_MAIL_DIR`.
+    pub mail_dir: PathBuf,
+    /// Prepended to every tenant database name; empty in production, unique per test run.
+    pub database_prefix: String,
+    /// The worker pool's settings.
+    pub worker: WorkerConfig,
+}
+
+/// Settings of `tenant-worker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs of one type run at once per process.
+    pub concurrency: usize,
+    /// Jobs fetched per poll.
+    pub batch_size: usize,
+    /// The backstop poll: delayed and retried jobs send no NOTIFY.
+    pub poll_interval_ms: u64,
+    /// How often a worker says it is alive.
+    pub heartbeat_secs: u64,
+    /// Heartbeats missed before another worker takes a worker's jobs.
+    /// Every worker of a queue must use the same value (the rescuer's threshold applies).
+    pub missed_heartbeats: usize,
+    /// How long SIGTERM waits for running jobs before exiting anyway.
+    pub shutdown_timeout_secs: u64,
+    /// How long a job waits for another job of the same tenant to finish before retrying later.
+    pub tenant_lock_wait_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            products_dir: PathBuf::from("migrations/products"),
+            backup_dir: PathBuf::from("data/backups"),
+            mail_dir: PathBuf::from("data/mail"),
+            database_prefix: String::new(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            batch_size: 10,
+            poll_interval_ms: 1000,
+            heartbeat_secs: 5,
+            missed_heartbeats: 4,
+            shutdown_timeout_secs: 60,
+            tenant_lock_wait_secs: 30,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// How long a silent worker's jobs stay locked before another worker takes them.
+    pub fn orphan_timeout(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs * self.missed_heartbeats as u64)
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `TENANT_MASTER_CONFIG`) if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let env_file = std::env::var_os("TENANT_MASTER_CONFIG").map(PathBuf::from);
+        let mut config = match file.map(Path::to_path_buf).or(env_file) {
+            Some(path) => Config::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file; unknown keys are an error so typos do not pass silently.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).context(format!("failed to read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| Error::Invalid(format!("config file {} is not valid: {}", path.display(), e.message())))
+    }
+
+    /// Applies environment overrides through `get` (a parameter so tests need no process env).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = get("DATABASE_URL") {
+            self.database_url = v;
+        }
+        let paths: [(&str, &mut PathBuf); 3] = [
+            ("TENANT_MASTER_PRODUCTS_DIR", &mut self.products_dir),
+            ("TENANT_MASTER_BACKUP_DIR", &mut self.backup_dir),
+            ("TENANT_MASTER_MAIL_DIR", &mut self.mail_dir),
+        ];
+        for (name, slot) in paths {
+            if let Some(v) = get(name) {
+                *slot = PathBuf::from(v);
+            }
+        }
+        if let Some(v) = get("TENANT_MASTER_DATABASE_PREFIX") {
+            self.database_prefix = v;
+        }
+        let numbers: [(&str, &mut u64); 4] = [
+            ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", &mut self.worker.poll_interval_ms),
+            ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", &mut self.worker.heartbeat_secs),
+            ("TENANT_MASTER_WORKER_SHUTDOWN_TIMEOUT_SECS", &mut self.worker.shutdown_timeout_secs),
+            ("TENANT_MASTER_WORKER_TENANT_LOCK_WAIT_SECS", &mut self.worker.tenant_lock_wait_secs),
+        ];
+        for (name, slot) in numbers {
+            if let Some(v) = get(name) {
+                *slot = parse_number(name, &v)?;
+            }
+        }
+        let counts: [(&str, &mut usize); 3] = [
+            ("TENANT_MASTER_WORKER_CONCURRENCY", &mut self.worker.concurrency),
+            ("TENANT_MASTER_WORKER_BATCH_SIZE", &mut self.worker.batch_size),
+            ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", &mut self.worker.missed_heartbeats),
+        ];
+        for (name, slot) in counts {
+            if let Some(v) = get(name) {
+                *slot = parse_number(name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses settings that would fail later in a less obvious way.
+    pub fn validate(&self) -> Result<()> {
+        crate::naming::validate_database_prefix(&self.database_prefix)?;
+        let w = &self.worker;
+        if w.concurrency == 0 || w.batch_size == 0 || w.heartbeat_secs == 0 || w.missed_heartbeats == 0 || w.poll_interval_ms == 0 {
+            return Err(Error::Invalid(
+                "worker concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+    value.trim().parse().map_err(|_| Error::Invalid(format!("{name} must be a whole number, not '{value}'")))
+}
+
+/// Hides the password in a connection URL, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("products_dir", &self.products_dir)
+            .field("backup_dir", &self.backup_dir)
+            .field("mail_dir", &self.mail_dir)
+            .field("database_prefix", &self.database_prefix)
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let mut config: Config = toml::from_str("backup_dir = \"/srv/backups\"\n[worker]\nconcurrency = 9\n").unwrap();
+        assert_eq!(config.backup_dir, PathBuf::from("/srv/backups"));
+        assert_eq!(config.worker.concurrency, 9);
+        assert_eq!(config.worker.batch_size, WorkerConfig::default().batch_size);
+        config
+            .apply_env(|name| match name {
+                "TENANT_MASTER_BACKUP_DIR" => Some("/mnt/b".into()),
+                "TENANT_MASTER_WORKER_CONCURRENCY" => Some("3".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.backup_dir, PathBuf::from("/mnt/b"));
+        assert_eq!(config.worker.concurrency, 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_numbers_are_refused() {
+        assert!(toml::from_str::<Config>("bakup_dir = \"x\"").is_err());
+        let mut config = Config::default();
+        let err = config.apply_env(|n| (n == "TENANT_MASTER_WORKER_CONCURRENCY").then(|| "many".into())).unwrap_err();
+        assert!(err.to_string().contains("whole number"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
+        let config = Config { database_url: "postgres://a:pw@h/d".into(), ..Config::default() };
+        assert!(!format!("{config:?}").contains("pw@"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Connections: the control-plane pool and one-off admin connections to tenant hosts.
+
+use std::str::FromStr;
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool,
+};
+
+use crate::{
+    config::redact_url,
+    error::{Context as _, Error, Result},
+};
+
+/// Parses a connection URL; statement logging is off so no DDL text reaches the logs.
+/// A URL without a user name connects as `PGUSER`, else as the OS user (like psql).
+pub fn options(url: &str) -> Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(url)
+        .map(|o| o.disable_statement_logging().application_name("tenant-master"))
+        .map_err(|e| Error::Invalid(format!("database URL {} is not valid: {e}", redact_url(url))))?;
+    let has_user = url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'));
+    if has_user || std::env::var_os("PGUSER").is_some() {
+        return Ok(options);
+    }
+    Ok(match os_user() {
+        Some(user) => options.username(&user),
+        None => options,
+    })
+}
+
+/// The effective OS user's name, from /etc/passwd (the environment may not carry USER).
+fn os_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 2 && fields[2] == uid).then(|| fields[0].to_owned())
+    })
+}
+
+/// Opens the control-plane pool.
+pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options = options(url)?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .context(format!(
+            "failed to connect to the control-plane database {} (is PostgreSQL running? is DATABASE_URL right?)",
+            redact_url(url)
+        ))
+}
+
+/// Opens a single connection to `database` with the given options.
+pub async fn connect_to(options: &PgConnectOptions, database: &str) -> Result<PgConnection> {
+    let options = options.clone().database(database);
+    PgConnection::connect_with(&options).await.context(format!(
+        "failed to connect to database {database} on {}:{}",
+        options.get_host(),
+        options.get_port()
+    ))
+}
+
+/// Creates `database` through `conn` unless it exists; true if this call created it.
+pub async fn create_database_if_missing(conn: &mut PgConnection, database: &str) -> Result<bool> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(&mut *conn)
+        .await
+        .context("failed to look up databases")?;
+    if exists {
+        return Ok(false);
+    }
+    match ddl(conn, "CREATE DATABASE %I", &[database]).await {
+        Ok(()) => Ok(true),
+        // Someone else created it between our check and our CREATE: that is what we wanted.
+        Err(e) if matches!(e.sqlstate().as_deref(), Some("42P04" | "23505")) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a utility statement (DDL) whose names and values cannot be bind parameters:
+/// PostgreSQL's own `format()` quotes them (`%I` identifiers, `%L` literals), and only the
+/// template, never a value, appears in errors.
+pub async fn ddl(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<()> {
+    let sql: String = sqlx::query_scalar("SELECT format($1, VARIADIC $2::text[])")
+        .bind(template)
+        .bind(args)
+        .fetch_one(&mut *conn)
+        .await
+        .context(format!("failed to prepare `{template}`"))?;
+    // Composed by the server's format() from a constant template: every argument is quoted.
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.context(format!("failed to run `{template}`"))?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! One error type for the library, split into what a retry can fix and what it cannot.
+
+use std::fmt::Display;
+
+/// Everything that can go wrong in Tenant Master, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller asked for something malformed (bad slug, unknown plan): exit code 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is well-formed but clashes with the current state (slug taken, wrong status).
+    #[error("{0}")]
+    Conflict(String),
+    /// A tenant, job, product or host that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A state that retrying will not change (foreign role in the way, changed migration).
+    #[error("{0}")]
+    Fatal(String),
+    /// Another job holds the tenant; retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// A database call failed.
+    #[error("{context}: {}", describe_db_error(source))]
+    Database {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A file or process call failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether running the same job again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Busy(_) | Error::Io { .. } => true,
+            Error::Database { source, .. } => !is_permanent_db_error(source),
+            Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) => false,
+        }
+    }
+
+    /// Whether the caller made a usage mistake (the CLI exits 2 for these, 1 otherwise).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Invalid(_))
+    }
+
+    /// The SQLSTATE of a database error, if this is one.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            Error::Database { source, .. } => sqlstate(source),
+            _ => None,
+        }
+    }
+}
+
+/// The server's own message for database errors (without sqlx's decorations), else sqlx's.
+fn describe_db_error(err: &sqlx::Error) -> String {
+    match err.as_database_error() {
+        Some(db) => db.message().to_owned(),
+        None => err.to_string(),
+    }
+}
+
+/// The SQLSTATE code of a sqlx error, if the server sent one.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+}
+
+/// Syntax errors, undefined objects and privilege errors do not heal by waiting.
+fn is_permanent_db_error(err: &sqlx::Error) -> bool {
+    match sqlstate(err) {
+        // 42xxx: syntax error or access rule violation.
+        Some(code) => code.starts_with("42"),
+        None => matches!(err, sqlx::Error::Configuration(_) | sqlx::Error::ColumnDecode { .. }),
+    }
+}
+
+/// Adds a "failed to ..." context to fallible database and file calls.
+pub trait Context<T> {
+    /// Wraps the error with a description of what was being done.
+    fn context(self, what: impl Display) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|source| Error::Database { context: what.to_string(), source })
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, std::io::Error> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|source| Error::Io { context: what.to_string(), source })
+    }
+}

@@ -1,0 +1,55 @@
+//! Database hosts: the PostgreSQL servers that hold tenant data (`tenant_master.db_hosts`).
+
+use sqlx::{postgres::PgConnectOptions, PgConnection};
+
+use crate::{
+    config::Config,
+    db,
+    error::{Context as _, Error, Result},
+};
+
+/// The host a new tenant goes to: the one asked for, else the enabled host with the most room.
+pub async fn choose(conn: &mut PgConnection, requested: Option<&str>) -> Result<String> {
+    if let Some(name) = requested {
+        let enabled: Option<bool> = sqlx::query_scalar("SELECT enabled FROM tenant_master.db_hosts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("failed to look up the host")?;
+        return match enabled {
+            Some(true) => Ok(name.to_owned()),
+            Some(false) => Err(Error::Conflict(format!("host '{name}' is disabled"))),
+            None => Err(Error::Invalid(format!("unknown host '{name}'"))),
+        };
+    }
+    sqlx::query_scalar(
+        "SELECT h.name FROM tenant_master.db_hosts h
+         WHERE h.enabled
+         ORDER BY h.capacity - (SELECT count(*) FROM tenant_master.tenants t WHERE t.host = h.name AND t.status <> 'deleted') DESC, h.name
+         LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await
+    .context("failed to choose a host")?
+    .ok_or_else(|| Error::Conflict("no enabled database host: add one to tenant_master.db_hosts".into()))
+}
+
+/// Admin connection options of a host; the default host uses the control plane's own URL.
+pub async fn admin_options(conn: &mut PgConnection, config: &Config, host: &str) -> Result<PgConnectOptions> {
+    let url: Option<Option<String>> = sqlx::query_scalar("SELECT admin_url FROM tenant_master.db_hosts WHERE name = $1")
+        .bind(host)
+        .fetch_optional(conn)
+        .await
+        .context("failed to look up the host")?;
+    match url {
+        Some(Some(url)) => db::options(&url),
+        Some(None) => db::options(&config.database_url),
+        None => Err(Error::NotFound(format!("unknown host '{host}'"))),
+    }
+}
+
+/// Opens an admin connection to `database` on `host`.
+pub async fn connect(conn: &mut PgConnection, config: &Config, host: &str, database: &str) -> Result<PgConnection> {
+    let options = admin_options(conn, config, host).await?;
+    db::connect_to(&options, database).await
+}

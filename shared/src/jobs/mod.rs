@@ -1,0 +1,110 @@
+//! Job types and the one handler wrapper they all run through.
+//!
+//! A job is a serde payload with an explicit queue name ([`Job::TYPE`], never a Rust type
+//! name: renaming a struct must not strand queued jobs). The wrapper adds what every job
+//! needs: a tracing span, the per-tenant lock, panic capture, backoff stored in `run_at`
+//! (apalis would re-fetch a failed job at once), and a hard stop after `max_attempts`
+//! even for a job that keeps killing its worker (apalis's orphan sweep ignores the limit).
+
+pub mod provision_tenant;
+
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data, TaskId};
+use futures_util::FutureExt;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::{config::Config, error::Result, lock::TenantLock, queue};
+
+/// What handlers get: configuration and the control-plane pool.
+pub struct App {
+    pub config: Config,
+    pub pool: PgPool,
+}
+
+/// A job type: its payload, queue name, idempotency key and handler.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
+    /// The queue name and `job_type` column value; also a row in `tenant_master.job_types`.
+    const TYPE: &'static str;
+
+    /// The key that makes a second enqueue of the same work a no-op.
+    fn idempotency_key(&self) -> Option<String>;
+
+    /// The tenant this job belongs to: it runs under that tenant's lock.
+    fn tenant(&self) -> Option<&str>;
+
+    /// Does the work; must converge to the same end state however often it is rerun.
+    fn run(&self, app: &App) -> impl Future<Output = Result<Value>> + Send;
+
+    /// Called once when the job gives up for good.
+    fn on_dead(&self, _app: &App, _error: &str) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The apalis handler of every job type.
+pub async fn execute<J: Job>(job: J, id: TaskId, attempt: Attempt, app: Data<Arc<App>>) -> Result<Value, BoxDynError> {
+    let id = id.to_string();
+    let attempt = attempt.current();
+    let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.tenant().unwrap_or("-"), attempt);
+    run_attempt(&job, &id, attempt, &app).instrument(span).await
+}
+
+async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Result<Value, BoxDynError> {
+    let max_attempts = queue::max_attempts(&app.pool, id).await?;
+    if attempt > max_attempts {
+        let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
+        return Err(give_up(job, app, reason).await);
+    }
+    tracing::info!("job started");
+    let started = std::time::Instant::now();
+    let outcome = AssertUnwindSafe(run_locked(job, app)).catch_unwind().await;
+    let error = match outcome {
+        Ok(Ok(value)) => {
+            tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
+            return Ok(value);
+        }
+        Ok(Err(e)) if !e.is_retryable() => return Err(give_up(job, app, e.to_string()).await),
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => format!("panicked: {}", panic_message(&panic)),
+    };
+    if attempt >= max_attempts {
+        return Err(give_up(job, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
+    }
+    let delay = queue::backoff(attempt);
+    tracing::warn!(error = %error, retry_in_s = delay.as_secs(), "job failed; will retry");
+    queue::defer(&app.pool, id, delay).await?;
+    Err(error.into())
+}
+
+async fn run_locked<J: Job>(job: &J, app: &App) -> Result<Value> {
+    let lock = match job.tenant() {
+        Some(slug) => Some(TenantLock::acquire(&app.config, slug).await?),
+        None => None,
+    };
+    let result = job.run(app).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+/// Final failure: run the job's hook, log once, and tell apalis not to retry.
+async fn give_up<J: Job>(job: &J, app: &App, reason: String) -> BoxDynError {
+    tracing::error!(error = %reason, "job gave up");
+    if let Err(e) = job.on_dead(app, &reason).await {
+        tracing::error!(error = %e, "could not record the job's failure");
+    }
+    Box::new(AbortError::new(reason))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

@@ -1,0 +1,56 @@
+//! `ProvisionTenant`: creates a tenant end to end (see `ops::provision`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job};
+use crate::{error::Result, ops::provision, tenants::NewTenant};
+
+/// Payload: what the producer asked for. Validated by the handler too, since a producer
+/// in another language may enqueue it with SQL alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionTenant {
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub product: String,
+    pub plan: String,
+    pub owner_email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl From<&NewTenant> for ProvisionTenant {
+    fn from(new: &NewTenant) -> Self {
+        ProvisionTenant {
+            slug: new.slug.to_string(),
+            name: new.name.clone(),
+            product: new.product.clone(),
+            plan: new.plan.as_str().to_owned(),
+            owner_email: new.owner_email.clone(),
+            host: new.host.clone(),
+        }
+    }
+}
+
+impl Job for ProvisionTenant {
+    const TYPE: &'static str = "ProvisionTenant";
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(format!("provision:{}", self.slug))
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App) -> Result<Value> {
+        let new = NewTenant::parse(&self.slug, &self.product, &self.plan, &self.owner_email, self.name.as_deref(), self.host.as_deref())?;
+        let tenant = provision::provision(app, &new, "worker").await?;
+        Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))
+    }
+
+    async fn on_dead(&self, app: &App, error: &str) -> Result<()> {
+        provision::mark_failed(app, &self.slug, error).await
+    }
+}

@@ -1,0 +1,32 @@
+//! Tenant Master: the lifecycle of a multi-tenant SaaS's tenants on PostgreSQL, as durable
+//! background jobs.
+//!
+//! - [`config`]: defaults -> TOML file -> environment.
+//! - [`naming`]: slugs, plans, isolation and the PostgreSQL names derived from them.
+//! - [`migrate`]: the control-plane schema and the queue's own migrations.
+//! - [`tenants`]: the registry (create, list, show, credentials).
+//! - [`queue`]: enqueue (also inside a caller's transaction) and read jobs.
+//! - [`jobs`]: job payloads and the handler wrapper; [`ops`]: the work itself.
+//! - [`worker`]: the apalis worker pool.
+//! - [`products`]: product definitions and their tenant migrations.
+
+pub mod activity;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod fault;
+pub mod hosts;
+pub mod jobs;
+pub mod lock;
+pub mod migrate;
+pub mod naming;
+pub mod ops;
+pub mod password;
+pub mod products;
+pub mod queue;
+pub mod telemetry;
+pub mod tenants;
+pub mod worker;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,149 @@
+//! `tenantctl migrate`: the queue's migrations (apalis, in schema `apalis` with its own
+//! history table `apalis._sqlx_migrations`) and ours (schema `tenant_master`, history in
+//! `tenant_master.schema_migrations`). The two histories never meet, so either order works.
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::{
+    config::Config,
+    db,
+    error::{Context as _, Error, Result},
+    products,
+};
+
+/// Our control-plane migrations, compiled into the binaries.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "control_plane", include_str!("../../migrations/0001_control_plane.sql"))];
+
+/// Serializes concurrent `migrate` runs (arbitrary constant, "tm" + "mig").
+const MIGRATE_LOCK: i64 = 0x746d_6d69_67;
+
+/// What a migrate run did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub database_created: bool,
+    pub applied: Vec<String>,
+    pub products: Vec<String>,
+}
+
+/// Everything: create the database if missing, queue, registry, views, products.
+pub async fn run(config: &Config) -> Result<Report> {
+    let options = db::options(&config.database_url)?;
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let database_created = {
+        let mut maintenance = db::connect_to(&options, "postgres").await?;
+        db::create_database_if_missing(&mut maintenance, &database).await?
+    };
+    let pool = db::connect_pool(&config.database_url, 2).await?;
+    queue(&pool).await?;
+    let applied = control_plane(&pool).await?;
+    views(&pool).await?;
+    let products = sync_products(&pool, config).await?;
+    // Tenant roles live on this server too: they must not even connect to the registry.
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    db::ddl(&mut conn, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&database]).await?;
+    drop(conn);
+    pool.close().await;
+    Ok(Report { database_created, applied, products })
+}
+
+/// The queue library's own migrations.
+pub async fn queue(pool: &PgPool) -> Result<()> {
+    apalis_postgres::PostgresStorage::setup(pool)
+        .await
+        .map_err(|e| Error::Fatal(format!("failed to apply the queue's (apalis) migrations: {e}")))
+}
+
+/// Our registry migrations; returns the ones applied now.
+pub async fn control_plane(pool: &PgPool) -> Result<Vec<String>> {
+    let mut applied = Vec::new();
+    let mut tx = pool.begin().await.context("failed to start the migration transaction")?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATE_LOCK)
+        .execute(&mut *tx)
+        .await
+        .context("failed to take the migration lock")?;
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS tenant_master;
+         CREATE TABLE IF NOT EXISTS tenant_master.schema_migrations (
+             version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .context("failed to create tenant_master.schema_migrations")?;
+    for &(version, name, sql) in MIGRATIONS {
+        let checksum = hex_sha256(sql);
+        let recorded: Option<String> = sqlx::query_scalar("SELECT checksum FROM tenant_master.schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("failed to read tenant_master.schema_migrations")?;
+        match recorded {
+            Some(c) if c == checksum => continue,
+            Some(_) => {
+                return Err(Error::Fatal(format!(
+                    "control-plane migration {version:04}_{name} was changed after it was applied; restore the original file"
+                )))
+            }
+            None => {}
+        }
+        sqlx::raw_sql(sql).execute(&mut *tx).await.context(format!("failed to apply migration {version:04}_{name}"))?;
+        sqlx::query("INSERT INTO tenant_master.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)")
+            .bind(version)
+            .bind(name)
+            .bind(&checksum)
+            .execute(&mut *tx)
+            .await
+            .context("failed to record a migration")?;
+        applied.push(format!("{version:04}_{name}"));
+    }
+    tx.commit().await.context("failed to commit the migrations")?;
+    Ok(applied)
+}
+
+/// Views over the queue for admins (needs both histories applied; replaced every run).
+pub async fn views(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE OR REPLACE VIEW tenant_master.jobs AS
+         SELECT j.id, j.job_type AS type,
+                tenant_master.job_status(j.status, j.attempts, j.max_attempts, j.lock_at, j.done_at) AS status,
+                j.status AS queue_status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, j.done_at,
+                CASE WHEN j.last_result ? 'Err' THEN j.last_result ->> 'Err' END AS last_error,
+                convert_from(j.job, 'UTF8')::jsonb AS payload,
+                convert_from(j.job, 'UTF8')::jsonb ->> 'slug' AS tenant,
+                j.idempotency_key
+         FROM apalis.jobs j",
+    )
+    .execute(pool)
+    .await
+    .context("failed to create the view tenant_master.jobs")?;
+    Ok(())
+}
+
+/// Registers every product found in `products_dir`, so producers can be checked against it.
+pub async fn sync_products(pool: &PgPool, config: &Config) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for product in products::load_all(&config.products_dir)? {
+        let prunable = serde_json::to_value(&product.prunable).expect("prunable list serializes");
+        sqlx::query(
+            "INSERT INTO tenant_master.products (name, display_name, migrations_dir, prunable)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
+                 migrations_dir = excluded.migrations_dir, prunable = excluded.prunable, updated_at = now()",
+        )
+        .bind(&product.name)
+        .bind(&product.display_name)
+        .bind(product.dir.display().to_string())
+        .bind(prunable)
+        .execute(pool)
+        .await
+        .context(format!("failed to register product {}", product.name))?;
+        names.push(product.name);
+    }
+    Ok(names)
+}
+
+fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}

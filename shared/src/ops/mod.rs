@@ -1,0 +1,4 @@
+//! Tenant operations: the real work, knowing nothing of the queue, so the worker,
+//! the CLI and the tests call the same code.
+
+pub mod provision;

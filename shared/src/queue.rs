@@ -1,0 +1,122 @@
+//! The queue as Tenant Master sees it: enqueue through `tenant_master.enqueue()` (the same
+//! SQL function other languages call), read jobs through the `tenant_master.jobs` view.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    error::{Context as _, Error, Result},
+    jobs::Job,
+};
+
+/// Enqueues `job` on `conn`, which may be inside the caller's transaction: the job becomes
+/// visible to workers only when that transaction commits. Returns the job id; a job whose
+/// idempotency key is taken is not enqueued twice (the existing job's id is returned).
+pub async fn enqueue<J: Job>(conn: &mut PgConnection, job: &J) -> Result<String> {
+    let payload = serde_json::to_value(job).expect("job payloads serialize to JSON");
+    sqlx::query_scalar("SELECT tenant_master.enqueue($1, $2, $3)")
+        .bind(J::TYPE)
+        .bind(payload)
+        .bind(job.idempotency_key())
+        .fetch_one(conn)
+        .await
+        .context(format!("failed to enqueue {}", J::TYPE))
+}
+
+/// A job as admins see it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct JobInfo {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub job_type: String,
+    /// pending | running | done | failed (will retry) | dead (gave up).
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub tenant: Option<String>,
+    pub payload: Value,
+}
+
+impl JobInfo {
+    /// Done or dead: nothing more will happen without an admin.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "done" | "dead")
+    }
+}
+
+/// One job by id.
+pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
+    sqlx::query_as(
+        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .context("failed to read the job")?
+    .ok_or_else(|| Error::NotFound(format!("there is no job with id {id}")))
+}
+
+/// Pushes a failed job's next attempt out by `delay` (the queue library itself would
+/// re-fetch it at once), so the backoff survives restarts.
+pub async fn defer(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
+    sqlx::query("UPDATE apalis.jobs SET run_at = now() + $2 WHERE id = $1")
+        .bind(id)
+        .bind(delay)
+        .execute(pool)
+        .await
+        .context("failed to schedule the job's next attempt")?;
+    Ok(())
+}
+
+/// The retry limit stored with a job.
+pub async fn max_attempts(pool: &PgPool, id: &str) -> Result<usize> {
+    let max: i32 = sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .context("failed to read the job's retry limit")?;
+    Ok(max.max(1) as usize)
+}
+
+/// Delay before attempt `attempt + 1`: 5 s × 4^(attempt-1), capped at one hour, ±25 % jitter.
+pub fn backoff(attempt: usize) -> Duration {
+    use rand::Rng;
+    let exp = attempt.saturating_sub(1).min(10) as u32;
+    let base = (5u64 * 4u64.pow(exp)).min(3600) as f64;
+    Duration::from_secs_f64(base * rand::rng().random_range(0.75..1.25))
+}
+
+/// Polls `ids` until all are done or dead, calling `progress` after each look.
+pub async fn wait_for(pool: &PgPool, ids: &[String], mut progress: impl FnMut(&[JobInfo])) -> Result<Vec<JobInfo>> {
+    loop {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            jobs.push(get(pool, id).await?);
+        }
+        progress(&jobs);
+        if jobs.iter().all(JobInfo::is_finished) {
+            return Ok(jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let d1 = backoff(1).as_secs_f64();
+        let d3 = backoff(3).as_secs_f64();
+        assert!((3.75..6.25).contains(&d1), "{d1}");
+        assert!((60.0..100.0).contains(&d3), "{d3}");
+        assert!(backoff(50).as_secs_f64() <= 4500.0);
+    }
+}

@@ -1,0 +1,251 @@
+//! The tenant registry: creating, reading and changing rows of `tenant_master.tenants`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    activity,
+    config::Config,
+    error::{Context as _, Error, Result},
+    hosts,
+    jobs::provision_tenant::ProvisionTenant,
+    naming::{Plan, Slug, TenantNames},
+    password, queue,
+};
+
+/// A tenant as the registry holds it (the password is read only by [`credentials_url`]).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: i64,
+    pub slug: String,
+    #[sqlx(rename = "display_name")]
+    pub name: String,
+    pub product: String,
+    pub plan: String,
+    pub isolation: String,
+    pub host: String,
+    #[sqlx(rename = "database_name")]
+    pub database: String,
+    #[sqlx(rename = "schema_name")]
+    pub schema: String,
+    #[sqlx(rename = "role_name")]
+    pub role: String,
+    pub owner_email: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`Tenant`], as a literal so queries stay `&'static str`.
+macro_rules! tenant_columns {
+    () => {
+        "id, slug, display_name, product, plan, isolation, host, database_name, schema_name, role_name, \
+         owner_email, status, status_reason, size_bytes, created_at, updated_at, deleted_at"
+    };
+}
+
+/// What a producer asks for.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: Slug,
+    pub name: Option<String>,
+    pub product: String,
+    pub plan: Plan,
+    pub owner_email: String,
+    pub host: Option<String>,
+}
+
+impl NewTenant {
+    /// Validates raw input; every problem is one sentence naming the bad value.
+    pub fn parse(slug: &str, product: &str, plan: &str, owner_email: &str, name: Option<&str>, host: Option<&str>) -> Result<NewTenant> {
+        let slug = Slug::parse(slug)?;
+        crate::naming::validate_product_name(product)?;
+        let plan = Plan::parse(plan)?;
+        validate_email(owner_email)?;
+        if let Some(name) = name {
+            if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+                return Err(Error::Invalid("the tenant name must be 1 to 200 printable characters".into()));
+            }
+        }
+        Ok(NewTenant {
+            slug,
+            name: name.map(str::to_owned),
+            product: product.to_owned(),
+            plan,
+            owner_email: owner_email.to_owned(),
+            host: host.map(str::to_owned),
+        })
+    }
+}
+
+fn validate_email(email: &str) -> Result<()> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            && !domain.starts_with('.') && !domain.ends_with('.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("'{}' is not a valid owner e-mail address", email.escape_debug())))
+    }
+}
+
+/// Inserts the tenant row (status `provisioning`) unless the slug exists.
+/// Returns the row and whether this call created it.
+pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant) -> Result<(Tenant, bool)> {
+    if let Some(existing) = find(conn, new.slug.as_str()).await? {
+        return Ok((existing, false));
+    }
+    let product_known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.products WHERE name = $1)")
+        .bind(&new.product)
+        .fetch_one(&mut *conn)
+        .await
+        .context("failed to look up the product")?;
+    if !product_known {
+        return Err(Error::Invalid(format!(
+            "unknown product '{}': run `tenantctl migrate` after adding it under {}",
+            new.product,
+            config.products_dir.display()
+        )));
+    }
+    let host = hosts::choose(conn, new.host.as_deref()).await?;
+    let isolation = new.plan.isolation();
+    let names = TenantNames::derive(&config.database_prefix, &new.product, &new.slug, isolation)?;
+    let inserted: Option<Tenant> = sqlx::query_as(concat!(
+        "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
+                                            role_name, role_password, owner_email)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (slug) DO NOTHING
+         RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(new.slug.as_str())
+    .bind(new.name.as_deref().unwrap_or(new.slug.as_str()))
+    .bind(&new.product)
+    .bind(new.plan.as_str())
+    .bind(isolation.as_str())
+    .bind(&host)
+    .bind(&names.database)
+    .bind(&names.schema)
+    .bind(&names.role)
+    .bind(password::generate())
+    .bind(&new.owner_email)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("failed to register the tenant")?;
+    match inserted {
+        Some(tenant) => Ok((tenant, true)),
+        // Lost a race with another producer: theirs stands.
+        None => Ok((get(conn, new.slug.as_str()).await?, false)),
+    }
+}
+
+/// Registers a new tenant and enqueues its provisioning, on `conn` (use a transaction to
+/// make it atomic with your own writes). A taken slug is a [`Error::Conflict`].
+pub async fn create(conn: &mut PgConnection, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
+    let (tenant, created) = register(conn, config, new).await?;
+    if !created {
+        return Err(Error::Conflict(format!("slug '{}' is already taken (that tenant is {})", tenant.slug, tenant.status)));
+    }
+    let job = ProvisionTenant::from(new);
+    let job_id = queue::enqueue(conn, &job).await?;
+    activity::record(conn, actor, Some(tenant.id), "tenant.create_requested", json!({ "plan": tenant.plan, "job_id": job_id })).await?;
+    Ok((tenant, job_id))
+}
+
+/// [`create`] in a transaction of its own.
+pub async fn create_in_new_transaction(pool: &PgPool, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let created = create(&mut tx, config, new, actor).await?;
+    tx.commit().await.context("failed to commit the new tenant")?;
+    Ok(created)
+}
+
+/// The tenant with this slug, if any.
+pub async fn find(conn: &mut PgConnection, slug: &str) -> Result<Option<Tenant>> {
+    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenant_master.tenants WHERE slug = $1"))
+        .bind(slug)
+        .fetch_optional(conn)
+        .await
+        .context("failed to read the tenant")
+}
+
+/// The tenant with this slug, or a clear "no such tenant".
+pub async fn get(conn: &mut PgConnection, slug: &str) -> Result<Tenant> {
+    find(conn, slug).await?.ok_or_else(|| Error::NotFound(format!("there is no tenant '{slug}'")))
+}
+
+/// Filters of `tenantctl tenant list`.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub product: Option<String>,
+    pub plan: Option<String>,
+}
+
+/// Tenants matching `filter`, by slug.
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Tenant>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenant_master.tenants
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR product = $2) AND ($3::text IS NULL OR plan = $3)
+         ORDER BY slug"
+    ))
+    .bind(&filter.status)
+    .bind(&filter.product)
+    .bind(&filter.plan)
+    .fetch_all(pool)
+    .await
+    .context("failed to list tenants")
+}
+
+/// The tenant role's connection URL (host and port of its database host): a secret.
+pub async fn credentials_url(conn: &mut PgConnection, config: &Config, slug: &str) -> Result<String> {
+    let tenant = get(conn, slug).await?;
+    if matches!(tenant.status.as_str(), "deleted" | "deleting") {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {}: it has no credentials any more", tenant.status)));
+    }
+    let password: Option<String> = sqlx::query_scalar("SELECT role_password FROM tenant_master.tenants WHERE id = $1")
+        .bind(tenant.id)
+        .fetch_one(&mut *conn)
+        .await
+        .context("failed to read the tenant's credentials")?;
+    let password = password.ok_or_else(|| Error::Conflict(format!("tenant '{slug}' has no password yet")))?;
+    let options = hosts::admin_options(conn, config, &tenant.host).await?;
+    let host = options.get_host();
+    let host = if host.starts_with('/') { "localhost" } else { host };
+    Ok(format!("postgres://{}:{}@{}:{}/{}", tenant.role, password, host, options.get_port(), tenant.database))
+}
+
+/// Sets a tenant's status (and reason) and logs the change, in one statement pair on `conn`.
+pub async fn set_status(conn: &mut PgConnection, tenant: &Tenant, status: &str, reason: Option<&str>, actor: &str) -> Result<()> {
+    sqlx::query("UPDATE tenant_master.tenants SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1")
+        .bind(tenant.id)
+        .bind(status)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await
+        .context(format!("failed to mark tenant {} {status}", tenant.slug))?;
+    activity::record(conn, actor, Some(tenant.id), &format!("tenant.{status}"), json!({ "from": tenant.status, "reason": reason })).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_checked() {
+        for good in ["owner@example.com", "a.b+c@sub.example.org"] {
+            validate_email(good).unwrap();
+        }
+        for bad in ["", "owner", "@example.com", "owner@", "owner@example", "a b@example.com", "a@b@c.com", "a@.com"] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+    }
+}

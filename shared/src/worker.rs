@@ -1,0 +1,100 @@
+//! `tenant-worker`: an apalis Monitor with one worker per job type.
+//!
+//! Per the measured traps of apalis-postgres 1.0 (shared/notes/apalis-1.0.md): every queue
+//! name is explicit, every worker name is unique per process (`<type>-<host>-<pid>-<restart>`),
+//! LISTEN/NOTIFY wakes workers at once and an interval poll catches delayed and retried jobs,
+//! and all workers share one heartbeat setting so none steals another's live jobs.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+
+use crate::{
+    config::Config,
+    db,
+    error::{Context as _, Error, Result},
+    jobs::{execute, provision_tenant::ProvisionTenant, App, Job},
+};
+
+/// The job types this worker runs.
+pub const JOB_TYPES: &[&str] = &[ProvisionTenant::TYPE];
+
+/// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
+/// (up to `shutdown_timeout_secs`).
+pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
+    let w = &config.worker;
+    // Each worker holds one LISTEN connection; jobs share the rest.
+    let pool_size = (JOB_TYPES.len() * (w.concurrency + 2) + 4) as u32;
+    let pool = db::connect_pool(&config.database_url, pool_size).await?;
+    ensure_migrated(&pool).await?;
+    let shutdown_timeout = Duration::from_secs(w.shutdown_timeout_secs);
+    tracing::info!(
+        job_types = ?JOB_TYPES, concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
+        "worker pool starting"
+    );
+    let app = Arc::new(App { config, pool });
+    let monitor = register::<ProvisionTenant>(Monitor::new(), &app);
+    monitor
+        .on_event(|worker, event| {
+            if let Event::Error(e) = event {
+                tracing::error!(worker = %worker.name(), error = %e, "worker error");
+            }
+        })
+        .shutdown_timeout(shutdown_timeout)
+        .run_with_signal(shutdown)
+        .await
+        .map_err(|e| Error::Fatal(format!("worker pool stopped with an error: {e}")))?;
+    tracing::info!("worker pool stopped");
+    Ok(())
+}
+
+fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
+    let w = &app.config.worker;
+    let queue_config = apalis_postgres::Config::default()
+        .queue(J::TYPE)
+        .batch_size(w.batch_size)
+        .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
+        .missed_heartbeats(w.missed_heartbeats);
+    let backend = PostgresStorage::<J>::new(&app.pool)
+        .with_config(queue_config)
+        .with_pubsub()
+        .poll_with_interval(Duration::from_millis(w.poll_interval_ms));
+    let (app, concurrency) = (app.clone(), w.concurrency);
+    let prefix = format!("{}-{}-{}", J::TYPE, hostname(), std::process::id());
+    monitor.register(move |restarts| {
+        WorkerBuilder::new(format!("{prefix}-{restarts}"))
+            .backend(backend.clone())
+            .data(app.clone())
+            .catch_panic()
+            .concurrency(concurrency)
+            .build(execute::<J>)
+    })
+}
+
+async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
+    let ready: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.jobs') IS NOT NULL AND to_regclass('apalis.jobs') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("failed to check the control-plane schema")?;
+    if ready {
+        Ok(())
+    } else {
+        Err(Error::Fatal("the control-plane database is not migrated: run `tenantctl migrate` first".into()))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the shutdown signal of the binaries.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: draining running jobs");
+    Ok(())
+}
