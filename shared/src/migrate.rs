@@ -16,7 +16,7 @@ use crate::{
 const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "control_plane", include_str!("../../migrations/0001_control_plane.sql"))];
 
 /// Serializes concurrent `migrate` runs (arbitrary constant, "tm" + "mig").
-const MIGRATE_LOCK: i64 = 0x746d_6d69_67;
+const MIGRATE_LOCK: i64 = 0x0074_6d6d_6967;
 
 /// What a migrate run did.
 #[derive(Debug, Default, serde::Serialize)]

@@ -1,1 +1,305 @@
+//! Test support: a private control plane per test on the real PostgreSQL server, the
+//! real worker (in-process or as a child process) and the real `tenantctl` binary.
+//!
+//! Every [`TestEnv`] has its own control-plane database, tenant database prefix and slug
+//! suffix, and drops all of them (and its tenants' roles) when it goes out of scope, even
+//! when the test panics.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, PgPool};
+use tenant_master::{db, migrate, Config};
+
+/// The server tests run against (a superuser or a role with CREATEDB and CREATEROLE).
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A private control plane on the test server.
+pub struct TestEnv {
+    pub config: Config,
+    pub pool: PgPool,
+    /// Appended to every slug of this test, so role names never clash across tests.
+    pub suffix: String,
+    control_db: String,
+    _products: Option<TempDir>,
+}
+
+impl TestEnv {
+    /// A migrated control plane with the shipped products.
+    pub async fn new() -> TestEnv {
+        TestEnv::build(None, true).await
+    }
+
+    /// A control plane whose products come from `products` (a folder of product folders).
+    pub async fn with_products(products: TempDir) -> TestEnv {
+        TestEnv::build(Some(products), true).await
+    }
+
+    /// An empty database, not migrated.
+    pub async fn unmigrated() -> TestEnv {
+        TestEnv::build(None, false).await
+    }
+
+    async fn build(products: Option<TempDir>, migrated: bool) -> TestEnv {
+        let suffix = random_suffix();
+        let control_db = format!("tm_test_{suffix}");
+        let mut config = Config {
+            database_url: url_with_database(&server_url(), &control_db),
+            database_prefix: format!("tt{suffix}_"),
+            products_dir: match &products {
+                Some(dir) => dir.path().to_owned(),
+                None => repo_root().join("migrations/products"),
+            },
+            ..Config::default()
+        };
+        config.worker.poll_interval_ms = 200;
+        config.worker.heartbeat_secs = 1;
+        config.worker.missed_heartbeats = 3;
+        if migrated {
+            migrate::run(&config).await.expect("migrate the test control plane");
+        } else {
+            let options = db::options(&config.database_url).unwrap();
+            let mut conn = db::connect_to(&options, "postgres").await.unwrap();
+            db::create_database_if_missing(&mut conn, &control_db).await.unwrap();
+        }
+        let pool = db::connect_pool(&config.database_url, 5).await.expect("connect to the test control plane");
+        TestEnv { config, pool, suffix, control_db, _products: products }
+    }
+
+    /// A slug unique to this test: `<base>_<suffix>`.
+    pub fn slug(&self, base: &str) -> String {
+        format!("{base}_{}", self.suffix)
+    }
+
+    /// Environment variables that point a binary at this control plane.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        let w = &self.config.worker;
+        vec![
+            ("DATABASE_URL", self.config.database_url.clone()),
+            ("TENANT_MASTER_DATABASE_PREFIX", self.config.database_prefix.clone()),
+            ("TENANT_MASTER_PRODUCTS_DIR", self.config.products_dir.display().to_string()),
+            ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", w.poll_interval_ms.to_string()),
+            ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", w.heartbeat_secs.to_string()),
+            ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", w.missed_heartbeats.to_string()),
+            ("RUST_LOG", "info,sqlx=warn".to_owned()),
+        ]
+    }
+
+    /// Runs `tenantctl args...` against this control plane.
+    pub fn tenantctl(&self, args: &[&str]) -> Output {
+        self.tenantctl_command(args).output().expect("run tenantctl")
+    }
+
+    /// `tenantctl args...` against this control plane, ready to run.
+    pub fn tenantctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("tenantctl"));
+        cmd.args(args).env_remove("TENANT_MASTER_CONFIG");
+        for (k, v) in self.env_vars() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts `tenant-worker` as a child process, logging to `log`.
+    pub fn spawn_worker(&self, log: &Path) -> std::process::Child {
+        let file = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(binary("tenant-worker"));
+        cmd.env_remove("TENANT_MASTER_CONFIG").stdout(file.try_clone().unwrap()).stderr(file);
+        for (k, v) in self.env_vars() {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("start tenant-worker")
+    }
+
+    /// Runs the real worker pool in this process until `done` holds (checked every 100 ms),
+    /// then shuts it down. Panics after `limit`.
+    pub async fn run_worker_until<F, Fut>(&self, limit: Duration, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(tenant_master::worker::run(self.config.clone(), async move {
+            let _ = stopped.await;
+            Ok(())
+        }));
+        let started = Instant::now();
+        while !done().await {
+            assert!(started.elapsed() < limit, "the worker did not finish within {limit:?}");
+            assert!(!worker.is_finished(), "the worker stopped early");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop.send(());
+        worker.await.unwrap().expect("worker shut down cleanly");
+    }
+
+    /// The status of tenant `slug` in the registry, if it exists.
+    pub async fn tenant_status(&self, slug: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM tenant_master.tenants WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await.unwrap()
+    }
+
+    /// Number of rows in the queue.
+    pub async fn job_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM apalis.jobs").fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// An admin connection to `database` on the test server.
+    pub async fn admin(&self, database: &str) -> PgConnection {
+        let options: PgConnectOptions = db::options(&server_url()).unwrap().database(database);
+        PgConnection::connect_with(&options).await.expect("admin connection")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let (control_db, prefix, suffix) = (self.control_db.clone(), self.config.database_prefix.clone(), self.suffix.clone());
+        // Async cleanup from Drop: a thread with its own runtime, joined before returning.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(&control_db, &prefix, &suffix))
+        })
+        .join()
+        .expect("cleanup thread");
+    }
+}
+
+async fn cleanup(control_db: &str, prefix: &str, suffix: &str) {
+    let options = db::options(&server_url()).unwrap().database("postgres");
+    let Ok(mut conn) = PgConnection::connect_with(&options).await else { return };
+    let databases: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = $1 OR starts_with(datname, $2)")
+        .bind(control_db)
+        .bind(prefix)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    for database in databases {
+        let _ = db::ddl(&mut conn, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[&database]).await;
+    }
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE starts_with(rolname, 't_') AND rolname LIKE '%\\_' || $1")
+            .bind(suffix)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    for role in roles {
+        let _ = db::ddl(&mut conn, "DROP ROLE IF EXISTS %I", &[&role]).await;
+    }
+}
+
+/// `url` with its database replaced.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let base = url.split('?').next().unwrap();
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    format!("{scheme}://{authority}/{database}")
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..6).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A workspace binary built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` before the tests (./deploy/test.sh does)", path.display());
+    path
+}
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("tm-{label}-{}", random_suffix()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A products folder holding the shipped `demo` plus `slow`: demo's migrations and a third
+/// that sleeps `sleep_secs` (so a test can stop a worker in the middle of provisioning).
+pub fn products_with_slow(sleep_secs: u32) -> TempDir {
+    let dir = TempDir::new("products");
+    let shipped = repo_root().join("migrations/products/demo");
+    for name in ["demo", "slow"] {
+        let target = dir.path().join(name);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("slow/0003_slow.sql"), format!("CREATE TABLE slow_marker (id int);\nSELECT pg_sleep({sleep_secs});\n"))
+        .unwrap();
+    dir
+}
+
+/// Waits until `check` holds, polling every 100 ms; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything a test checks about a provisioned tenant's footprint on the server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Footprint {
+    pub roles: i64,
+    pub schemas: i64,
+    pub migrations: Vec<i64>,
+    pub tables: Vec<String>,
+}
+
+impl TestEnv {
+    /// Counts the tenant's roles, schemas, applied migrations and tables on the server.
+    pub async fn footprint(&self, slug: &str, database: &str) -> Footprint {
+        let role = format!("t_{slug}");
+        let mut server = self.admin("postgres").await;
+        let roles =
+            sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(&role).fetch_one(&mut server).await.unwrap();
+        let mut db = self.admin(database).await;
+        let schemas =
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1").bind(&role).fetch_one(&mut db).await.unwrap();
+        let migrations =
+            sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY version")
+                .bind(&role)
+                .fetch_all(&mut db)
+                .await
+                .unwrap_or_default();
+        let tables = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1")
+            .bind(&role)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+        Footprint { roles, schemas, migrations, tables }
+    }
+}

@@ -1,0 +1,117 @@
+//! `tenantctl` as a user runs it: exit codes, one-sentence errors, JSON output.
+
+use std::time::Duration;
+
+use tenant_master_tests::TestEnv;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "tenantctl failed: {}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("one JSON value on stdout")
+}
+
+async fn tenant_rows(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants").fetch_one(&env.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_is_one_sentence_and_changes_nothing() {
+    let env = TestEnv::new().await;
+    let taken = env.slug("taken");
+    let out = env.tenantctl(&["tenant", "create", &taken, "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (jobs_before, tenants_before) = (env.job_count().await, tenant_rows(&env).await);
+
+    let long = "a".repeat(41);
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["Acme"], 2, "invalid slug 'Acme'"),
+        (vec!["ab"], 2, "invalid slug 'ab'"),
+        (vec!["x; drop"], 2, "invalid slug 'x; drop'"),
+        (vec![&long], 2, "3 to 40 characters"),
+        (vec!["pg_x"], 2, "reserved"),
+        (vec!["okslug", "--product", "nope"], 2, "unknown product 'nope'"),
+        (vec!["okslug", "--plan", "gold"], 2, "unknown plan 'gold'"),
+        (vec!["okslug", "--owner-email", "not-an-email"], 2, "not a valid owner e-mail"),
+        (vec!["okslug", "--host", "nowhere"], 2, "unknown host 'nowhere'"),
+        (vec![&taken], 1, "already taken"),
+    ];
+    for (overrides, code, message) in cases {
+        let mut args = vec!["tenant", "create", overrides[0], "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"];
+        for pair in overrides[1..].chunks(2) {
+            match args.iter().position(|a| *a == pair[0]) {
+                Some(at) => args[at + 1] = pair[1],
+                None => args.extend_from_slice(pair),
+            }
+        }
+        let out = env.tenantctl(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one sentence, got: {err}");
+        assert!(out.stdout.is_empty(), "nothing on stdout for {args:?}");
+    }
+    assert_eq!(env.job_count().await, jobs_before, "nothing enqueued");
+    assert_eq!(tenant_rows(&env).await, tenants_before, "nothing created");
+
+    let out = env.tenantctl(&["tenant", "show", "nosuchtenant"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("there is no tenant 'nosuchtenant'"));
+}
+
+#[tokio::test]
+async fn create_wait_show_and_list_in_both_modes() {
+    let env = TestEnv::new().await;
+    let (shared, own) = (env.slug("acme"), env.slug("bigco"));
+    // The real CLI waits in a thread while the real worker runs in this process.
+    let commands: Vec<_> = [(&shared, "starter"), (&own, "enterprise")]
+        .into_iter()
+        .map(|(slug, plan)| {
+            env.tenantctl_command(&[
+                "tenant",
+                "create",
+                slug,
+                "--product",
+                "demo",
+                "--plan",
+                plan,
+                "--owner-email",
+                "owner@example.com",
+                "--wait",
+            ])
+        })
+        .collect();
+    let cli = tokio::task::spawn_blocking(move || commands.into_iter().map(|mut c| c.output().unwrap()).collect::<Vec<_>>());
+    env.run_worker_until(Duration::from_secs(90), || async { cli.is_finished() }).await;
+    let outputs = cli.await.unwrap();
+    for out in &outputs {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    }
+
+    let shown = json(&env.tenantctl(&["tenant", "show", &shared, "--json"]));
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["isolation"], "schema");
+    assert_eq!(shown["plan"], "starter");
+    assert_eq!(shown["database"], format!("{}demo_shared", env.config.database_prefix));
+    assert_eq!(shown["schema"], format!("t_{shared}"));
+    assert_eq!(shown["role"], format!("t_{shared}"));
+    assert!(shown.get("role_password").is_none(), "show never prints the password");
+    assert!(shown["recent_activity"].as_array().unwrap().iter().any(|e| e["action"] == "tenant.active"));
+
+    let shown = json(&env.tenantctl(&["tenant", "show", &own, "--json"]));
+    assert_eq!((shown["status"].as_str(), shown["isolation"].as_str()), (Some("active"), Some("database")));
+    assert_eq!(shown["database"], format!("{}demo_{own}", env.config.database_prefix));
+
+    let listed = json(&env.tenantctl(&["tenant", "list", "--json", "--plan", "enterprise"]));
+    let slugs: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, vec![own.as_str()]);
+
+    let creds = env.tenantctl(&["tenant", "credentials", &own]);
+    let url = String::from_utf8(creds.stdout).unwrap();
+    assert!(url.starts_with(&format!("postgres://t_{own}:")), "{url}");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url.trim()).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(one, 1);
+}

@@ -1,0 +1,85 @@
+//! `tenant-worker` as a process: SIGKILL mid-provisioning, SIGTERM drain.
+
+use std::{process::Command, time::Duration};
+
+use tenant_master::tenants::{self, NewTenant};
+use tenant_master_tests::{eventually, products_with_slow, Footprint, TempDir, TestEnv};
+
+/// Waits until the worker is inside the slow migration of `database`.
+async fn wait_until_sleeping(env: &TestEnv, database: &str) {
+    eventually(Duration::from_secs(60), "the worker to reach the slow migration", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%'")
+            .bind(database)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        n > 0
+    })
+    .await;
+}
+
+async fn create_slow(env: &TestEnv, slug: &str, plan: &str) -> String {
+    let new = NewTenant::parse(slug, "slow", plan, "owner@example.com", None, None).unwrap();
+    let (tenant, _) = tenants::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
+    tenant.database
+}
+
+fn expected_footprint() -> Footprint {
+    Footprint {
+        roles: 1,
+        schemas: 1,
+        migrations: vec![1, 2, 3],
+        tables: vec!["events".into(), "projects".into(), "slow_marker".into(), "tasks".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_provisioning_is_replaced_and_the_tenant_ends_active() {
+    let env = TestEnv::with_products(products_with_slow(4)).await;
+    let logs = TempDir::new("logs");
+    for plan in ["starter", "enterprise"] {
+        let slug = env.slug(&format!("kill{}", &plan[..1]));
+        let mut first = env.spawn_worker(&logs.path().join(format!("first-{plan}.log")));
+        let database = create_slow(&env, &slug, plan).await;
+        wait_until_sleeping(&env, &database).await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("provisioning"));
+
+        let mut second = env.spawn_worker(&logs.path().join(format!("second-{plan}.log")));
+        eventually(Duration::from_secs(90), "the second worker to finish the job", || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE tenant = $1")
+                .bind(&slug)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+            status == "done"
+        })
+        .await;
+        assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
+        second.kill().unwrap();
+        second.wait().unwrap();
+
+        assert_eq!(env.footprint(&slug, &database).await, expected_footprint(), "{plan}");
+        let attempts: i32 =
+            sqlx::query_scalar("SELECT attempts FROM tenant_master.jobs WHERE tenant = $1").bind(&slug).fetch_one(&env.pool).await.unwrap();
+        assert!(attempts >= 2, "the job ran again after the kill (attempts {attempts})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
+    let env = TestEnv::with_products(products_with_slow(3)).await;
+    let logs = TempDir::new("logs");
+    let log = logs.path().join("worker.log");
+    let slug = env.slug("drain");
+    let mut worker = env.spawn_worker(&log);
+    let database = create_slow(&env, &slug, "business").await;
+    wait_until_sleeping(&env, &database).await;
+    let term = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || worker.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "worker log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"), "the running job finished before exit");
+    assert_eq!(env.footprint(&slug, &database).await, expected_footprint());
+}
