@@ -18,7 +18,7 @@ slug=${DEMO_TENANT:-demo_acme}
 if $bin/tenantctl tenant show "$slug" >/dev/null 2>&1; then
   echo "demo tenant '$slug' exists already"
 else
-  $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait
+  $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait >/dev/null
 fi
 $bin/tenantctl tenant show "$slug"
 cat <<TXT

@@ -7,7 +7,7 @@ use crate::error::{Context as _, Result};
 
 /// Who asked: `--actor`, else the OS user; `worker` or `scheduler` for automatic actions.
 pub fn default_actor() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".to_owned())
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).or_else(crate::system::os_user).unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Appends one entry.
@@ -17,7 +17,7 @@ pub async fn record(conn: &mut PgConnection, actor: &str, tenant_id: Option<i64>
         .bind(tenant_id)
         .bind(action)
         .bind(details)
-        .bind(origin())
+        .bind(crate::system::hostname())
         .execute(conn)
         .await
         .context(format!("failed to write '{action}' to the activity log"))?;
@@ -43,9 +43,4 @@ pub async fn recent(conn: &mut PgConnection, tenant_id: i64, limit: i64) -> Resu
     .fetch_all(conn)
     .await
     .context("failed to read the activity log")
-}
-
-/// The machine this process runs on, for the `origin` column.
-fn origin() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
 }

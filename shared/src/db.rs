@@ -22,20 +22,9 @@ pub fn options(url: &str) -> Result<PgConnectOptions> {
     if has_user || std::env::var_os("PGUSER").is_some() {
         return Ok(options);
     }
-    Ok(match os_user() {
+    Ok(match crate::system::os_user() {
         Some(user) => options.username(&user),
         None => options,
-    })
-}
-
-/// The effective OS user's name, from /etc/passwd (the environment may not carry USER).
-fn os_user() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 2 && fields[2] == uid).then(|| fields[0].to_owned())
     })
 }
 

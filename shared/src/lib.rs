@@ -24,6 +24,7 @@ pub mod ops;
 pub mod password;
 pub mod products;
 pub mod queue;
+pub mod system;
 pub mod telemetry;
 pub mod tenants;
 pub mod worker;

@@ -61,7 +61,8 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
         .with_pubsub()
         .poll_with_interval(Duration::from_millis(w.poll_interval_ms));
     let (app, concurrency) = (app.clone(), w.concurrency);
-    let prefix = format!("{}-{}-{}", J::TYPE, hostname(), std::process::id());
+    let host = crate::system::hostname().unwrap_or_else(|| "host".into());
+    let prefix = format!("{}-{host}-{}", J::TYPE, std::process::id());
     monitor.register(move |restarts| {
         WorkerBuilder::new(format!("{prefix}-{restarts}"))
             .backend(backend.clone())
@@ -82,10 +83,6 @@ async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
     } else {
         Err(Error::Fatal("the control-plane database is not migrated: run `tenantctl migrate` first".into()))
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the shutdown signal of the binaries.
