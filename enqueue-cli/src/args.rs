@@ -30,6 +30,9 @@ pub enum Command {
     /// Create, list and inspect tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Back up and restore tenants.
+    #[command(subcommand)]
+    Backup(BackupCommand),
 }
 
 #[derive(Subcommand)]
@@ -73,4 +76,46 @@ pub struct CreateArgs {
     /// Wait until the tenant is provisioned; exit 1 if provisioning fails.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Enqueue a manual backup of tenants.
+    Create {
+        /// Tenants to back up.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        slugs: Vec<String>,
+        /// Every active, paused or suspended tenant.
+        #[arg(long)]
+        all: bool,
+        /// Routine backups to keep per tenant (default: the plan's or the configured number).
+        #[arg(long)]
+        keep: Option<u32>,
+        /// Who is asking, for the activity log (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Wait for the backups; exit 1 if one fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List a tenant's backups, newest first.
+    List { slug: String },
+    /// Replace a tenant's live data with a backup (a safety backup is taken first).
+    Restore {
+        slug: String,
+        /// The newest finished backup.
+        #[arg(long, required_unless_present = "backup", conflicts_with = "backup")]
+        latest: bool,
+        /// A backup id from `backup list`.
+        #[arg(long)]
+        backup: Option<i64>,
+        /// Confirm replacing the live data.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Wait for the restore; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
 }

@@ -3,7 +3,7 @@
 use std::{path::Path, process::ExitCode};
 
 use serde::Serialize;
-use tenant_master::{config::redact_url, products};
+use tenant_master::{config::redact_url, pg_tools, products};
 
 use crate::Ctx;
 
@@ -17,9 +17,12 @@ struct Item {
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut items = Vec::new();
     let config = &ctx.config;
+    let mut server_major = None;
     match ctx.pool().await {
         Ok(pool) => {
             let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+            let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await?;
+            server_major = num.parse::<u32>().ok().map(|n| n / 10000);
             items.push(Item { name: "database", ok: true, detail: format!("{} (PostgreSQL {version})", redact_url(&config.database_url)) });
             let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.jobs') IS NOT NULL").fetch_one(&pool).await?;
             items.push(Item {
@@ -39,10 +42,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Err(e) => Item { name: "products", ok: false, detail: e.to_string() },
     });
     for tool in ["pg_dump", "pg_restore"] {
-        items.push(match tool_version(tool) {
-            Some(v) => Item { name: tool, ok: true, detail: v },
-            // Needed by backups (not built yet): reported, not fatal.
-            None => Item { name: tool, ok: true, detail: "not found on PATH (needed for backups)".into() },
+        let found = pg_tools::major_version(tool).await;
+        items.push(match (found, server_major) {
+            (Ok(major), Some(server)) if major < server => Item {
+                name: tool,
+                ok: false,
+                detail: format!("version {major} is older than the server ({server}): install the PostgreSQL {server} client tools"),
+            },
+            (Ok(major), _) => Item { name: tool, ok: true, detail: format!("version {major}") },
+            (Err(e), _) => Item { name: tool, ok: false, detail: format!("{e} (backups need it)") },
         });
     }
     items.push(Item { name: "backup_dir", ok: true, detail: dir_state(&config.backup_dir) });
@@ -63,11 +71,6 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn tool_version(tool: &str) -> Option<String> {
-    let out = std::process::Command::new(tool).arg("--version").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn dir_state(dir: &Path) -> String {

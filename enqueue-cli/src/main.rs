@@ -2,6 +2,7 @@
 //! usage; every error is one sentence on stderr.
 
 mod args;
+mod backup;
 mod check;
 mod output;
 mod tenant;
@@ -55,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => check::run(&ctx).await,
         Command::Tenant(cmd) => tenant::run(&ctx, cmd).await,
+        Command::Backup(cmd) => backup::run(&ctx, cmd).await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Printing: one JSON value with `--json` (stable snake_case fields), else short text.
 
 use serde::Serialize;
-use tenant_master::{activity::Entry, migrate::Report, tenants::Tenant};
+use tenant_master::{activity::Entry, backups::Backup, migrate::Report, queue::JobInfo, tenants::Tenant};
 
 use crate::Ctx;
 
@@ -85,5 +85,46 @@ pub fn tenant_list(ctx: &Ctx, list: &[Tenant]) {
     println!("{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} HOST", "SLUG", "STATUS", "PLAN", "PRODUCT", "ISOLATION", "DATABASE");
     for t in list {
         println!("{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {}", t.slug, t.status, t.plan, t.product, t.isolation, t.database, t.host);
+    }
+}
+
+pub fn job_ids(ctx: &Ctx, jobs: &[(String, String)]) {
+    if ctx.json {
+        let list: Vec<_> = jobs.iter().map(|(slug, id)| serde_json::json!({ "tenant": slug, "job_id": id })).collect();
+        return print_json(&list);
+    }
+    for (slug, id) in jobs {
+        println!("{id}  {slug}");
+    }
+}
+
+pub fn finished_jobs(ctx: &Ctx, jobs: &[JobInfo]) {
+    if ctx.json {
+        return print_json(&jobs);
+    }
+    for j in jobs {
+        println!("{}  {:<14} {:<24} {}", j.id, j.job_type, j.tenant.as_deref().unwrap_or("-"), j.status);
+    }
+}
+
+pub fn backup_list(ctx: &Ctx, list: &[Backup]) {
+    if ctx.json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no backups");
+        return;
+    }
+    println!("{:>6}  {:<12} {:>12}  {:<20} {:<16} FILE", "ID", "KIND", "BYTES", "CREATED", "SHA256");
+    for b in list {
+        println!(
+            "{:>6}  {:<12} {:>12}  {:<20} {:<16} {}",
+            b.id,
+            b.kind,
+            b.bytes.unwrap_or(0),
+            b.created_at.format("%Y-%m-%d %H:%M:%S"),
+            b.sha256.as_deref().map(|s| &s[..16.min(s.len())]).unwrap_or("-"),
+            b.file_path
+        );
     }
 }

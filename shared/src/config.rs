@@ -32,6 +32,31 @@ pub struct Config {
     pub database_prefix: String,
     /// The worker pool's settings.
     pub worker: WorkerConfig,
+    /// Backup retention.
+    pub backups: BackupConfig,
+}
+
+/// How many routine (scheduled and manual) backups each tenant keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Kept per tenant unless its plan or the command says otherwise.
+    pub keep: u32,
+    /// Per plan, e.g. `enterprise = 30`.
+    pub keep_per_plan: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { keep: 7, keep_per_plan: Default::default() }
+    }
+}
+
+impl BackupConfig {
+    /// Backups to keep for a tenant on `plan`.
+    pub fn keep_for(&self, plan: &str) -> u32 {
+        self.keep_per_plan.get(plan).copied().unwrap_or(self.keep)
+    }
 }
 
 /// Settings of `tenant-worker`.
@@ -53,6 +78,10 @@ pub struct WorkerConfig {
     pub shutdown_timeout_secs: u64,
     /// How long a job waits for another job of the same tenant to finish before retrying later.
     pub tenant_lock_wait_secs: u64,
+    /// Heavy jobs (backup, restore) running at once per database host, over all workers.
+    pub heavy_jobs_per_host: u32,
+    /// How long a heavy job waits for a free slot before retrying later.
+    pub heavy_slot_wait_secs: u64,
 }
 
 impl Default for Config {
@@ -64,6 +93,7 @@ impl Default for Config {
             mail_dir: PathBuf::from("data/mail"),
             database_prefix: String::new(),
             worker: WorkerConfig::default(),
+            backups: BackupConfig::default(),
         }
     }
 }
@@ -78,6 +108,8 @@ impl Default for WorkerConfig {
             missed_heartbeats: 4,
             shutdown_timeout_secs: 60,
             tenant_lock_wait_secs: 30,
+            heavy_jobs_per_host: 2,
+            heavy_slot_wait_secs: 1800,
         }
     }
 }
@@ -137,6 +169,12 @@ impl Config {
                 *slot = parse_number(name, &v)?;
             }
         }
+        if let Some(v) = get("TENANT_MASTER_BACKUP_KEEP") {
+            self.backups.keep = parse_number("TENANT_MASTER_BACKUP_KEEP", &v)?;
+        }
+        if let Some(v) = get("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST") {
+            self.worker.heavy_jobs_per_host = parse_number("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &v)?;
+        }
         let counts: [(&str, &mut usize); 3] = [
             ("TENANT_MASTER_WORKER_CONCURRENCY", &mut self.worker.concurrency),
             ("TENANT_MASTER_WORKER_BATCH_SIZE", &mut self.worker.batch_size),
@@ -154,9 +192,18 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         crate::naming::validate_database_prefix(&self.database_prefix)?;
         let w = &self.worker;
-        if w.concurrency == 0 || w.batch_size == 0 || w.heartbeat_secs == 0 || w.missed_heartbeats == 0 || w.poll_interval_ms == 0 {
+        if self.backups.keep == 0 || self.backups.keep_per_plan.values().any(|k| *k == 0) {
+            return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
+        }
+        if w.heavy_jobs_per_host == 0
+            || w.concurrency == 0
+            || w.batch_size == 0
+            || w.heartbeat_secs == 0
+            || w.missed_heartbeats == 0
+            || w.poll_interval_ms == 0
+        {
             return Err(Error::Invalid(
-                "worker concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
+                "worker heavy_jobs_per_host, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
             ));
         }
         Ok(())
@@ -190,6 +237,7 @@ impl fmt::Debug for Config {
             .field("mail_dir", &self.mail_dir)
             .field("database_prefix", &self.database_prefix)
             .field("worker", &self.worker)
+            .field("backups", &self.backups)
             .finish()
     }
 }

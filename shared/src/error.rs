@@ -20,6 +20,12 @@ pub enum Error {
     /// Another job holds the tenant; retry later.
     #[error("{0}")]
     Busy(String),
+    /// A test stopped the operation here, as if the process had died (see `fault`).
+    #[error("{0}")]
+    Injected(String),
+    /// An external tool (pg_dump, pg_restore) failed; its own message follows.
+    #[error("{0}")]
+    Tool(String),
     /// A database call failed.
     #[error("{context}: {}", describe_db_error(source))]
     Database {
@@ -43,10 +49,15 @@ impl Error {
     /// Whether running the same job again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Busy(_) | Error::Io { .. } => true,
+            Error::Busy(_) | Error::Io { .. } | Error::Tool(_) | Error::Injected(_) => true,
             Error::Database { source, .. } => !is_permanent_db_error(source),
             Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) => false,
         }
+    }
+
+    /// Whether this is a test's simulated crash: callers must not clean up after it.
+    pub fn is_injected(&self) -> bool {
+        matches!(self, Error::Injected(_))
     }
 
     /// Whether the caller made a usage mistake (the CLI exits 2 for these, 1 otherwise).

@@ -20,7 +20,7 @@ pub fn point(scope: &str, point: &str) -> Result<()> {
     match armed.iter().position(|(s, p)| s == scope && p == point) {
         Some(i) => {
             armed.remove(i);
-            Err(crate::error::Error::Busy(format!("fault injected after step '{point}'")))
+            Err(crate::error::Error::Injected(format!("fault injected after step '{point}'")))
         }
         None => Ok(()),
     }

@@ -34,18 +34,23 @@ pub async fn choose(conn: &mut PgConnection, requested: Option<&str>) -> Result<
     .ok_or_else(|| Error::Conflict("no enabled database host: add one to tenant_master.db_hosts".into()))
 }
 
-/// Admin connection options of a host; the default host uses the control plane's own URL.
-pub async fn admin_options(conn: &mut PgConnection, config: &Config, host: &str) -> Result<PgConnectOptions> {
+/// Admin URL of a host (a secret); the default host uses the control plane's own URL.
+pub async fn admin_url(conn: &mut PgConnection, config: &Config, host: &str) -> Result<String> {
     let url: Option<Option<String>> = sqlx::query_scalar("SELECT admin_url FROM tenant_master.db_hosts WHERE name = $1")
         .bind(host)
         .fetch_optional(conn)
         .await
         .context("failed to look up the host")?;
     match url {
-        Some(Some(url)) => db::options(&url),
-        Some(None) => db::options(&config.database_url),
+        Some(Some(url)) => Ok(url),
+        Some(None) => Ok(config.database_url.clone()),
         None => Err(Error::NotFound(format!("unknown host '{host}'"))),
     }
+}
+
+/// Admin connection options of a host.
+pub async fn admin_options(conn: &mut PgConnection, config: &Config, host: &str) -> Result<PgConnectOptions> {
+    db::options(&admin_url(conn, config, host).await?)
 }
 
 /// Opens an admin connection to `database` on `host`.

@@ -11,6 +11,7 @@
 //! - [`products`]: product definitions and their tenant migrations.
 
 pub mod activity;
+pub mod backups;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod migrate;
 pub mod naming;
 pub mod ops;
 pub mod password;
+pub mod pg_tools;
 pub mod products;
 pub mod queue;
 pub mod system;

@@ -47,3 +47,45 @@ impl TenantLock {
         let _ = self.conn.close().await;
     }
 }
+
+/// First half of the advisory keys of heavy-job slots: "tmhs" (Tenant Master host slot).
+const HOST_SLOT_CLASS: i32 = 0x746d_6873;
+
+/// One of the `heavy_jobs_per_host` slots of a database host, held until dropped, so a
+/// fan-out over hundreds of tenants runs at most that many dumps or restores per server,
+/// across all worker processes.
+pub struct HostSlot {
+    conn: PgConnection,
+}
+
+impl HostSlot {
+    /// Waits for a free slot of `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
+    pub async fn acquire(config: &Config, host: &str) -> Result<HostSlot> {
+        let options = db::options(&config.database_url)?;
+        let mut conn = PgConnection::connect_with(&options).await.context("failed to open the host slot connection")?;
+        let started = std::time::Instant::now();
+        let wait = Duration::from_secs(config.worker.heavy_slot_wait_secs);
+        loop {
+            for slot in 0..config.worker.heavy_jobs_per_host.max(1) {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                    .bind(HOST_SLOT_CLASS)
+                    .bind(format!("{host}:{slot}"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .context("failed to take a host slot")?;
+                if got {
+                    return Ok(HostSlot { conn });
+                }
+            }
+            if started.elapsed() > wait {
+                return Err(Error::Busy(format!("host '{host}' had no free slot for heavy jobs for {}s; will retry", wait.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Frees the slot by closing its connection.
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -13,7 +13,10 @@ use crate::{
 };
 
 /// Our control-plane migrations, compiled into the binaries.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "control_plane", include_str!("../../migrations/0001_control_plane.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "control_plane", include_str!("../../migrations/0001_control_plane.sql")),
+    (2, "backups", include_str!("../../migrations/0002_backups.sql")),
+];
 
 /// Serializes concurrent `migrate` runs (arbitrary constant, "tm" + "mig").
 const MIGRATE_LOCK: i64 = 0x0074_6d6d_6967;

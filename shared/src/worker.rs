@@ -14,11 +14,11 @@ use crate::{
     config::Config,
     db,
     error::{Context as _, Error, Result},
-    jobs::{execute, provision_tenant::ProvisionTenant, App, Job},
+    jobs::{backup_tenant::BackupTenant, execute, provision_tenant::ProvisionTenant, restore_tenant::RestoreTenant, App, Job},
 };
 
 /// The job types this worker runs.
-pub const JOB_TYPES: &[&str] = &[ProvisionTenant::TYPE];
+pub const JOB_TYPES: &[&str] = &[ProvisionTenant::TYPE, BackupTenant::TYPE, RestoreTenant::TYPE];
 
 /// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
 /// (up to `shutdown_timeout_secs`).
@@ -35,6 +35,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     );
     let app = Arc::new(App { config, pool });
     let monitor = register::<ProvisionTenant>(Monitor::new(), &app);
+    let monitor = register::<BackupTenant>(monitor, &app);
+    let monitor = register::<RestoreTenant>(monitor, &app);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {

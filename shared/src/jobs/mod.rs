@@ -6,7 +6,9 @@
 //! (apalis would re-fetch a failed job at once), and a hard stop after `max_attempts`
 //! even for a job that keeps killing its worker (apalis's orphan sweep ignores the limit).
 
+pub mod backup_tenant;
 pub mod provision_tenant;
+pub mod restore_tenant;
 
 use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
@@ -25,6 +27,15 @@ pub struct App {
     pub pool: PgPool,
 }
 
+/// The attempt being run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The queue's job id: reruns of one job share it, so work can be tied to it.
+    pub job_id: String,
+    /// 1 for the first attempt.
+    pub attempt: usize,
+}
+
 /// A job type: its payload, queue name, idempotency key and handler.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// The queue name and `job_type` column value; also a row in `tenant_master.job_types`.
@@ -37,7 +48,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     fn tenant(&self) -> Option<&str>;
 
     /// Does the work; must converge to the same end state however often it is rerun.
-    fn run(&self, app: &App) -> impl Future<Output = Result<Value>> + Send;
+    fn run(&self, app: &App, run: &Run) -> impl Future<Output = Result<Value>> + Send;
 
     /// Called once when the job gives up for good.
     fn on_dead(&self, _app: &App, _error: &str) -> impl Future<Output = Result<()>> + Send {
@@ -61,7 +72,8 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     }
     tracing::info!("job started");
     let started = std::time::Instant::now();
-    let outcome = AssertUnwindSafe(run_locked(job, app)).catch_unwind().await;
+    let run = Run { job_id: id.to_owned(), attempt };
+    let outcome = AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind().await;
     let error = match outcome {
         Ok(Ok(value)) => {
             tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
@@ -80,12 +92,12 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     Err(error.into())
 }
 
-async fn run_locked<J: Job>(job: &J, app: &App) -> Result<Value> {
+async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
     let lock = match job.tenant() {
         Some(slug) => Some(TenantLock::acquire(&app.config, slug).await?),
         None => None,
     };
-    let result = job.run(app).await;
+    let result = job.run(app, run).await;
     if let Some(lock) = lock {
         lock.release().await;
     }

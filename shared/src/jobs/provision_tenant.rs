@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job};
+use super::{App, Job, Run};
 use crate::{error::Result, ops::provision, tenants::NewTenant};
 
 /// Payload: what the producer asked for. Validated by the handler too, since a producer
@@ -44,7 +44,7 @@ impl Job for ProvisionTenant {
         Some(&self.slug)
     }
 
-    async fn run(&self, app: &App) -> Result<Value> {
+    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
         let new = NewTenant::parse(&self.slug, &self.product, &self.plan, &self.owner_email, self.name.as_deref(), self.host.as_deref())?;
         let tenant = provision::provision(app, &new, "worker").await?;
         Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))

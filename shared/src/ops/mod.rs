@@ -1,4 +1,6 @@
 //! Tenant operations: the real work, knowing nothing of the queue, so the worker,
 //! the CLI and the tests call the same code.
 
+pub mod backup;
 pub mod provision;
+pub mod restore;

@@ -183,7 +183,7 @@ async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<
 
 /// Applies one product migration as the tenant role, recording it in the same transaction.
 /// Returns false if it had been applied already.
-async fn apply_migration(tenant_db: &mut PgConnection, tenant: &Tenant, migration: &ProductMigration) -> Result<bool> {
+pub(crate) async fn apply_migration(tenant_db: &mut PgConnection, tenant: &Tenant, migration: &ProductMigration) -> Result<bool> {
     let label = format!("{:04}_{}", migration.version, migration.name);
     let mut tx = tenant_db.begin().await.context("failed to start a transaction")?;
     let recorded: Option<String> =
@@ -221,6 +221,15 @@ async fn apply_migration(tenant_db: &mut PgConnection, tenant: &Tenant, migratio
         .context("failed to record the migration")?;
     tx.commit().await.context(format!("failed to commit product migration {label}"))?;
     Ok(true)
+}
+
+/// The product migrations applied to `schema` in the database of `tenant_db`.
+pub(crate) async fn applied_versions(tenant_db: &mut PgConnection, schema: &str) -> Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY version")
+        .bind(schema)
+        .fetch_all(tenant_db)
+        .await
+        .context("failed to read the applied migrations")
 }
 
 /// `provisioning` -> `active`, logged in the same transaction.

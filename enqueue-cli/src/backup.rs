@@ -1,0 +1,76 @@
+//! `tenantctl backup ...`
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use tenant_master::{
+    activity, backups,
+    jobs::{
+        backup_tenant::{self, Selection},
+        restore_tenant,
+    },
+    tenants, Error,
+};
+
+use crate::{args::BackupCommand, output, wait, Ctx};
+
+pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BackupCommand::Create { slugs, all, keep, actor, wait } => {
+            let pool = ctx.pool().await?;
+            let selection = if all { Selection::All } else { Selection::Slugs(slugs) };
+            let actor = actor.unwrap_or_else(activity::default_actor);
+            let jobs = backup_tenant::enqueue_manual(&pool, selection, keep, &actor).await?;
+            let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
+            if !wait {
+                output::job_ids(ctx, &jobs);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let finished = wait::jobs(ctx, &pool, &ids).await?;
+            output::finished_jobs(ctx, &finished);
+            let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
+            if let Some(first) = failed.first() {
+                bail!(
+                    "{} of {} backups failed, first {}: {}; see `tenantctl backup list {}`",
+                    failed.len(),
+                    finished.len(),
+                    first.tenant.as_deref().unwrap_or("?"),
+                    first.last_error.as_deref().unwrap_or("no error recorded"),
+                    first.tenant.as_deref().unwrap_or("SLUG")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::List { slug } => {
+            let pool = ctx.pool().await?;
+            let mut conn = pool.acquire().await?;
+            let tenant = tenants::get(&mut conn, &slug).await?;
+            output::backup_list(ctx, &backups::list(&mut conn, tenant.id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Restore { slug, latest: _, backup, yes, actor, wait } => {
+            if !yes {
+                return Err(Error::Invalid(format!(
+                    "restoring replaces the live data of '{slug}' (a safety backup is taken first): add --yes to go ahead"
+                ))
+                .into());
+            }
+            let pool = ctx.pool().await?;
+            let actor = actor.unwrap_or_else(activity::default_actor);
+            let (backup_id, job_id) = restore_tenant::enqueue(&pool, &slug, backup, &actor).await?;
+            if !wait {
+                output::job_ids(ctx, &[(slug, job_id)]);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id)).await?;
+            if let Some(dead) = finished.iter().find(|j| j.status != "done") {
+                bail!(
+                    "restore of backup {backup_id} into '{slug}' failed, the live data is as it was: {}",
+                    dead.last_error.as_deref().unwrap_or("no error recorded")
+                );
+            }
+            output::finished_jobs(ctx, &finished);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `RestoreTenant`: replaces a tenant's live schema with a backup (see `ops::restore`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{App, Job, Run};
+use crate::{
+    activity, backups,
+    error::{Context as _, Error, Result},
+    ops::restore,
+    queue, tenants,
+};
+
+/// Enqueues a restore of backup `backup_id` (or the newest finished one) of `slug`;
+/// returns the backup id and the job id.
+pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, actor: &str) -> Result<(i64, String)> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let tenant = tenants::get(&mut tx, slug).await?;
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!(
+            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be restored",
+            tenant.status
+        )));
+    }
+    let backup = match backup_id {
+        Some(id) => backups::get(&mut tx, tenant.id, id)
+            .await
+            .map_err(|_| Error::NotFound(format!("tenant '{slug}' has no finished backup {id}")))?,
+        None => backups::list(&mut tx, tenant.id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(format!("tenant '{slug}' has no backup to restore")))?,
+    };
+    let job_id = queue::enqueue(&mut tx, &RestoreTenant { slug: slug.to_owned(), backup_id: backup.id }).await?;
+    activity::record(&mut tx, actor, Some(tenant.id), "restore.requested", serde_json::json!({ "backup_id": backup.id, "job_id": job_id }))
+        .await?;
+    tx.commit().await.context("failed to commit the restore job")?;
+    Ok((backup.id, job_id))
+}
+
+/// Payload: the backup is always a concrete id (`--latest` is resolved when enqueueing),
+/// so a rerun never picks up the safety backup it took itself.
+///
+/// No idempotency key: restoring the same backup again next week is a new request, and
+/// the tenant lock already keeps two restores of one tenant apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreTenant {
+    pub slug: String,
+    pub backup_id: i64,
+}
+
+impl Job for RestoreTenant {
+    const TYPE: &'static str = "RestoreTenant";
+
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
+        let restored = restore::restore(app, &self.slug, self.backup_id, &run.job_id).await?;
+        Ok(serde_json::to_value(restored).expect("restore outcome serializes"))
+    }
+
+    async fn on_dead(&self, app: &App, _error: &str) -> Result<()> {
+        restore::recover(app, &self.slug).await
+    }
+}

@@ -1,0 +1,209 @@
+//! Backups (DESIGN §4): `pg_dump` of the tenant's schema into `<slug>_<time>.dump.partial`,
+//! verified with `pg_restore --list`, hashed, renamed to its final name, then registered
+//! as finished; then retention.
+//!
+//! The row is written before the dump (unfinished), so a run cut short anywhere leaves an
+//! unfinished row and maybe a file; the next backup of the tenant (which holds the tenant
+//! lock, so nothing else is writing) removes both. Only finished rows are backups.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::{
+    activity,
+    backups::{self, Backup, Kind},
+    error::{Context as _, Error, Result},
+    fault, hosts,
+    jobs::App,
+    lock::HostSlot,
+    pg_tools::{self, Target},
+    tenants::{self, Tenant},
+};
+
+/// Takes a backup of `slug` on behalf of job `job_id`; a rerun of the same job returns the
+/// backup it finished before instead of taking another.
+pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str) -> Result<Backup> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = tenants::get(&mut cp, slug).await?;
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended" | "deleting") {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {}: there is nothing to back up", tenant.status)));
+    }
+    let finished = backups::of_job(&mut cp, job_id, kind).await?.into_iter().find(|b| b.finished_at.is_some());
+    let backup = match finished {
+        Some(done) => done,
+        None => {
+            discard_unfinished(&mut cp, &tenant, &app.config.backup_dir).await?;
+            let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
+            let result = dump(app, &mut cp, &tenant, kind, job_id).await;
+            slot.release().await;
+            result?
+        }
+    };
+    if kind.is_routine() {
+        let keep = keep.unwrap_or_else(|| app.config.backups.keep_for(&tenant.plan));
+        apply_retention(&mut cp, &tenant, keep).await?;
+    }
+    Ok(backup)
+}
+
+/// The folder of a tenant's backups.
+pub fn tenant_dir(backup_dir: &Path, slug: &str) -> PathBuf {
+    backup_dir.join(slug)
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job_id: &str) -> Result<Backup> {
+    let admin_url = hosts::admin_url(cp, &app.config, &tenant.host).await?;
+    let mut tenant_db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;
+    let server_major: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int / 10000")
+        .fetch_one(&mut tenant_db)
+        .await
+        .context("failed to read the server version")?;
+    pg_tools::ensure_tools_match(server_major as u32).await?;
+    let versions = super::provision::applied_versions(&mut tenant_db, &tenant.schema).await?;
+    drop(tenant_db);
+
+    let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
+    tokio::fs::create_dir_all(&dir).await.context(format!("failed to create the backup folder {}", dir.display()))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let path = dir.join(format!("{}_{stamp}.dump", tenant.slug));
+    let path_text = path.to_str().ok_or_else(|| Error::Invalid(format!("backup path {} is not UTF-8", path.display())))?;
+    let id = backups::start(cp, tenant.id, kind, path_text, &versions, job_id).await?;
+    fault::point(&tenant.slug, "backup:registered")?;
+
+    let partial = partial(&path);
+    let target = Target::new(&admin_url, &tenant.database)?;
+    if let Err(e) = target.dump_schema(&tenant.schema, &partial).await {
+        // Leave nothing half-written behind; earlier backups are untouched.
+        let _ = tokio::fs::remove_file(&partial).await;
+        backups::forget(cp, id).await?;
+        return Err(Error::Tool(format!("backup of '{}' failed: {e}", tenant.slug)));
+    }
+    fault::point(&tenant.slug, "backup:dumped")?;
+
+    let toc = pg_tools::list_archive(&partial).await?;
+    if !toc.lines().any(|l| l.contains(" SCHEMA ") && l.contains(&tenant.schema)) {
+        return Err(Error::Tool(format!("backup of '{}' failed verification: the archive holds no schema {}", tenant.slug, tenant.schema)));
+    }
+    let (bytes, sha256) = hash_and_sync(&partial).await?;
+    tokio::fs::rename(&partial, &path).await.context(format!("failed to rename {} to its final name", partial.display()))?;
+    sync_dir(&dir).await?;
+    fault::point(&tenant.slug, "backup:renamed")?;
+
+    backups::finish(cp, id, bytes as i64, &sha256).await?;
+    activity::record(cp, "worker", Some(tenant.id), "backup.created", json!({ "backup_id": id, "kind": kind.as_str(), "bytes": bytes }))
+        .await?;
+    tracing::info!(backup.id = id, backup.bytes = bytes, "backup written to {}", path.display());
+    backups::get(cp, tenant.id, id).await
+}
+
+/// Removes what earlier, interrupted backups of this tenant left: unfinished rows with
+/// their files, and stray `.partial` files.
+async fn discard_unfinished(cp: &mut PgConnection, tenant: &Tenant, backup_dir: &Path) -> Result<()> {
+    let unfinished: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, file_path FROM tenant_master.backups WHERE tenant_id = $1 AND finished_at IS NULL")
+            .bind(tenant.id)
+            .fetch_all(&mut *cp)
+            .await
+            .context("failed to look for interrupted backups")?;
+    for (id, file) in unfinished {
+        let path = PathBuf::from(file);
+        remove_if_present(&partial(&path)).await?;
+        remove_if_present(&path).await?;
+        backups::forget(cp, id).await?;
+    }
+    let dir = tenant_dir(backup_dir, &tenant.slug);
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Some(entry) = entries.next_entry().await.context(format!("failed to read {}", dir.display()))? {
+            if entry.file_name().to_string_lossy().ends_with(".partial") {
+                remove_if_present(&entry.path()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the newest `keep` routine backups of the tenant; deletes the file, then the row,
+/// so a crash in between leaves a row whose file is gone, which the next run deletes.
+async fn apply_retention(cp: &mut PgConnection, tenant: &Tenant, keep: u32) -> Result<()> {
+    let old: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, file_path FROM tenant_master.backups
+         WHERE tenant_id = $1 AND finished_at IS NOT NULL AND kind IN ('scheduled', 'manual')
+         ORDER BY finished_at DESC, id DESC OFFSET $2",
+    )
+    .bind(tenant.id)
+    .bind(keep as i64)
+    .fetch_all(&mut *cp)
+    .await
+    .context("failed to find backups beyond retention")?;
+    for (id, file) in &old {
+        remove_if_present(Path::new(file)).await?;
+        backups::forget(cp, *id).await?;
+    }
+    if !old.is_empty() {
+        activity::record(cp, "worker", Some(tenant.id), "backup.retention", json!({ "keep": keep, "deleted": old.len() })).await?;
+    }
+    Ok(())
+}
+
+async fn remove_if_present(path: &Path) -> Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(format!("failed to delete {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Size and sha256 of a file, after flushing it to disk.
+pub async fn hash_and_sync(path: &Path) -> Result<(u64, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use sha2::{Digest, Sha256};
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path).context(format!("failed to open {}", path.display()))?;
+        file.sync_all().context(format!("failed to flush {} to disk", path.display()))?;
+        let (mut hasher, mut buf, mut bytes) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+        loop {
+            let n = file.read(&mut buf).context(format!("failed to read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        Ok((bytes, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+    })
+    .await
+    .expect("hashing task panicked")
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).context(format!("failed to flush {}", dir.display()))
+    })
+    .await
+    .expect("sync task panicked")
+}
+
+/// Checks that a backup's file is the one that was registered (size and sha256).
+pub async fn verify_file(backup: &Backup) -> Result<()> {
+    let path = backup.path();
+    let damaged = |why: String| Error::Fatal(format!("backup {} is damaged ({why}): refusing to use it", backup.id));
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| damaged(format!("{}: {e}", path.display())))?;
+    if Some(meta.len() as i64) != backup.bytes {
+        return Err(damaged(format!("{} bytes on disk, {} registered", meta.len(), backup.bytes.unwrap_or(0))));
+    }
+    let (_, sha256) = hash_and_sync(&path).await?;
+    if Some(&sha256) != backup.sha256.as_ref() {
+        return Err(damaged("sha256 mismatch".into()));
+    }
+    pg_tools::list_archive(&path).await.map_err(|e| damaged(e.to_string()))?;
+    Ok(())
+}

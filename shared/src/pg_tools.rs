@@ -1,0 +1,142 @@
+//! Running PostgreSQL's client tools (`pg_dump`, `pg_restore`).
+//!
+//! Connection details go to the child through the environment (`PGHOST`, `PGPASSWORD`, ...),
+//! never argv, where any user could read a password. The child is killed if the worker
+//! dies, so an orphaned `pg_dump` never keeps writing after its job moved to another worker.
+
+use std::{path::Path, process::Stdio};
+
+use tokio::process::Command;
+
+use crate::{
+    config::redact_url,
+    error::{Error, Result},
+};
+
+/// Where a tool should connect: a database on a host, from the host's admin URL.
+#[derive(Clone)]
+pub struct Target {
+    env: Vec<(&'static str, String)>,
+}
+
+impl Target {
+    /// Connection of `admin_url`, switched to `database`.
+    pub fn new(admin_url: &str, database: &str) -> Result<Target> {
+        let url =
+            url::Url::parse(admin_url).map_err(|e| Error::Invalid(format!("database URL {} is not valid: {e}", redact_url(admin_url))))?;
+        let decode =
+            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let mut env = vec![("PGDATABASE", database.to_owned()), ("PGHOST", url.host_str().unwrap_or("127.0.0.1").to_owned())];
+        if let Some(port) = url.port() {
+            env.push(("PGPORT", port.to_string()));
+        }
+        let user = match url.username() {
+            "" => std::env::var("PGUSER").ok().or_else(crate::system::os_user),
+            user => Some(decode(user)),
+        };
+        if let Some(user) = user {
+            env.push(("PGUSER", user));
+        }
+        if let Some(password) = url.password() {
+            env.push(("PGPASSWORD", decode(password)));
+        }
+        Ok(Target { env })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_remove("PGSERVICE").envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// `pg_dump` of one schema, custom format, compressed, into `out`.
+    pub async fn dump_schema(&self, schema: &str, out: &Path) -> Result<()> {
+        let mut cmd = self.command("pg_dump");
+        cmd.args(["--format=custom", "--compress=6", "--no-password", "--schema"]).arg(schema).arg("--file").arg(out);
+        run(cmd, "pg_dump").await.map(drop)
+    }
+
+    /// `pg_restore --single-transaction --exit-on-error` of `file` into the target database.
+    pub async fn restore(&self, file: &Path) -> Result<()> {
+        let mut cmd = self.command("pg_restore");
+        cmd.args(["--single-transaction", "--exit-on-error", "--no-password", "--dbname"]);
+        cmd.arg(self.env.iter().find(|(k, _)| *k == "PGDATABASE").map(|(_, v)| v.as_str()).unwrap_or("postgres"));
+        cmd.arg(file);
+        run(cmd, "pg_restore").await.map(drop)
+    }
+}
+
+/// `pg_restore --list`: reads the whole archive's table of contents; fails on a damaged file.
+pub async fn list_archive(file: &Path) -> Result<String> {
+    let mut cmd = Command::new("pg_restore");
+    cmd.arg("--list").arg(file).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    run(cmd, "pg_restore --list").await
+}
+
+/// The major version of a client tool (`pg_dump (PostgreSQL) 15.20` -> 15).
+pub async fn major_version(tool: &str) -> Result<u32> {
+    let mut cmd = Command::new(tool);
+    cmd.arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = run(cmd, tool).await?;
+    parse_major(&out).ok_or_else(|| Error::Fatal(format!("cannot read the version of {tool} from '{}'", out.trim())))
+}
+
+fn parse_major(version_line: &str) -> Option<u32> {
+    version_line.split_whitespace().find_map(|w| w.split('.').next()?.parse().ok())
+}
+
+/// Refuses a `pg_dump`/`pg_restore` older than the server: it cannot dump it correctly.
+pub async fn ensure_tools_match(server_major: u32) -> Result<()> {
+    for tool in ["pg_dump", "pg_restore"] {
+        let major = major_version(tool).await?;
+        if major < server_major {
+            return Err(Error::Fatal(format!(
+                "{tool} is version {major} but the server is {server_major}: install the PostgreSQL {server_major} client tools"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn run(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd.output().await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Fatal(format!("{what} is not installed (install the PostgreSQL client tools)")),
+        _ => Error::Io { context: format!("failed to start {what}"), source: e },
+    })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" / ");
+    let status = out.status.code().map_or("a signal".to_owned(), |c| format!("exit code {c}"));
+    Err(Error::Tool(format!("{what} failed ({status}): {message}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), Some(15));
+        assert_eq!(parse_major("pg_restore (PostgreSQL) 9.6.24"), Some(9));
+    }
+
+    #[test]
+    fn secrets_go_to_the_environment() {
+        let t = Target::new("postgres://admin:p%40ss@db.example:6543/postgres", "demo_acme").unwrap();
+        let get = |k: &str| t.env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("PGPASSWORD").as_deref(), Some("p@ss"));
+        assert_eq!(get("PGUSER").as_deref(), Some("admin"));
+        assert_eq!(get("PGPORT").as_deref(), Some("6543"));
+        assert_eq!(get("PGDATABASE").as_deref(), Some("demo_acme"));
+    }
+}
