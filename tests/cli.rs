@@ -115,3 +115,94 @@ async fn create_wait_show_and_list_in_both_modes() {
     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn backup_commands_through_the_worker() {
+    let env = TestEnv::new().await;
+    let (a, b) = (env.slug("bka"), env.slug("bkb"));
+    env.provisioned(&a, "starter").await;
+    env.provisioned(&b, "enterprise").await;
+    let mut own = env.as_tenant(&a).await;
+    sqlx::raw_sql("INSERT INTO projects (name) VALUES ('v1')").execute(&mut own).await.unwrap();
+    drop(own);
+
+    // Refusals first: nothing may be enqueued by any of them.
+    let jobs_before = env.job_count().await;
+    let out = env.tenantctl(&["backup", "create", &a, "ghost_tenant"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("there is no tenant 'ghost_tenant'"));
+    let out = env.tenantctl(&["backup", "restore", &a, "--latest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--yes"));
+    let out = env.tenantctl(&["backup", "restore", &a, "--latest", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no backup to restore"), "{}", stderr(&out));
+    assert_eq!(env.job_count().await, jobs_before);
+
+    let run = |args: Vec<String>| {
+        let mut cmd = env.tenantctl_command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let create = run(vec!["backup".into(), "create".into(), "--all".into(), "--wait".into(), "--json".into()]);
+    env.run_worker_until(Duration::from_secs(90), || async { create.is_finished() }).await;
+    let created = json(&create.await.unwrap());
+    assert_eq!(created.as_array().unwrap().len(), 2, "--all covers both tenants");
+    assert!(created.as_array().unwrap().iter().all(|j| j["status"] == "done"));
+
+    let listed = json(&env.tenantctl(&["backup", "list", &a, "--json"]));
+    let list = listed.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    for field in ["id", "kind", "bytes", "sha256", "created_at"] {
+        assert!(!list[0][field].is_null(), "backup field {field}");
+    }
+    assert_eq!(list[0]["kind"], "manual");
+
+    let mut own = env.as_tenant(&a).await;
+    sqlx::raw_sql("UPDATE projects SET name = 'v2'").execute(&mut own).await.unwrap();
+    drop(own);
+    let restore = run(vec!["backup".into(), "restore".into(), a.clone(), "--latest".into(), "--yes".into(), "--wait".into()]);
+    env.run_worker_until(Duration::from_secs(90), || async { restore.is_finished() }).await;
+    let out = restore.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut own = env.as_tenant(&a).await;
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM projects").fetch_all(&mut own).await.unwrap();
+    assert_eq!(names, vec!["v1"]);
+}
+
+#[tokio::test]
+async fn a_backup_of_a_missing_tenant_fails_without_retries() {
+    let env = TestEnv::new().await;
+    let id: String = sqlx::query_scalar("SELECT tenant_master.enqueue('BackupTenant', '{\"slug\": \"ghost_x\", \"kind\": \"manual\"}')")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let dead = || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(&id).fetch_one(&env.pool).await.unwrap();
+        status == "dead"
+    };
+    env.run_worker_until(Duration::from_secs(60), dead).await;
+    let (attempts, error): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM tenant_master.jobs WHERE id = $1").bind(&id).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.contains("there is no tenant 'ghost_x'"), "{error}");
+}
+
+#[tokio::test]
+async fn check_refuses_a_pg_dump_older_than_the_server() {
+    let env = TestEnv::new().await;
+    let out = env.tenantctl(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let fake = tenant_master_tests::TempDir::new("oldpg");
+    let script = fake.path().join("pg_dump");
+    std::fs::write(&script, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap());
+    let out = env.tenantctl_command(&["check", "--json"]).env("PATH", path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pg_dump = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "pg_dump").unwrap();
+    assert_eq!(pg_dump["ok"], false);
+    assert!(pg_dump["detail"].as_str().unwrap().contains("older than the server"));
+}

@@ -28,7 +28,7 @@ async fn migrating_twice_in_either_order_is_clean() {
         assert!(first.applied.is_empty() && second.applied.is_empty(), "nothing left to apply");
         assert_eq!(second.products, vec!["demo".to_owned()]);
         assert_eq!(histories(&env).await, after_parts, "a rerun records nothing new");
-        assert_eq!(after_parts.0, 1, "one control-plane migration");
+        assert_eq!(after_parts.0, migrate::known_versions().len() as i64, "each control-plane migration recorded once");
         assert!(after_parts.1 >= 20, "the queue's own history is separate and complete");
         // The admin view over the queue works once both are in place.
         let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs").fetch_one(&env.pool).await.unwrap();

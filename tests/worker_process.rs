@@ -83,3 +83,69 @@ async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
     assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"), "the running job finished before exit");
     assert_eq!(env.footprint(&slug, &database).await, expected_footprint());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_dump_leaves_no_backup_and_the_retry_completes() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("logs");
+    let tenant = env.provisioned(&env.slug("dumpkill"), "starter").await;
+    // Hold a lock pg_dump needs, so the dump is reliably in flight when the worker dies.
+    let mut blocker = env.admin(&tenant.database).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; LOCK TABLE \"{}\".events IN ACCESS EXCLUSIVE MODE", tenant.schema)))
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let mut first = env.spawn_worker(&logs.path().join("first.log"));
+    let jobs = tenant_master::jobs::backup_tenant::enqueue_manual(
+        &env.pool,
+        tenant_master::jobs::backup_tenant::Selection::Slugs(vec![tenant.slug.clone()]),
+        None,
+        "test",
+    )
+    .await
+    .unwrap();
+    let dumping = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND datname = $1")
+            .bind(&tenant.database)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        n
+    };
+    eventually(Duration::from_secs(60), "pg_dump to start", || async { dumping().await > 0 }).await;
+    let pattern = format!("pg_dump .*--schema {} --file", tenant.schema);
+    let pg_dump_running = || Command::new("pgrep").args(["-f", &pattern]).output().unwrap().status.success();
+    assert!(pg_dump_running(), "the worker's pg_dump child is running");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The pg_dump process itself (its server backend lingers until it gets the lock).
+    eventually(Duration::from_secs(10), "the pg_dump child to die with its worker", || async { !pg_dump_running() }).await;
+    let finished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_master.backups WHERE finished_at IS NOT NULL").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(finished, 0, "no backup registered by the killed attempt");
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+
+    let mut second = env.spawn_worker(&logs.path().join("second.log"));
+    eventually(Duration::from_secs(90), "the retried backup to finish", || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(&jobs[0].1).fetch_one(&env.pool).await.unwrap();
+        status == "done"
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let mut conn = env.pool.acquire().await.unwrap();
+    let done = tenant_master::backups::list(&mut conn, tenant.id).await.unwrap();
+    assert_eq!(done.len(), 1, "exactly one backup");
+    tenant_master::ops::backup::verify_file(&done[0]).await.unwrap();
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_master.backups WHERE finished_at IS NULL").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(unfinished, 0);
+    let files: Vec<String> = std::fs::read_dir(env.config.backup_dir.join(&tenant.slug))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "no .partial counted or left: {files:?}");
+    assert!(files[0].ends_with(".dump"));
+}

@@ -95,14 +95,19 @@ pub async fn get(conn: &mut PgConnection, tenant_id: i64, id: i64) -> Result<Bac
     .ok_or_else(|| Error::NotFound(format!("tenant has no finished backup with id {id}")))
 }
 
-/// The rows a job wrote (finished or not): how a rerun finds its own work.
-pub async fn of_job(conn: &mut PgConnection, job_id: &str, kind: Kind) -> Result<Vec<Backup>> {
-    sqlx::query_as(concat!("SELECT ", backup_columns!(), " FROM tenant_master.backups WHERE job_id = $1 AND kind = $2 ORDER BY id"))
-        .bind(job_id)
-        .bind(kind.as_str())
-        .fetch_all(conn)
-        .await
-        .context("failed to read the job's backups")
+/// The rows a job wrote for a tenant (finished or not): how a rerun finds its own work.
+pub async fn of_job(conn: &mut PgConnection, tenant_id: i64, job_id: &str, kind: Kind) -> Result<Vec<Backup>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        backup_columns!(),
+        " FROM tenant_master.backups WHERE tenant_id = $1 AND job_id = $2 AND kind = $3 ORDER BY id"
+    ))
+    .bind(tenant_id)
+    .bind(job_id)
+    .bind(kind.as_str())
+    .fetch_all(conn)
+    .await
+    .context("failed to read the job's backups")
 }
 
 /// Registers a backup about to be written.

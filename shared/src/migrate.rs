@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "backups", include_str!("../../migrations/0002_backups.sql")),
 ];
 
+/// The versions of our control-plane migrations, in order.
+pub fn known_versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|m| m.0).collect()
+}
+
 /// Serializes concurrent `migrate` runs (arbitrary constant, "tm" + "mig").
 const MIGRATE_LOCK: i64 = 0x0074_6d6d_6967;
 

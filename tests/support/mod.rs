@@ -28,6 +28,7 @@ pub struct TestEnv {
     pub suffix: String,
     control_db: String,
     _products: Option<TempDir>,
+    _backups: TempDir,
 }
 
 impl TestEnv {
@@ -58,7 +59,10 @@ impl TestEnv {
             },
             ..Config::default()
         };
+        let backups = TempDir::new("backups");
+        config.backup_dir = backups.path().to_owned();
         config.worker.poll_interval_ms = 200;
+        config.worker.heavy_slot_wait_secs = 60;
         config.worker.heartbeat_secs = 1;
         config.worker.missed_heartbeats = 3;
         if migrated {
@@ -69,7 +73,7 @@ impl TestEnv {
             db::create_database_if_missing(&mut conn, &control_db).await.unwrap();
         }
         let pool = db::connect_pool(&config.database_url, 5).await.expect("connect to the test control plane");
-        TestEnv { config, pool, suffix, control_db, _products: products }
+        TestEnv { config, pool, suffix, control_db, _products: products, _backups: backups }
     }
 
     /// A slug unique to this test: `<base>_<suffix>`.
@@ -84,6 +88,7 @@ impl TestEnv {
             ("DATABASE_URL", self.config.database_url.clone()),
             ("TENANT_MASTER_DATABASE_PREFIX", self.config.database_prefix.clone()),
             ("TENANT_MASTER_PRODUCTS_DIR", self.config.products_dir.display().to_string()),
+            ("TENANT_MASTER_BACKUP_DIR", self.config.backup_dir.display().to_string()),
             ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", w.poll_interval_ms.to_string()),
             ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", w.heartbeat_secs.to_string()),
             ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", w.missed_heartbeats.to_string()),
@@ -280,6 +285,24 @@ pub struct Footprint {
 }
 
 impl TestEnv {
+    /// The job context handlers get, for calling operations directly.
+    pub fn app(&self) -> tenant_master::jobs::App {
+        tenant_master::jobs::App { config: self.config.clone(), pool: self.pool.clone() }
+    }
+
+    /// Provisions a `demo` tenant directly (no queue) and returns its registry row.
+    pub async fn provisioned(&self, slug: &str, plan: &str) -> tenant_master::tenants::Tenant {
+        let new = tenant_master::tenants::NewTenant::parse(slug, "demo", plan, "owner@example.com", None, None).unwrap();
+        tenant_master::ops::provision::provision(&self.app(), &new, "test").await.expect("provision")
+    }
+
+    /// A connection as the tenant's own role, with the password from the registry.
+    pub async fn as_tenant(&self, slug: &str) -> PgConnection {
+        let mut conn = self.pool.acquire().await.unwrap();
+        let url = tenant_master::tenants::credentials_url(&mut conn, &self.config, slug).await.unwrap();
+        PgConnection::connect(&url).await.expect("connect as the tenant")
+    }
+
     /// Counts the tenant's roles, schemas, applied migrations and tables on the server.
     pub async fn footprint(&self, slug: &str, database: &str) -> Footprint {
         let role = format!("t_{slug}");

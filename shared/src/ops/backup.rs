@@ -30,7 +30,7 @@ pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id
     if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended" | "deleting") {
         return Err(Error::Conflict(format!("tenant '{slug}' is {}: there is nothing to back up", tenant.status)));
     }
-    let finished = backups::of_job(&mut cp, job_id, kind).await?.into_iter().find(|b| b.finished_at.is_some());
+    let finished = backups::of_job(&mut cp, tenant.id, job_id, kind).await?.into_iter().find(|b| b.finished_at.is_some());
     let backup = match finished {
         Some(done) => done,
         None => {
