@@ -98,7 +98,7 @@ async fn a_worker_killed_mid_dump_leaves_no_backup_and_the_retry_completes() {
     let mut first = env.spawn_worker(&logs.path().join("first.log"));
     let jobs = tenant_master::jobs::backup_tenant::enqueue_manual(
         &env.pool,
-        tenant_master::jobs::backup_tenant::Selection::Slugs(vec![tenant.slug.clone()]),
+        tenant_master::tenants::Selection::Slugs(vec![tenant.slug.clone()]),
         None,
         "test",
     )
@@ -148,4 +148,59 @@ async fn a_worker_killed_mid_dump_leaves_no_backup_and_the_retry_completes() {
         .collect();
     assert_eq!(files.len(), 1, "no .partial counted or left: {files:?}");
     assert!(files[0].ends_with(".dump"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_scheduler_processes_enqueue_each_tenant_once_per_slot() {
+    let env = TestEnv::new().await;
+    let mut slugs = Vec::new();
+    for i in 0..3 {
+        slugs.push(env.provisioned(&env.slug(&format!("sch{i}")), "free").await.slug);
+    }
+    let dir = TempDir::new("scheduler");
+    let config = dir.path().join("tenant-master.toml");
+    // Every 2 seconds, a one-minute catch-up window; the other schedules off.
+    std::fs::write(
+        &config,
+        "[scheduler]\ncatch_up_minutes = 1\n\
+         [scheduler.schedules.nightly_backup]\ncron = \"*/2 * * * * *\"\njob = \"backup\"\nkeep = 7\nspread_minutes = 1\n\
+         [scheduler.schedules.weekly_maintenance]\ncron = \"0 0 4 * * Sun\"\njob = \"vacuum\"\nvacuum = true\nenabled = false\n\
+         [scheduler.schedules.monthly_vacuum]\ncron = \"0 0 3 1 * *\"\njob = \"vacuum\"\nvacuum = true\nenabled = false\n\
+         [scheduler.schedules.daily_cleanup]\ncron = \"0 0 5 * * *\"\njob = \"cleanup\"\nolder_than_days = 365\nenabled = false\n",
+    )
+    .unwrap();
+    let spawn = |name: &str| {
+        let log = std::fs::File::create(dir.path().join(name)).unwrap();
+        let mut cmd = Command::new(tenant_master_tests::binary("tenant-scheduler"));
+        cmd.env("TENANT_MASTER_CONFIG", &config).stdout(log.try_clone().unwrap()).stderr(log);
+        for (k, v) in env.env_vars() {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    };
+    let (mut a, mut b) = (spawn("a.log"), spawn("b.log"));
+    eventually(Duration::from_secs(60), "three slots fanned out", || async {
+        let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.schedule_runs").fetch_one(&env.pool).await.unwrap();
+        slots >= 3
+    })
+    .await;
+    for child in [&a, &b] {
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    }
+    let (ca, cb) = (a.wait().unwrap(), b.wait().unwrap());
+    let log = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap_or_default();
+    assert!(ca.success() && cb.success(), "schedulers exit 0 on SIGTERM:\n{}\n{}", log("a.log"), log("b.log"));
+
+    let per: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT tenant, payload->>'slot', count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' GROUP BY 1, 2")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(per.iter().all(|(_, _, n)| *n == 1), "one job per tenant per slot: {per:?}");
+    let slots: std::collections::BTreeSet<&str> = per.iter().map(|(_, s, _)| s.as_str()).collect();
+    assert!(slots.len() >= 3, "{slots:?}");
+    for slot in &slots {
+        let tenants = per.iter().filter(|(_, s, _)| s == slot).count();
+        assert_eq!(tenants, slugs.len(), "slot {slot} covers every tenant");
+    }
 }

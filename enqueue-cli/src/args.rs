@@ -33,6 +33,11 @@ pub enum Command {
     /// Back up and restore tenants.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// VACUUM / ANALYZE / REINDEX and cleanup of old rows.
+    Maintenance(MaintenanceArgs),
+    /// The scheduler's schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 #[derive(Subcommand)]
@@ -117,5 +122,54 @@ pub enum BackupCommand {
         /// Wait for the restore; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct MaintenanceArgs {
+    /// Tenants to maintain.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub slugs: Vec<String>,
+    /// Every active, paused or suspended tenant.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub vacuum: bool,
+    /// VACUUM FULL (rewrites tables under exclusive locks).
+    #[arg(long)]
+    pub full: bool,
+    #[arg(long)]
+    pub analyze: bool,
+    /// REINDEX SCHEMA CONCURRENTLY.
+    #[arg(long)]
+    pub reindex: bool,
+    /// Delete rows older than --days from the product's prunable tables.
+    #[arg(long, requires = "days")]
+    pub cleanup: bool,
+    #[arg(long, requires = "cleanup")]
+    pub days: Option<u32>,
+    /// With --cleanup: only count what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take a backup of each tenant before touching it.
+    #[arg(long)]
+    pub backup_first: bool,
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Wait for the jobs; exit 1 if one fails.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// The schedules and their next run.
+    List,
+    /// Enqueue one schedule's fan-out for a slot, once per slot (the scheduler's own keys).
+    Run {
+        name: String,
+        /// The slot, e.g. 2026-11-23T02:00:00Z (default: the latest slot).
+        #[arg(long)]
+        slot: Option<String>,
     },
 }

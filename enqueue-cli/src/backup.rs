@@ -5,11 +5,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tenant_master::{
     activity, backups,
-    jobs::{
-        backup_tenant::{self, Selection},
-        restore_tenant,
-    },
-    tenants, Error,
+    jobs::{backup_tenant, restore_tenant},
+    tenants::{self, Selection},
+    Error,
 };
 
 use crate::{args::BackupCommand, output, wait, Ctx};

@@ -4,6 +4,7 @@
 mod args;
 mod backup;
 mod check;
+mod maintenance;
 mod output;
 mod tenant;
 mod wait;
@@ -57,6 +58,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => check::run(&ctx).await,
         Command::Tenant(cmd) => tenant::run(&ctx, cmd).await,
         Command::Backup(cmd) => backup::run(&ctx, cmd).await,
+        Command::Maintenance(args) => maintenance::run(&ctx, args).await,
+        Command::Schedule(cmd) => maintenance::schedule(&ctx, cmd).await,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Backup retention.
     pub backups: BackupConfig,
+    /// `tenant-scheduler`'s schedules.
+    pub scheduler: crate::schedule::SchedulerConfig,
 }
 
 /// How many routine (scheduled and manual) backups each tenant keeps.
@@ -94,6 +96,7 @@ impl Default for Config {
             database_prefix: String::new(),
             worker: WorkerConfig::default(),
             backups: BackupConfig::default(),
+            scheduler: Default::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl Config {
     /// Refuses settings that would fail later in a less obvious way.
     pub fn validate(&self) -> Result<()> {
         crate::naming::validate_database_prefix(&self.database_prefix)?;
+        crate::schedule::Schedule::all(&self.scheduler)?;
         let w = &self.worker;
         if self.backups.keep == 0 || self.backups.keep_per_plan.values().any(|k| *k == 0) {
             return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
@@ -238,6 +242,7 @@ impl fmt::Debug for Config {
             .field("database_prefix", &self.database_prefix)
             .field("worker", &self.worker)
             .field("backups", &self.backups)
+            .field("scheduler", &self.scheduler)
             .finish()
     }
 }

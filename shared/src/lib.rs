@@ -7,7 +7,7 @@
 //! - [`tenants`]: the registry (create, list, show, credentials).
 //! - [`queue`]: enqueue (also inside a caller's transaction) and read jobs.
 //! - [`jobs`]: job payloads and the handler wrapper; [`ops`]: the work itself.
-//! - [`worker`]: the apalis worker pool.
+//! - [`worker`]: the apalis worker pool; [`schedule`] and [`scheduler`]: cron fan-outs.
 //! - [`products`]: product definitions and their tenant migrations.
 
 pub mod activity;
@@ -26,6 +26,8 @@ pub mod password;
 pub mod pg_tools;
 pub mod products;
 pub mod queue;
+pub mod schedule;
+pub mod scheduler;
 pub mod system;
 pub mod telemetry;
 pub mod tenants;

@@ -16,6 +16,7 @@ use crate::{
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "control_plane", include_str!("../../migrations/0001_control_plane.sql")),
     (2, "backups", include_str!("../../migrations/0002_backups.sql")),
+    (3, "maintenance_schedules", include_str!("../../migrations/0003_maintenance_schedules.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -180,6 +180,45 @@ pub async fn get(conn: &mut PgConnection, slug: &str) -> Result<Tenant> {
     find(conn, slug).await?.ok_or_else(|| Error::NotFound(format!("there is no tenant '{slug}'")))
 }
 
+/// Which tenants a bulk command (`backup create`, `maintenance`) covers.
+pub enum Selection {
+    /// These slugs; every one must exist and be live, or nothing is enqueued.
+    Slugs(Vec<String>),
+    /// Every active, paused or suspended tenant.
+    All,
+}
+
+/// The (id, slug) of the selected tenants, all live; `doing` completes "cannot be ...".
+pub async fn select(conn: &mut PgConnection, selection: &Selection, doing: &str) -> Result<Vec<(i64, String)>> {
+    let rows: Vec<(i64, String, String)> = match selection {
+        Selection::All => sqlx::query_as(
+            "SELECT id, slug, status FROM tenant_master.tenants WHERE status IN ('active', 'paused', 'suspended') ORDER BY slug",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context("failed to list tenants")?,
+        Selection::Slugs(slugs) => {
+            for slug in slugs {
+                Slug::parse(slug)?;
+            }
+            let found: Vec<(i64, String, String)> =
+                sqlx::query_as("SELECT id, slug, status FROM tenant_master.tenants WHERE slug = ANY($1) ORDER BY slug")
+                    .bind(slugs)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .context("failed to look up tenants")?;
+            if let Some(missing) = slugs.iter().find(|s| !found.iter().any(|(_, f, _)| f == *s)) {
+                return Err(Error::NotFound(format!("there is no tenant '{missing}': nothing was enqueued")));
+            }
+            if let Some((_, slug, status)) = found.iter().find(|(_, _, st)| !matches!(st.as_str(), "active" | "paused" | "suspended")) {
+                return Err(Error::Conflict(format!("tenant '{slug}' is {status} and cannot be {doing}: nothing was enqueued")));
+            }
+            found
+        }
+    };
+    Ok(rows.into_iter().map(|(id, slug, _)| (id, slug)).collect())
+}
+
 /// Filters of `tenantctl tenant list`.
 #[derive(Debug, Default)]
 pub struct ListFilter {

@@ -14,11 +14,15 @@ use crate::{
     config::Config,
     db,
     error::{Context as _, Error, Result},
-    jobs::{backup_tenant::BackupTenant, execute, provision_tenant::ProvisionTenant, restore_tenant::RestoreTenant, App, Job},
+    jobs::{
+        backup_tenant::BackupTenant, cleanup::Cleanup, execute, provision_tenant::ProvisionTenant, prune_jobs::PruneJobs,
+        restore_tenant::RestoreTenant, vacuum::Vacuum, App, Job,
+    },
 };
 
 /// The job types this worker runs.
-pub const JOB_TYPES: &[&str] = &[ProvisionTenant::TYPE, BackupTenant::TYPE, RestoreTenant::TYPE];
+pub const JOB_TYPES: &[&str] =
+    &[ProvisionTenant::TYPE, BackupTenant::TYPE, RestoreTenant::TYPE, Vacuum::TYPE, Cleanup::TYPE, PruneJobs::TYPE];
 
 /// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
 /// (up to `shutdown_timeout_secs`).
@@ -37,6 +41,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let monitor = register::<ProvisionTenant>(Monitor::new(), &app);
     let monitor = register::<BackupTenant>(monitor, &app);
     let monitor = register::<RestoreTenant>(monitor, &app);
+    let monitor = register::<Vacuum>(monitor, &app);
+    let monitor = register::<Cleanup>(monitor, &app);
+    let monitor = register::<PruneJobs>(monitor, &app);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {
@@ -75,7 +82,7 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
     })
 }
 
-async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
+pub(crate) async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
     let ready: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.jobs') IS NOT NULL AND to_regclass('apalis.jobs') IS NOT NULL")
         .fetch_one(pool)
         .await
@@ -87,13 +94,18 @@ async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C: the shutdown signal of the binaries.
-pub async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// Resolves on SIGTERM or Ctrl-C: the shutdown signal of the binaries. The handlers are
+/// installed at once (not when first polled), so a SIGTERM during start-up is not fatal.
+pub fn shutdown_signal() -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        let (mut term, mut int) = handlers?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutdown requested: finishing running work");
+        Ok(())
     }
-    tracing::info!("shutdown requested: draining running jobs");
-    Ok(())
 }

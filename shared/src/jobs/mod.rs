@@ -7,8 +7,11 @@
 //! even for a job that keeps killing its worker (apalis's orphan sweep ignores the limit).
 
 pub mod backup_tenant;
+pub mod cleanup;
 pub mod provision_tenant;
+pub mod prune_jobs;
 pub mod restore_tenant;
+pub mod vacuum;
 
 use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
@@ -54,6 +57,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     fn on_dead(&self, _app: &App, _error: &str) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+}
+
+/// The idempotency key of a job enqueued by a schedule: `<schedule>:<subject>:<slot>`,
+/// the same as `tenant_master.fan_out()` writes.
+pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -> Option<String> {
+    Some(format!("{}:{subject}:{}", schedule?, slot?))
 }
 
 /// The apalis handler of every job type.

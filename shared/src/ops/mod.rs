@@ -2,5 +2,7 @@
 //! the CLI and the tests call the same code.
 
 pub mod backup;
+pub mod maintenance;
 pub mod provision;
+pub mod prune;
 pub mod restore;

@@ -1,0 +1,49 @@
+//! `Cleanup`: prunes rows older than N days (see `ops::maintenance::cleanup`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job, Run};
+use crate::{
+    backups::Kind,
+    error::Result,
+    ops::{backup, maintenance},
+};
+
+/// Payload; `schedule` and `slot` are set by the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cleanup {
+    pub slug: String,
+    pub older_than_days: u32,
+    /// Only count what would be deleted.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Take a manual backup before deleting anything.
+    #[serde(default)]
+    pub backup_first: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+impl Job for Cleanup {
+    const TYPE: &'static str = "Cleanup";
+
+    fn idempotency_key(&self) -> Option<String> {
+        super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
+        if self.backup_first && !self.dry_run {
+            backup::backup(app, &self.slug, Kind::Manual, None, &run.job_id).await?;
+        }
+        let actor = if self.schedule.is_some() { "scheduler" } else { "worker" };
+        let report = maintenance::cleanup(app, &self.slug, self.older_than_days, self.dry_run, actor).await?;
+        Ok(json!(report))
+    }
+}

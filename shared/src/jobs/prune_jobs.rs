@@ -1,0 +1,37 @@
+//! `PruneJobs`: deletes finished queue rows after a retention (see `ops::prune`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job, Run};
+use crate::{error::Result, ops::prune};
+
+/// Payload; `schedule` and `slot` are set by the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneJobs {
+    /// Done jobs older than this many days are deleted.
+    pub done_older_than_days: u32,
+    /// Dead jobs (kept longer, for admins) older than this many days are deleted.
+    pub dead_older_than_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+impl Job for PruneJobs {
+    const TYPE: &'static str = "PruneJobs";
+
+    fn idempotency_key(&self) -> Option<String> {
+        super::schedule_key(self.schedule.as_deref(), "_queue", self.slot.as_deref())
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
+
+    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
+        let report = prune::prune_jobs(&app.pool, self.done_older_than_days, self.dead_older_than_days).await?;
+        Ok(json!(report))
+    }
+}

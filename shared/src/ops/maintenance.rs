@@ -1,0 +1,173 @@
+//! VACUUM / ANALYZE / REINDEX over one tenant's tables (safe to repeat), and Cleanup:
+//! deleting rows older than N days from the product's prunable tables, in batches.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use crate::{
+    activity,
+    db::ddl,
+    error::{Context as _, Error, Result},
+    hosts,
+    jobs::App,
+    lock::HostSlot,
+    products,
+    tenants::{self, Tenant},
+};
+
+/// Which maintenance to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tasks {
+    #[serde(default)]
+    pub vacuum: bool,
+    /// VACUUM FULL: rewrites tables, takes exclusive locks.
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub analyze: bool,
+    /// REINDEX SCHEMA CONCURRENTLY.
+    #[serde(default)]
+    pub reindex: bool,
+}
+
+/// What a maintenance run did.
+#[derive(Debug, Serialize)]
+pub struct MaintenanceReport {
+    pub tables: usize,
+    pub duration_ms: u64,
+}
+
+/// Rows Cleanup deleted (or would delete) per table.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub cutoff: DateTime<Utc>,
+    pub dry_run: bool,
+    pub tables: Vec<(String, i64)>,
+}
+
+/// Rows deleted per statement, so a large cleanup never holds long locks or huge WAL bursts.
+const CLEANUP_BATCH: i64 = 5000;
+
+async fn live_tenant(cp: &mut PgConnection, slug: &str) -> Result<Tenant> {
+    let tenant = tenants::get(cp, slug).await?;
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {}: no maintenance for it", tenant.status)));
+    }
+    Ok(tenant)
+}
+
+/// Runs `tasks` over the tenant's tables.
+pub async fn maintain(app: &App, slug: &str, tasks: Tasks, actor: &str) -> Result<MaintenanceReport> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = live_tenant(&mut cp, slug).await?;
+    let started = Instant::now();
+    let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT relname::text FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind IN ('r', 'm') ORDER BY 1")
+            .bind(&tenant.schema)
+            .fetch_all(&mut db)
+            .await
+            .context("failed to list the tenant's tables")?;
+    let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
+    let result = run_tasks(&mut db, &tenant, &tables, tasks).await;
+    slot.release().await;
+    result?;
+    let report = MaintenanceReport { tables: tables.len(), duration_ms: started.elapsed().as_millis() as u64 };
+    activity::record(
+        &mut cp,
+        actor,
+        Some(tenant.id),
+        "tenant.maintenance",
+        json!({ "tasks": tasks, "tables": report.tables, "duration_ms": report.duration_ms }),
+    )
+    .await?;
+    Ok(report)
+}
+
+async fn run_tasks(db: &mut PgConnection, tenant: &Tenant, tables: &[String], tasks: Tasks) -> Result<()> {
+    // VACUUM cannot run inside a transaction: each statement runs on its own.
+    let vacuum = match (tasks.vacuum || tasks.full, tasks.full, tasks.analyze) {
+        (false, _, true) => Some("ANALYZE %I.%I"),
+        (false, _, false) => None,
+        (true, true, true) => Some("VACUUM (FULL, ANALYZE) %I.%I"),
+        (true, true, false) => Some("VACUUM (FULL) %I.%I"),
+        (true, false, true) => Some("VACUUM (ANALYZE) %I.%I"),
+        (true, false, false) => Some("VACUUM %I.%I"),
+    };
+    if let Some(template) = vacuum {
+        for table in tables {
+            ddl(db, template, &[&tenant.schema, table]).await?;
+        }
+    }
+    if tasks.reindex {
+        ddl(db, "REINDEX SCHEMA CONCURRENTLY %I", &[&tenant.schema]).await?;
+    }
+    Ok(())
+}
+
+/// Deletes (or with `dry_run` counts) rows older than `older_than_days` in every prunable
+/// table of the tenant's product.
+pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool, actor: &str) -> Result<CleanupReport> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = live_tenant(&mut cp, slug).await?;
+    let product = products::load(&app.config.products_dir, &tenant.product)?;
+    let cutoff = Utc::now() - chrono::Duration::days(older_than_days as i64);
+    let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
+    let mut tables = Vec::new();
+    for prunable in &product.prunable {
+        let count = if dry_run {
+            let sql =
+                compose(&mut db, "SELECT count(*) FROM %I.%I WHERE %I < $1", &[&tenant.schema, &prunable.table, &prunable.column]).await?;
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(cutoff)
+                .fetch_one(&mut db)
+                .await
+                .context(format!("failed to count old rows of {}", prunable.table))?
+        } else {
+            delete_in_batches(&mut db, &tenant, &prunable.table, &prunable.column, cutoff).await?
+        };
+        tables.push((prunable.table.clone(), count));
+    }
+    slot.release().await;
+    let report = CleanupReport { cutoff, dry_run, tables };
+    activity::record(&mut cp, actor, Some(tenant.id), "tenant.cleanup", serde_json::to_value(&report).expect("report serializes")).await?;
+    Ok(report)
+}
+
+async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, column: &str, cutoff: DateTime<Utc>) -> Result<i64> {
+    let sql = compose(
+        db,
+        "DELETE FROM %I.%I WHERE ctid = ANY (ARRAY (SELECT ctid FROM %I.%I WHERE %I < $1 LIMIT $2))",
+        &[&tenant.schema, table, &tenant.schema, table, column],
+    )
+    .await?;
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(cutoff)
+            .bind(CLEANUP_BATCH)
+            .execute(&mut *db)
+            .await
+            .context(format!("failed to delete old rows of {table}"))?
+            .rows_affected() as i64;
+        total += deleted;
+        if deleted < CLEANUP_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// A query whose identifiers are quoted by the server's format(); values stay parameters.
+async fn compose(db: &mut PgConnection, template: &str, idents: &[&str]) -> Result<String> {
+    sqlx::query_scalar("SELECT format($1, VARIADIC $2::text[])")
+        .bind(template)
+        .bind(idents)
+        .fetch_one(db)
+        .await
+        .context(format!("failed to prepare `{template}`"))
+}

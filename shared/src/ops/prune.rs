@@ -1,0 +1,58 @@
+//! Pruning the queue: apalis never deletes finished rows, and every acknowledgement of a
+//! worker scans all rows that worker name ever locked (see the apalis notes), so finished
+//! rows are deleted after a retention, in batches.
+
+use serde::Serialize;
+
+use crate::error::{Context as _, Result};
+
+/// What a prune deleted.
+#[derive(Debug, Serialize)]
+pub struct PruneReport {
+    pub done: i64,
+    pub dead: i64,
+    pub workers: i64,
+}
+
+const BATCH: i64 = 10_000;
+
+/// Deletes done jobs older than `done_days`, dead ones older than `dead_days`, and worker
+/// rows of long-gone processes that no job refers to any more.
+pub async fn prune_jobs(pool: &sqlx::PgPool, done_days: u32, dead_days: u32) -> Result<PruneReport> {
+    let done = delete_batches(
+        pool,
+        "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status = 'Done'
+           AND done_at < now() - make_interval(days => $1) LIMIT $2)",
+        done_days,
+    )
+    .await?;
+    let dead = delete_batches(
+        pool,
+        "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM tenant_master.jobs WHERE status = 'dead'
+           AND COALESCE((SELECT done_at FROM apalis.jobs j WHERE j.id = tenant_master.jobs.id), run_at) < now() - make_interval(days => $1) LIMIT $2)",
+        dead_days,
+    )
+    .await?;
+    let workers = sqlx::query(
+        "DELETE FROM apalis.workers w WHERE w.last_seen < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
+    )
+    .bind(done_days.max(1) as i32)
+    .execute(pool)
+    .await
+    .context("failed to delete old worker rows")?
+    .rows_affected() as i64;
+    Ok(PruneReport { done, dead, workers })
+}
+
+async fn delete_batches(pool: &sqlx::PgPool, sql: &'static str, days: u32) -> Result<i64> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(sql).bind(days as i32).bind(BATCH).execute(pool).await.context("failed to prune finished jobs")?.rows_affected()
+            as i64;
+        total += n;
+        if n < BATCH {
+            return Ok(total);
+        }
+    }
+}

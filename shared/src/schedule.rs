@@ -1,0 +1,371 @@
+//! Schedules (DESIGN §5): which jobs fan out over all tenants, when, and exactly once per
+//! slot. Everything here takes the current time as an argument, so tests drive it
+//! through slots without waiting for clocks; `scheduler` adds the clock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
+use croner::{parser::CronParser, Cron};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::{
+    error::{Context as _, Error, Result},
+    jobs::{prune_jobs::PruneJobs, Job},
+    queue,
+};
+
+/// `[scheduler]` in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// A slot missed while no scheduler ran is still enqueued within this many minutes.
+    pub catch_up_minutes: u32,
+    /// Named schedules; these merge over the four defaults (`enabled = false` turns one off).
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// One schedule in the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron in UTC: `sec min hour day-of-month month day-of-week`, or the usual 5 fields.
+    pub cron: String,
+    /// `backup`, `vacuum` or `cleanup`.
+    pub job: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Jobs of one fan-out start spread over this many minutes, not all at the slot.
+    #[serde(default = "default_spread")]
+    pub spread_minutes: u32,
+    /// backup: routine backups to keep.
+    #[serde(default)]
+    pub keep: Option<u32>,
+    /// vacuum: what to run.
+    #[serde(default)]
+    pub vacuum: bool,
+    #[serde(default)]
+    pub analyze: bool,
+    #[serde(default)]
+    pub reindex: bool,
+    #[serde(default)]
+    pub full: bool,
+    /// cleanup: rows older than this many days go.
+    #[serde(default)]
+    pub older_than_days: Option<u32>,
+    /// cleanup: also prune finished queue rows (done after 7 days, dead after 30).
+    #[serde(default)]
+    pub prune_jobs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_spread() -> u32 {
+    60
+}
+
+impl SchedulerConfig {
+    /// The catch-up window.
+    pub fn catch_up(&self) -> Duration {
+        Duration::minutes(self.catch_up_minutes as i64)
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { catch_up_minutes: 6 * 60, schedules: BTreeMap::new() }
+    }
+}
+
+/// The four default schedules of DESIGN §5.
+fn defaults() -> BTreeMap<String, ScheduleConfig> {
+    let base = |cron: &str, job: &str| ScheduleConfig {
+        cron: cron.into(),
+        job: job.into(),
+        enabled: true,
+        spread_minutes: 60,
+        keep: None,
+        vacuum: false,
+        analyze: false,
+        reindex: false,
+        full: false,
+        older_than_days: None,
+        prune_jobs: false,
+    };
+    BTreeMap::from([
+        ("nightly_backup".into(), ScheduleConfig { keep: Some(7), ..base("0 0 2 * * *", "backup") }),
+        ("weekly_maintenance".into(), ScheduleConfig { vacuum: true, analyze: true, reindex: true, ..base("0 0 4 * * Sun", "vacuum") }),
+        ("monthly_vacuum".into(), ScheduleConfig { vacuum: true, ..base("0 0 3 1 * *", "vacuum") }),
+        (
+            "daily_cleanup".into(),
+            ScheduleConfig { older_than_days: Some(365), prune_jobs: true, spread_minutes: 30, ..base("0 0 5 * * *", "cleanup") },
+        ),
+    ])
+}
+
+/// A schedule ready to use.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    /// The 6-field cron text (what tokio-cron-scheduler is given).
+    pub cron_text: String,
+    cron: Cron,
+    pub config: ScheduleConfig,
+}
+
+impl Schedule {
+    /// The enabled schedules: the defaults with the configured ones merged over them.
+    pub fn all(config: &SchedulerConfig) -> Result<Vec<Schedule>> {
+        let mut merged = defaults();
+        merged.extend(config.schedules.clone());
+        merged.into_iter().filter(|(_, c)| c.enabled).map(|(name, c)| Schedule::new(&name, c)).collect()
+    }
+
+    /// The enabled schedule called `name`.
+    pub fn find(config: &SchedulerConfig, name: &str) -> Result<Schedule> {
+        let all = Schedule::all(config)?;
+        let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+        all.into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::Invalid(format!("unknown schedule '{name}': the schedules are {}", names.join(", "))))
+    }
+
+    fn new(name: &str, config: ScheduleConfig) -> Result<Schedule> {
+        let bad = |why: String| Error::Invalid(format!("schedule '{name}': {why}"));
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || name.is_empty() {
+            return Err(bad("names use a-z, 0-9 and '_'".into()));
+        }
+        match config.job.as_str() {
+            "backup" if config.keep == Some(0) => return Err(bad("keep must be at least 1".into())),
+            "vacuum" if !(config.vacuum || config.analyze || config.reindex || config.full) => {
+                return Err(bad("a vacuum schedule needs vacuum, analyze, reindex or full".into()))
+            }
+            "cleanup" if config.older_than_days.unwrap_or(0) == 0 => return Err(bad("cleanup needs older_than_days of at least 1".into())),
+            "backup" | "vacuum" | "cleanup" => {}
+            other => return Err(bad(format!("unknown job '{other}' (use backup, vacuum or cleanup)"))),
+        }
+        let cron_text = match config.cron.split_whitespace().count() {
+            5 => format!("0 {}", config.cron.trim()),
+            _ => config.cron.trim().to_owned(),
+        };
+        // The same parser settings as tokio-cron-scheduler, so both agree on the slots.
+        let cron = CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(&cron_text)
+            .map_err(|e| bad(format!("cron '{}' is not valid: {e}", config.cron)))?;
+        Ok(Schedule { name: name.to_owned(), cron_text, cron, config })
+    }
+
+    /// Slots `t` with `after < t <= until`, oldest first. Slots are whole seconds: croner
+    /// keeps the sub-second part of its start, which would make every tick's keys differ.
+    pub fn slots_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        self.cron.iter_after(after.trunc_subsecs(0)).take_while(|t| *t <= until).take(10_000).collect()
+    }
+
+    /// Slots that should be enqueued at `now`: those within the catch-up window.
+    pub fn due_slots(&self, now: DateTime<Utc>, catch_up: Duration) -> Vec<DateTime<Utc>> {
+        self.slots_between(now - catch_up, now)
+    }
+
+    /// Slots after `last_done` that fell out of the catch-up window before anyone ran them.
+    pub fn missed_slots(&self, last_done: DateTime<Utc>, now: DateTime<Utc>, catch_up: Duration) -> Vec<DateTime<Utc>> {
+        self.slots_between(last_done, now - catch_up)
+    }
+
+    /// The latest slot at or before `now`.
+    pub fn current_slot(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(&now.trunc_subsecs(0), true).ok()
+    }
+
+    /// The first slot after `now`.
+    pub fn next_run(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&now.trunc_subsecs(0), false).ok()
+    }
+
+    /// Whether `time` is one of this schedule's slots.
+    pub fn is_slot(&self, time: DateTime<Utc>) -> bool {
+        self.cron.is_time_matching(&time).unwrap_or(false)
+    }
+
+    fn fan_out_job(&self) -> (&'static str, serde_json::Value) {
+        let c = &self.config;
+        match c.job.as_str() {
+            "backup" => ("BackupTenant", json!({ "kind": "scheduled", "keep": c.keep })),
+            "vacuum" => ("Vacuum", json!({ "vacuum": c.vacuum, "analyze": c.analyze, "reindex": c.reindex, "full": c.full })),
+            _ => ("Cleanup", json!({ "older_than_days": c.older_than_days, "dry_run": false })),
+        }
+    }
+}
+
+/// The text form of a slot in payloads and keys (the same as `tenant_master.fan_out()`).
+pub fn slot_text(slot: DateTime<Utc>) -> String {
+    slot.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// What one fan-out did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanOut {
+    pub schedule: String,
+    pub slot: DateTime<Utc>,
+    /// Live tenants at the time.
+    pub tenants: i64,
+    /// Jobs inserted now (0 if another scheduler got there first).
+    pub enqueued: i64,
+}
+
+/// Enqueues the schedule's job for every live tenant for `slot`, once per slot however
+/// often and by however many schedulers it is called, and records the run.
+pub async fn fan_out(pool: &PgPool, schedule: &Schedule, slot: DateTime<Utc>, by: &str) -> Result<FanOut> {
+    let (job_type, payload) = schedule.fan_out_job();
+    let spread_secs = (schedule.config.spread_minutes.max(1) * 60) as i32;
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let mut enqueued: i64 = sqlx::query_scalar::<_, i32>("SELECT tenant_master.fan_out($1, $2, $3, $4, $5)")
+        .bind(&schedule.name)
+        .bind(job_type)
+        .bind(slot)
+        .bind(&payload)
+        .bind(spread_secs)
+        .fetch_one(&mut *tx)
+        .await
+        .context(format!("failed to fan out schedule {}", schedule.name))? as i64;
+    if schedule.config.prune_jobs {
+        let prune = PruneJobs {
+            done_older_than_days: 7,
+            dead_older_than_days: 30,
+            schedule: Some(schedule.name.clone()),
+            slot: Some(slot_text(slot)),
+        };
+        let before: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = $2")
+            .bind(PruneJobs::TYPE)
+            .bind(prune.idempotency_key())
+            .fetch_one(&mut *tx)
+            .await
+            .context("failed to look up the prune job")?;
+        queue::enqueue(&mut tx, &prune).await?;
+        enqueued += 1 - before;
+    }
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants WHERE status IN ('active', 'paused', 'suspended')")
+        .fetch_one(&mut *tx)
+        .await
+        .context("failed to count tenants")?;
+    sqlx::query(
+        "INSERT INTO tenant_master.schedule_runs (schedule, slot, tenants, enqueued, recorded_by) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (schedule, slot) DO UPDATE SET enqueued = schedule_runs.enqueued + excluded.enqueued",
+    )
+    .bind(&schedule.name)
+    .bind(slot)
+    .bind(tenants as i32)
+    .bind(enqueued as i32)
+    .bind(by)
+    .execute(&mut *tx)
+    .await
+    .context("failed to record the schedule run")?;
+    tx.commit().await.context("failed to commit the fan-out")?;
+    Ok(FanOut { schedule: schedule.name.clone(), slot, tenants, enqueued })
+}
+
+/// The newest slot of `schedule` already fanned out, if any.
+pub async fn last_slot(pool: &PgPool, schedule: &str) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("SELECT max(slot) FROM tenant_master.schedule_runs WHERE schedule = $1")
+        .bind(schedule)
+        .fetch_one(pool)
+        .await
+        .context("failed to read the schedule runs")
+}
+
+/// One scheduler pass at `now`: fans out every due slot not yet recorded (a slot another
+/// scheduler is fanning out at this moment is deduplicated by the job keys).
+pub async fn tick(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>, catch_up: Duration, by: &str) -> Result<Vec<FanOut>> {
+    let mut done = Vec::new();
+    for slot in schedule.due_slots(now, catch_up) {
+        let recorded: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.schedule_runs WHERE schedule = $1 AND slot = $2)")
+                .bind(&schedule.name)
+                .bind(slot)
+                .fetch_one(pool)
+                .await
+                .context("failed to read the schedule runs")?;
+        if !recorded {
+            done.push(fan_out(pool, schedule, slot, by).await?);
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap()
+    }
+
+    fn nightly() -> Schedule {
+        Schedule::find(&SchedulerConfig::default(), "nightly_backup").unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_four_of_the_design() {
+        let names: Vec<String> = Schedule::all(&SchedulerConfig::default()).unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["daily_cleanup", "monthly_vacuum", "nightly_backup", "weekly_maintenance"]);
+    }
+
+    #[test]
+    fn a_scheduler_down_from_one_to_three_catches_the_two_oclock_slot() {
+        let s = nightly();
+        assert_eq!(s.due_slots(at(3, 0), Duration::hours(6)), vec![at(2, 0)]);
+        assert!(s.due_slots(at(1, 59), Duration::hours(6)).iter().all(|t| *t < at(2, 0)));
+        assert_eq!(s.due_slots(at(9, 0), Duration::hours(6)), Vec::<DateTime<Utc>>::new(), "02:00 is past a 6 h window at 09:00");
+        assert_eq!(s.missed_slots(at(2, 0) - Duration::days(1), at(9, 0), Duration::hours(6)), vec![at(2, 0)]);
+    }
+
+    #[test]
+    fn slots_are_whole_seconds_whatever_now_is() {
+        let every_two =
+            Schedule::new("t", ScheduleConfig { cron: "*/2 * * * * *".into(), ..defaults()["nightly_backup"].clone() }).unwrap();
+        let now = at(12, 0) + Duration::milliseconds(2_526);
+        let slots = every_two.due_slots(now, Duration::seconds(10));
+        assert_eq!(slots.first(), Some(&(at(12, 0) - Duration::seconds(6))));
+        assert_eq!(slots.last(), Some(&(at(12, 0) + Duration::seconds(2))));
+        assert!(slots.iter().all(|t| t.timestamp_subsec_nanos() == 0));
+        assert_eq!(every_two.current_slot(now), Some(at(12, 0) + Duration::seconds(2)));
+    }
+
+    #[test]
+    fn slots_follow_the_crons() {
+        let all = Schedule::all(&SchedulerConfig::default()).unwrap();
+        let weekly = all.iter().find(|s| s.name == "weekly_maintenance").unwrap();
+        // 2026-11-23 is a Monday: the next Sunday 04:00 is the 29th.
+        assert_eq!(weekly.next_run(at(12, 0)), Some(Utc.with_ymd_and_hms(2026, 11, 29, 4, 0, 0).unwrap()));
+        let monthly = all.iter().find(|s| s.name == "monthly_vacuum").unwrap();
+        assert_eq!(monthly.next_run(at(12, 0)), Some(Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()));
+        assert_eq!(nightly().current_slot(at(12, 0)), Some(at(2, 0)));
+        assert!(nightly().is_slot(at(2, 0)) && !nightly().is_slot(at(2, 1)));
+    }
+
+    #[test]
+    fn configuration_merges_over_defaults_and_is_checked() {
+        let mut config = SchedulerConfig::default();
+        let mut backup = defaults()["nightly_backup"].clone();
+        backup.cron = "30 1 * * *".into();
+        config.schedules.insert("nightly_backup".into(), backup);
+        let mut off = defaults()["monthly_vacuum"].clone();
+        off.enabled = false;
+        config.schedules.insert("monthly_vacuum".into(), off);
+        let all = Schedule::all(&config).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().find(|s| s.name == "nightly_backup").unwrap().current_slot(at(12, 0)), Some(at(1, 30)));
+
+        let mut bad = defaults()["daily_cleanup"].clone();
+        bad.cron = "every day".into();
+        config.schedules.insert("daily_cleanup".into(), bad);
+        assert!(Schedule::all(&config).unwrap_err().to_string().contains("is not valid"));
+        assert!(Schedule::find(&SchedulerConfig::default(), "hourly").unwrap_err().to_string().contains("unknown schedule 'hourly'"));
+    }
+}

@@ -1,0 +1,84 @@
+//! `tenant-scheduler`: tokio-cron-scheduler fires each schedule at its slots, and a sweep
+//! every minute (also at start) catches anything due within the catch-up window that no
+//! scheduler has recorded yet. Running two schedulers is safe: fan-outs are once per slot.
+
+use std::{future::Future, sync::Arc};
+
+use chrono::{Duration, Utc};
+use sqlx::PgPool;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::{
+    config::Config,
+    db,
+    error::{Error, Result},
+    schedule::{self, Schedule},
+};
+
+/// Runs until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
+    let pool = db::connect_pool(&config.database_url, 4).await?;
+    crate::worker::ensure_migrated(&pool).await?;
+    let schedules = Arc::new(Schedule::all(&config.scheduler)?);
+    let catch_up = config.scheduler.catch_up();
+    let by = format!("scheduler-{}-{}", crate::system::hostname().unwrap_or_default(), std::process::id());
+
+    log_missed(&pool, &schedules, catch_up).await?;
+    sweep(&pool, &schedules, catch_up, &by).await;
+
+    let cron = JobScheduler::new().await.map_err(|e| Error::Fatal(format!("failed to start the cron scheduler: {e}")))?;
+    for s in schedules.iter() {
+        let (pool, s2, by) = (pool.clone(), s.clone(), by.clone());
+        let job = Job::new_async(s.cron_text.as_str(), move |_, _| {
+            let (pool, s, by) = (pool.clone(), s2.clone(), by.clone());
+            Box::pin(async move { run_tick(&pool, &s, catch_up, &by).await })
+        })
+        .map_err(|e| Error::Invalid(format!("schedule {}: {e}", s.name)))?;
+        cron.add(job).await.map_err(|e| Error::Fatal(format!("failed to add schedule {}: {e}", s.name)))?;
+        tracing::info!(schedule = %s.name, cron = %s.cron_text, next_run = ?s.next_run(Utc::now()), "schedule loaded");
+    }
+    let (sweep_pool, sweep_schedules, sweep_by) = (pool.clone(), schedules.clone(), by.clone());
+    let minutely = Job::new_async("0 * * * * *", move |_, _| {
+        let (pool, schedules, by) = (sweep_pool.clone(), sweep_schedules.clone(), sweep_by.clone());
+        Box::pin(async move { sweep(&pool, &schedules, catch_up, &by).await })
+    })
+    .map_err(|e| Error::Fatal(format!("failed to create the sweep: {e}")))?;
+    cron.add(minutely).await.map_err(|e| Error::Fatal(format!("failed to add the sweep: {e}")))?;
+    cron.start().await.map_err(|e| Error::Fatal(format!("failed to start the cron scheduler: {e}")))?;
+    tracing::info!(schedules = schedules.len(), catch_up_minutes = config.scheduler.catch_up_minutes, "scheduler running");
+    let _ = shutdown.await;
+    let mut cron = cron;
+    let _ = cron.shutdown().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn sweep(pool: &PgPool, schedules: &[Schedule], catch_up: Duration, by: &str) {
+    for s in schedules {
+        run_tick(pool, s, catch_up, by).await;
+    }
+}
+
+async fn run_tick(pool: &PgPool, schedule: &Schedule, catch_up: Duration, by: &str) {
+    match schedule::tick(pool, schedule, Utc::now(), catch_up, by).await {
+        Ok(runs) => {
+            for r in runs {
+                tracing::info!(schedule = %r.schedule, slot = %r.slot, tenants = r.tenants, enqueued = r.enqueued, "fan-out done");
+            }
+        }
+        Err(e) => tracing::error!(schedule = %schedule.name, error = %e, "fan-out failed; the next sweep retries within a minute"),
+    }
+}
+
+/// Logs the slots that fell out of the catch-up window since each schedule last ran.
+async fn log_missed(pool: &PgPool, schedules: &[Schedule], catch_up: Duration) -> Result<()> {
+    let now = Utc::now();
+    for s in schedules {
+        if let Some(last) = schedule::last_slot(pool, &s.name).await? {
+            for slot in s.missed_slots(last, now, catch_up) {
+                tracing::warn!(schedule = %s.name, slot = %slot, "missed slot skipped: older than the catch-up window (run `tenantctl schedule run {} --slot {}` to enqueue it)", s.name, schedule::slot_text(slot));
+            }
+        }
+    }
+    Ok(())
+}
