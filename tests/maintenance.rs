@@ -126,8 +126,9 @@ async fn scheduled_jobs_built_in_sql_run_in_the_worker() {
         let slot = s.current_slot(Utc::now() - chrono::Duration::days(8)).unwrap();
         schedule::fan_out(&env.pool, s, slot, "test").await.unwrap();
     }
-    let expected: i64 = 2 * 3 + 1; // three fan-outs over two tenants, plus one PruneJobs
-    assert_eq!(env.job_count().await, expected);
+    let fanned_out: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type <> 'SendWelcomeMail'").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(fanned_out, 2 * 3 + 1, "three fan-outs over two tenants, plus one PruneJobs");
     let all_done = || async {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE status <> 'done'").fetch_one(&env.pool).await.unwrap();

@@ -48,7 +48,7 @@ async fn a_worker_killed_mid_provisioning_is_replaced_and_the_tenant_ends_active
 
         let mut second = env.spawn_worker(&logs.path().join(format!("second-{plan}.log")));
         eventually(Duration::from_secs(90), "the second worker to finish the job", || async {
-            let status: String = sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE tenant = $1")
+            let status: String = sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE tenant = $1 AND type = 'ProvisionTenant'")
                 .bind(&slug)
                 .fetch_one(&env.pool)
                 .await
@@ -61,8 +61,11 @@ async fn a_worker_killed_mid_provisioning_is_replaced_and_the_tenant_ends_active
         second.wait().unwrap();
 
         assert_eq!(env.footprint(&slug, &database).await, expected_footprint(), "{plan}");
-        let attempts: i32 =
-            sqlx::query_scalar("SELECT attempts FROM tenant_master.jobs WHERE tenant = $1").bind(&slug).fetch_one(&env.pool).await.unwrap();
+        let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM tenant_master.jobs WHERE tenant = $1 AND type = 'ProvisionTenant'")
+            .bind(&slug)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
         assert!(attempts >= 2, "the job ran again after the kill (attempts {attempts})");
     }
 }

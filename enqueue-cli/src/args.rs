@@ -57,6 +57,48 @@ pub enum TenantCommand {
     Show { slug: String },
     /// Print the tenant role's connection URL (contains its password).
     Credentials { slug: String },
+    /// Pause a tenant: its role can no longer log in and its sessions end.
+    Pause {
+        slug: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        request: Request,
+    },
+    /// Suspend a tenant (billing, abuse): like pause, with a reason.
+    Suspend {
+        slug: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        request: Request,
+    },
+    /// Give a paused or suspended tenant its login back.
+    Resume {
+        slug: String,
+        #[command(flatten)]
+        request: Request,
+    },
+    /// Delete a tenant: a verified backup first, then its data and role.
+    Delete {
+        slug: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        request: Request,
+    },
+}
+
+/// Options of every command that enqueues a job.
+#[derive(Args)]
+pub struct Request {
+    /// Who is asking, for the activity log (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Wait for the job; exit 1 if it fails.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Args)]

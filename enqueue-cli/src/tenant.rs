@@ -5,10 +5,42 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tenant_master::{
     activity,
+    jobs::{access, delete_tenant},
+    ops::access::Change,
     tenants::{self, ListFilter, NewTenant},
+    Error,
 };
 
-use crate::{args::TenantCommand, output, wait, Ctx};
+use crate::{
+    args::{Request, TenantCommand},
+    output, wait, Ctx,
+};
+
+/// Enqueues a pause/suspend/resume (`Some`) or a deletion (`None`), optionally waiting.
+async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option<&str>, request: Request) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let actor = request.actor.unwrap_or_else(activity::default_actor);
+    let job_id = match change {
+        Some(change) => access::request(&pool, slug, change, reason, &actor).await?,
+        None => delete_tenant::request(&pool, slug, &actor).await?,
+    };
+    if !request.wait {
+        output::job_ids(ctx, &[(slug.to_owned(), job_id)]);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id)).await?;
+    if let Some(dead) = finished.iter().find(|j| j.status != "done") {
+        bail!(
+            "{} of '{slug}' failed: {}; see `tenantctl tenant show {slug}`",
+            dead.job_type,
+            dead.last_error.as_deref().unwrap_or("no error recorded")
+        );
+    }
+    let mut conn = pool.acquire().await?;
+    let tenant = tenants::get(&mut conn, slug).await?;
+    output::tenant(ctx, &tenant, &[]);
+    Ok(ExitCode::SUCCESS)
+}
 
 pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -50,6 +82,18 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let history = activity::recent(&mut conn, tenant.id, 20).await?;
             output::tenant(ctx, &tenant, &history);
             Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Pause { slug, reason, request } => lifecycle(ctx, &slug, Some(Change::Pause), reason.as_deref(), request).await,
+        TenantCommand::Suspend { slug, reason, request } => lifecycle(ctx, &slug, Some(Change::Suspend), Some(&reason), request).await,
+        TenantCommand::Resume { slug, request } => lifecycle(ctx, &slug, Some(Change::Resume), None, request).await,
+        TenantCommand::Delete { slug, yes, request } => {
+            if !yes {
+                return Err(Error::Invalid(format!(
+                    "deleting '{slug}' drops its data and role (after a verified backup): add --yes to go ahead"
+                ))
+                .into());
+            }
+            lifecycle(ctx, &slug, None, None, request).await
         }
         TenantCommand::Credentials { slug } => {
             let pool = ctx.pool().await?;

@@ -36,6 +36,45 @@ pub struct Config {
     pub backups: BackupConfig,
     /// `tenant-scheduler`'s schedules.
     pub scheduler: crate::schedule::SchedulerConfig,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+}
+
+/// `[mail]`: the welcome mail. The SMTP URL is a secret: it comes from `SMTP_URL` only.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://host:port`, `smtp://user:pass@host:587?tls=required` or `smtps://...`;
+    /// none: mail is written as .eml files to `mail_dir`. Env only: `SMTP_URL`.
+    #[serde(skip)]
+    pub smtp_url: Option<String>,
+    /// The sender, e.g. `Acme Cloud <noreply@acme.example>`.
+    pub from: String,
+    /// The tenant's login address; `{slug}` is replaced.
+    pub login_url_pattern: String,
+    /// The domain part of deterministic Message-IDs.
+    pub message_id_domain: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            from: "Tenant Master <noreply@example.com>".into(),
+            login_url_pattern: "https://{slug}.example.com".into(),
+            message_id_domain: "tenant-master.local".into(),
+        }
+    }
+}
+
+impl fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("from", &self.from)
+            .field("login_url_pattern", &self.login_url_pattern)
+            .finish()
+    }
 }
 
 /// How many routine (scheduled and manual) backups each tenant keeps.
@@ -46,11 +85,13 @@ pub struct BackupConfig {
     pub keep: u32,
     /// Per plan, e.g. `enterprise = 30`.
     pub keep_per_plan: std::collections::BTreeMap<String, u32>,
+    /// Days a deleted tenant's backups are kept (then `PruneJobs` removes them).
+    pub keep_deleted_days: u32,
 }
 
 impl Default for BackupConfig {
     fn default() -> Self {
-        BackupConfig { keep: 7, keep_per_plan: Default::default() }
+        BackupConfig { keep: 7, keep_per_plan: Default::default(), keep_deleted_days: 30 }
     }
 }
 
@@ -97,6 +138,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             backups: BackupConfig::default(),
             scheduler: Default::default(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -157,6 +199,12 @@ impl Config {
             if let Some(v) = get(name) {
                 *slot = PathBuf::from(v);
             }
+        }
+        if let Some(v) = get("SMTP_URL").filter(|v| !v.is_empty()) {
+            self.mail.smtp_url = Some(v);
+        }
+        if let Some(v) = get("TENANT_MASTER_LOGIN_URL_PATTERN") {
+            self.mail.login_url_pattern = v;
         }
         if let Some(v) = get("TENANT_MASTER_DATABASE_PREFIX") {
             self.database_prefix = v;
@@ -243,6 +291,7 @@ impl fmt::Debug for Config {
             .field("worker", &self.worker)
             .field("backups", &self.backups)
             .field("scheduler", &self.scheduler)
+            .field("mail", &self.mail)
             .finish()
     }
 }

@@ -28,18 +28,18 @@ pub fn options(url: &str) -> Result<PgConnectOptions> {
     })
 }
 
+/// Pool settings shared by every pool of ours.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(std::time::Duration::from_secs(10))
+}
+
 /// Opens the control-plane pool.
 pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = options(url)?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .context(format!(
-            "failed to connect to the control-plane database {} (is PostgreSQL running? is DATABASE_URL right?)",
-            redact_url(url)
-        ))
+    pool_options(max_connections).connect_with(options).await.context(format!(
+        "failed to connect to the control-plane database {} (is PostgreSQL running? is DATABASE_URL right?)",
+        redact_url(url)
+    ))
 }
 
 /// Opens a single connection to `database` with the given options.

@@ -58,3 +58,10 @@ pub async fn connect(conn: &mut PgConnection, config: &Config, host: &str, datab
     let options = admin_options(conn, config, host).await?;
     db::connect_to(&options, database).await
 }
+
+/// Opens an admin connection to the database named in the host's admin URL.
+pub async fn connect_admin(conn: &mut PgConnection, config: &Config, host: &str) -> Result<PgConnection> {
+    let options = admin_options(conn, config, host).await?;
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    db::connect_to(&options, &database).await
+}

@@ -19,6 +19,7 @@ pub mod fault;
 pub mod hosts;
 pub mod jobs;
 pub mod lock;
+pub mod mail;
 pub mod migrate;
 pub mod naming;
 pub mod ops;

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "control_plane", include_str!("../../migrations/0001_control_plane.sql")),
     (2, "backups", include_str!("../../migrations/0002_backups.sql")),
     (3, "maintenance_schedules", include_str!("../../migrations/0003_maintenance_schedules.sql")),
+    (4, "mail_lifecycle", include_str!("../../migrations/0004_mail_lifecycle.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -15,22 +15,46 @@ use crate::{
     db,
     error::{Context as _, Error, Result},
     jobs::{
-        backup_tenant::BackupTenant, cleanup::Cleanup, execute, provision_tenant::ProvisionTenant, prune_jobs::PruneJobs,
-        restore_tenant::RestoreTenant, vacuum::Vacuum, App, Job,
+        access::{PauseTenant, ResumeTenant},
+        backup_tenant::BackupTenant,
+        cleanup::Cleanup,
+        delete_tenant::DeleteTenant,
+        execute,
+        provision_tenant::ProvisionTenant,
+        prune_jobs::PruneJobs,
+        restore_tenant::RestoreTenant,
+        send_welcome_mail::SendWelcomeMail,
+        vacuum::Vacuum,
+        App, Job,
     },
 };
 
 /// The job types this worker runs.
-pub const JOB_TYPES: &[&str] =
-    &[ProvisionTenant::TYPE, BackupTenant::TYPE, RestoreTenant::TYPE, Vacuum::TYPE, Cleanup::TYPE, PruneJobs::TYPE];
+pub const JOB_TYPES: &[&str] = &[
+    ProvisionTenant::TYPE,
+    BackupTenant::TYPE,
+    RestoreTenant::TYPE,
+    Vacuum::TYPE,
+    Cleanup::TYPE,
+    PruneJobs::TYPE,
+    SendWelcomeMail::TYPE,
+    PauseTenant::TYPE,
+    ResumeTenant::TYPE,
+    DeleteTenant::TYPE,
+];
 
 /// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
 /// (up to `shutdown_timeout_secs`).
 pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
     let w = &config.worker;
-    // Each worker holds one LISTEN connection; jobs share the rest.
-    let pool_size = (JOB_TYPES.len() * (w.concurrency + 2) + 4) as u32;
-    let pool = db::connect_pool(&config.database_url, pool_size).await?;
+    // Each job type's worker holds one LISTEN connection; running jobs share the rest
+    // (a job waits for a connection rather than failing when all are busy).
+    let pool_size = (JOB_TYPES.len() + 2 * w.concurrency + 4) as u32;
+    let pool = db::pool_options(pool_size)
+        .acquire_timeout(Duration::from_secs(120))
+        .connect_with(db::options(&config.database_url)?)
+        .await
+        .context("failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)")?;
     ensure_migrated(&pool).await?;
     let shutdown_timeout = Duration::from_secs(w.shutdown_timeout_secs);
     tracing::info!(
@@ -44,6 +68,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let monitor = register::<Vacuum>(monitor, &app);
     let monitor = register::<Cleanup>(monitor, &app);
     let monitor = register::<PruneJobs>(monitor, &app);
+    let monitor = register::<SendWelcomeMail>(monitor, &app);
+    let monitor = register::<PauseTenant>(monitor, &app);
+    let monitor = register::<ResumeTenant>(monitor, &app);
+    let monitor = register::<DeleteTenant>(monitor, &app);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {

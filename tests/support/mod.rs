@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod smtp;
+
 use rand::Rng;
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, PgPool};
 use tenant_master::{db, migrate, Config};
@@ -29,6 +31,7 @@ pub struct TestEnv {
     control_db: String,
     _products: Option<TempDir>,
     _backups: TempDir,
+    _mail: TempDir,
 }
 
 impl TestEnv {
@@ -61,6 +64,8 @@ impl TestEnv {
         };
         let backups = TempDir::new("backups");
         config.backup_dir = backups.path().to_owned();
+        let mail = TempDir::new("mail");
+        config.mail_dir = mail.path().to_owned();
         config.worker.poll_interval_ms = 200;
         config.worker.heavy_slot_wait_secs = 60;
         config.worker.heartbeat_secs = 1;
@@ -73,7 +78,7 @@ impl TestEnv {
             db::create_database_if_missing(&mut conn, &control_db).await.unwrap();
         }
         let pool = db::connect_pool(&config.database_url, 5).await.expect("connect to the test control plane");
-        TestEnv { config, pool, suffix, control_db, _products: products, _backups: backups }
+        TestEnv { config, pool, suffix, control_db, _products: products, _backups: backups, _mail: mail }
     }
 
     /// A slug unique to this test: `<base>_<suffix>`.
@@ -89,6 +94,8 @@ impl TestEnv {
             ("TENANT_MASTER_DATABASE_PREFIX", self.config.database_prefix.clone()),
             ("TENANT_MASTER_PRODUCTS_DIR", self.config.products_dir.display().to_string()),
             ("TENANT_MASTER_BACKUP_DIR", self.config.backup_dir.display().to_string()),
+            ("TENANT_MASTER_MAIL_DIR", self.config.mail_dir.display().to_string()),
+            ("SMTP_URL", self.config.mail.smtp_url.clone().unwrap_or_default()),
             ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", w.poll_interval_ms.to_string()),
             ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", w.heartbeat_secs.to_string()),
             ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", w.missed_heartbeats.to_string()),
@@ -324,5 +331,29 @@ impl TestEnv {
             .await
             .unwrap();
         Footprint { roles, schemas, migrations, tables }
+    }
+}
+
+impl TestEnv {
+    /// After a deletion: (roles named like the tenant's, its schema or database left).
+    pub async fn footprint_after_delete(&self, tenant: &tenant_master::tenants::Tenant) -> (i64, i64) {
+        let mut server = self.admin("postgres").await;
+        let roles =
+            sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(&tenant.role).fetch_one(&mut server).await.unwrap();
+        let data: i64 = if tenant.isolation == "database" {
+            sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+                .bind(&tenant.database)
+                .fetch_one(&mut server)
+                .await
+                .unwrap()
+        } else {
+            let mut db = self.admin(&tenant.database).await;
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+                .bind(&tenant.schema)
+                .fetch_one(&mut db)
+                .await
+                .unwrap()
+        };
+        (roles, data)
     }
 }

@@ -6,11 +6,14 @@
 //! (apalis would re-fetch a failed job at once), and a hard stop after `max_attempts`
 //! even for a job that keeps killing its worker (apalis's orphan sweep ignores the limit).
 
+pub mod access;
 pub mod backup_tenant;
 pub mod cleanup;
+pub mod delete_tenant;
 pub mod provision_tenant;
 pub mod prune_jobs;
 pub mod restore_tenant;
+pub mod send_welcome_mail;
 pub mod vacuum;
 
 use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};

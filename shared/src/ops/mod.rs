@@ -1,7 +1,9 @@
 //! Tenant operations: the real work, knowing nothing of the queue, so the worker,
 //! the CLI and the tests call the same code.
 
+pub mod access;
 pub mod backup;
+pub mod delete;
 pub mod maintenance;
 pub mod provision;
 pub mod prune;

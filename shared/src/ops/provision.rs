@@ -12,10 +12,11 @@ use crate::{
     db::{self, ddl},
     error::{Context as _, Error, Result},
     fault, hosts,
-    jobs::App,
+    jobs::{send_welcome_mail::SendWelcomeMail, App},
     naming::Isolation,
     password,
     products::{self, ProductMigration},
+    queue,
     tenants::{self, NewTenant, Tenant},
 };
 
@@ -38,7 +39,7 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
     fault::point(slug, "register")?;
 
     let host = hosts::admin_options(&mut cp, &app.config, &tenant.host).await?;
-    let mut admin = db::connect_to(&host, host.get_database().unwrap_or("postgres")).await?;
+    let mut admin = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
 
     let created = ensure_role(&mut cp, &mut admin, &tenant).await?;
     log_step(&mut cp, &tenant, "role", created).await?;
@@ -232,7 +233,8 @@ pub(crate) async fn applied_versions(tenant_db: &mut PgConnection, schema: &str)
         .context("failed to read the applied migrations")
 }
 
-/// `provisioning` -> `active`, logged in the same transaction.
+/// `provisioning` -> `active`, logged and with the welcome mail enqueued in the same
+/// transaction.
 async fn activate(cp: &mut PgConnection, tenant: &Tenant, actor: &str) -> Result<Tenant> {
     let mut tx = cp.begin().await.context("failed to start a transaction")?;
     let updated = sqlx::query(
@@ -245,6 +247,8 @@ async fn activate(cp: &mut PgConnection, tenant: &Tenant, actor: &str) -> Result
     .context("failed to activate the tenant")?;
     if updated.rows_affected() == 1 {
         activity::record(&mut tx, actor, Some(tenant.id), "tenant.active", json!({ "from": "provisioning" })).await?;
+        // Same transaction: never active without its welcome mail queued, nor the reverse.
+        queue::enqueue(&mut tx, &SendWelcomeMail { slug: tenant.slug.clone() }).await?;
     }
     tx.commit().await.context("failed to commit the activation")?;
     let tenant = tenants::get(cp, &tenant.slug).await?;

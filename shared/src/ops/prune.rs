@@ -14,6 +14,30 @@ pub struct PruneReport {
     pub workers: i64,
 }
 
+/// Removes the backups (files, then rows) of tenants deleted more than `days` days ago.
+pub async fn prune_deleted_tenant_backups(pool: &sqlx::PgPool, days: u32) -> Result<i64> {
+    let old: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT b.id, b.file_path FROM tenant_master.backups b JOIN tenant_master.tenants t ON t.id = b.tenant_id
+         WHERE t.status = 'deleted' AND t.deleted_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .fetch_all(pool)
+    .await
+    .context("failed to find backups of deleted tenants")?;
+    for (id, path) in &old {
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).context(format!("failed to delete {path}")),
+            _ => {}
+        }
+        sqlx::query("DELETE FROM tenant_master.backups WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .context("failed to delete a backup row")?;
+    }
+    Ok(old.len() as i64)
+}
+
 const BATCH: i64 = 10_000;
 
 /// Deletes done jobs older than `done_days`, dead ones older than `dead_days`, and worker

@@ -1,0 +1,97 @@
+//! `PauseTenant` (pause or suspend) and `ResumeTenant` (see `ops::access`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job, Run};
+use crate::{
+    activity,
+    error::{Context as _, Error, Result},
+    ops::access::{self, Change},
+    queue, tenants,
+};
+
+/// Payload of a pause or suspension.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseTenant {
+    pub slug: String,
+    /// Suspend (billing, abuse) rather than pause (the customer's own choice).
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who asked, for the activity log.
+    pub actor: String,
+}
+
+/// Payload of a resumption.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeTenant {
+    pub slug: String,
+    pub actor: String,
+}
+
+impl Job for PauseTenant {
+    const TYPE: &'static str = "PauseTenant";
+
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
+        let change = if self.suspend { Change::Suspend } else { Change::Pause };
+        let tenant = access::change_access(app, &self.slug, change, self.reason.as_deref(), &self.actor).await?;
+        Ok(json!({ "status": tenant.status }))
+    }
+}
+
+impl Job for ResumeTenant {
+    const TYPE: &'static str = "ResumeTenant";
+
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
+        let tenant = access::change_access(app, &self.slug, Change::Resume, None, &self.actor).await?;
+        Ok(json!({ "status": tenant.status }))
+    }
+}
+
+/// Checks the transition, then enqueues the job for it (and logs the request).
+pub async fn request(pool: &sqlx::PgPool, slug: &str, change: Change, reason: Option<&str>, actor: &str) -> Result<String> {
+    if change == Change::Suspend && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(Error::Invalid("a suspension needs --reason".into()));
+    }
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let tenant = tenants::get(&mut tx, slug).await?;
+    if !change.check(&tenant)? {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {} already: nothing to do", tenant.status)));
+    }
+    let (slug, actor_owned) = (slug.to_owned(), actor.to_owned());
+    let job_id = match change {
+        Change::Resume => queue::enqueue(&mut tx, &ResumeTenant { slug, actor: actor_owned }).await?,
+        _ => {
+            let job = PauseTenant { slug, suspend: change == Change::Suspend, reason: reason.map(str::to_owned), actor: actor_owned };
+            queue::enqueue(&mut tx, &job).await?
+        }
+    };
+    activity::record(
+        &mut tx,
+        actor,
+        Some(tenant.id),
+        &format!("tenant.{}_requested", change.target()),
+        json!({ "job_id": job_id, "reason": reason }),
+    )
+    .await?;
+    tx.commit().await.context("failed to commit the request")?;
+    Ok(job_id)
+}

@@ -1,0 +1,47 @@
+//! `DeleteTenant` (see `ops::delete`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job, Run};
+use crate::{
+    error::{Context as _, Result},
+    ops::delete,
+    queue, tenants,
+};
+
+/// Payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteTenant {
+    pub slug: String,
+    /// Who asked, for the activity log.
+    pub actor: String,
+}
+
+impl Job for DeleteTenant {
+    const TYPE: &'static str = "DeleteTenant";
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(format!("delete:{}", self.slug))
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
+        delete::delete(app, &self.slug, &run.job_id, &self.actor).await?;
+        Ok(json!({ "status": "deleted" }))
+    }
+}
+
+/// Marks the tenant `deleting` (no further changes accepted) and enqueues its deletion.
+pub async fn request(pool: &sqlx::PgPool, slug: &str, actor: &str) -> Result<String> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let tenant = tenants::get(&mut tx, slug).await?;
+    delete::check(&tenant)?;
+    tenants::set_status(&mut tx, &tenant, "deleting", None, actor).await?;
+    let job_id = queue::enqueue(&mut tx, &DeleteTenant { slug: slug.to_owned(), actor: actor.to_owned() }).await?;
+    tx.commit().await.context("failed to commit the request")?;
+    Ok(job_id)
+}

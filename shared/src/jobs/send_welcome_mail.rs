@@ -1,0 +1,39 @@
+//! `SendWelcomeMail`: the welcome mail to a new tenant's owner, once (see `mail`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{App, Job, Run};
+use crate::{
+    error::{Context as _, Result},
+    mail, tenants,
+};
+
+/// Payload: enqueued by provisioning in the transaction that activates the tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendWelcomeMail {
+    pub slug: String,
+}
+
+impl Job for SendWelcomeMail {
+    const TYPE: &'static str = "SendWelcomeMail";
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(format!("welcome:{}", self.slug))
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        // Mail does not touch the tenant's data: it need not wait for its lock.
+        None
+    }
+
+    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
+        let mut conn = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+        let tenant = tenants::get(&mut conn, &self.slug).await?;
+        if matches!(tenant.status.as_str(), "deleting" | "deleted") {
+            return Ok(json!({ "skipped": format!("tenant is {}", tenant.status) }));
+        }
+        let sent = mail::send_welcome(&mut conn, &app.config, &tenant).await?;
+        Ok(json!(sent))
+    }
+}

@@ -1,0 +1,100 @@
+//! Pause, suspend and resume (DESIGN §2): a real effect in PostgreSQL. A paused or
+//! suspended tenant's role loses LOGIN and its open sessions are ended; resuming gives
+//! LOGIN back. The database effect comes first and the status second, so a rerun after
+//! a crash in between repeats the (idempotent) effect and then records the status.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{Acquire, PgConnection};
+
+use crate::{
+    activity,
+    db::ddl,
+    error::{Context as _, Error, Result},
+    hosts,
+    jobs::App,
+    tenants::{self, Tenant},
+};
+
+/// A change of a tenant's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Pause,
+    Suspend,
+    Resume,
+}
+
+impl Change {
+    /// The status the change leads to.
+    pub fn target(self) -> &'static str {
+        match self {
+            Change::Pause => "paused",
+            Change::Suspend => "suspended",
+            Change::Resume => "active",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Change::Pause => "pause",
+            Change::Suspend => "suspend",
+            Change::Resume => "resume",
+        }
+    }
+
+    /// Refuses a change that the tenant's current status does not allow; Ok(false) if the
+    /// tenant is in the target status already.
+    pub fn check(self, tenant: &Tenant) -> Result<bool> {
+        let allowed: &[&str] = match self {
+            Change::Pause => &["active"],
+            Change::Suspend => &["active", "paused"],
+            Change::Resume => &["paused", "suspended"],
+        };
+        if tenant.status == self.target() {
+            return Ok(false);
+        }
+        if allowed.contains(&tenant.status.as_str()) {
+            return Ok(true);
+        }
+        Err(Error::Conflict(format!(
+            "cannot {} tenant '{}': it is {} (only a tenant that is {} can be)",
+            self.verb(),
+            tenant.slug,
+            tenant.status,
+            allowed.join(" or ")
+        )))
+    }
+}
+
+/// Applies `change` to `slug`, as `actor`.
+pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option<&str>, actor: &str) -> Result<Tenant> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = tenants::get(&mut cp, slug).await?;
+    let needs_status = change.check(&tenant)?;
+    let mut admin = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    match change {
+        Change::Pause | Change::Suspend => block_login(&mut admin, &tenant).await?,
+        Change::Resume => ddl(&mut admin, "ALTER ROLE %I LOGIN", &[&tenant.role]).await?,
+    }
+    if needs_status {
+        let mut tx = cp.begin().await.context("failed to start a transaction")?;
+        tenants::set_status(&mut tx, &tenant, change.target(), reason, actor).await?;
+        tx.commit().await.context("failed to commit the status change")?;
+    } else {
+        activity::record(&mut cp, actor, Some(tenant.id), &format!("tenant.{}", change.verb()), json!({ "already": change.target() }))
+            .await?;
+    }
+    tenants::get(&mut cp, slug).await
+}
+
+/// No new sessions for the tenant's role, and the open ones ended.
+pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    ddl(admin, "ALTER ROLE %I NOLOGIN", &[&tenant.role]).await?;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&tenant.role)
+        .execute(admin)
+        .await
+        .context("failed to end the tenant's sessions")?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Deleting a tenant: a verified `pre_delete` backup first, then its login blocked, its
+//! schema (shared database) or database dropped, its role dropped. The registry row stays
+//! (status `deleted`) with its history; its password is forgotten. Every step checks
+//! what is left, so a rerun after a crash finishes the job.
+
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::{
+    activity,
+    backups::Kind,
+    db::ddl,
+    error::{Context as _, Error, Result},
+    fault, hosts,
+    jobs::App,
+    naming::Isolation,
+    ops::{access, backup},
+    tenants::{self, Tenant},
+};
+
+/// Statuses from which a tenant may be deleted (besides `deleting`, a delete under way).
+pub const DELETABLE: &[&str] = &["active", "paused", "suspended", "failed"];
+
+/// Refuses deleting a tenant that is deleted or being deleted.
+pub fn check(tenant: &Tenant) -> Result<()> {
+    match tenant.status.as_str() {
+        "deleted" => Err(Error::Conflict(format!("tenant '{}' is deleted already", tenant.slug))),
+        "deleting" => Err(Error::Conflict(format!("tenant '{}' is being deleted already", tenant.slug))),
+        s if DELETABLE.contains(&s) => Ok(()),
+        other => Err(Error::Conflict(format!("cannot delete tenant '{}' while it is {other}", tenant.slug))),
+    }
+}
+
+/// Deletes `slug` on behalf of job `job_id`.
+pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<()> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let mut tenant = tenants::get(&mut cp, slug).await?;
+    match tenant.status.as_str() {
+        "deleted" => return Ok(()),
+        "deleting" => {}
+        _ => {
+            check(&tenant)?;
+            tenants::set_status(&mut cp, &tenant, "deleting", None, actor).await?;
+            tenant = tenants::get(&mut cp, slug).await?;
+        }
+    }
+    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
+    let role_exists = role_is_ours(&mut server, &tenant).await?;
+
+    if schema_exists(&mut cp, app, &tenant).await? {
+        let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
+        backup::verify_file(&safety).await?;
+        activity::record(&mut cp, actor, Some(tenant.id), "tenant.pre_delete_backup", json!({ "backup_id": safety.id })).await?;
+    }
+    fault::point(slug, "delete:backup")?;
+
+    if role_exists {
+        access::block_login(&mut server, &tenant).await?;
+    }
+    match Isolation::parse(&tenant.isolation)? {
+        Isolation::Database => ddl(&mut server, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[&tenant.database]).await?,
+        Isolation::Schema => {
+            if database_exists(&mut server, &tenant.database).await? {
+                let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+                ddl(&mut db, "DROP SCHEMA IF EXISTS %I CASCADE", &[&tenant.schema]).await?;
+                sqlx::query("DELETE FROM tenant_master_meta.applied_migrations WHERE schema_name = $1")
+                    .bind(&tenant.schema)
+                    .execute(&mut db)
+                    .await
+                    .context("failed to forget the tenant's migrations")?;
+                if role_exists {
+                    ddl(&mut db, "DROP OWNED BY %I", &[&tenant.role]).await?;
+                    ddl(&mut server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
+                }
+            }
+        }
+    }
+    fault::point(slug, "delete:data")?;
+    if role_exists {
+        ddl(&mut server, "DROP ROLE IF EXISTS %I", &[&tenant.role]).await?;
+    }
+    sqlx::query(
+        "UPDATE tenant_master.tenants SET status = 'deleted', deleted_at = now(), updated_at = now(), role_password = NULL WHERE id = $1",
+    )
+    .bind(tenant.id)
+    .execute(&mut *cp)
+    .await
+    .context("failed to mark the tenant deleted")?;
+    activity::record(&mut cp, actor, Some(tenant.id), "tenant.deleted", json!({ "from": "deleting" })).await
+}
+
+async fn role_is_ours(server: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
+    let comment: Option<Option<String>> = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
+        .bind(&tenant.role)
+        .fetch_optional(server)
+        .await
+        .context("failed to look up the tenant role")?;
+    Ok(comment.flatten().is_some_and(|c| c == format!("tenant-master:{}", tenant.slug)))
+}
+
+async fn database_exists(server: &mut PgConnection, database: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(server)
+        .await
+        .context("failed to look up the database")
+}
+
+async fn schema_exists(cp: &mut PgConnection, app: &App, tenant: &Tenant) -> Result<bool> {
+    let mut server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
+    if !database_exists(&mut server, &tenant.database).await? {
+        return Ok(false);
+    }
+    let mut db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&tenant.schema)
+        .fetch_one(&mut db)
+        .await
+        .context("failed to look up the tenant schema")
+}

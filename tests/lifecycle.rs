@@ -1,0 +1,186 @@
+//! Welcome mail through a real SMTP server on loopback; pause, suspend, resume and
+//! delete with their effect in PostgreSQL; invalid transitions; the activity log.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use tenant_master::{
+    backups,
+    ops::{
+        access::{change_access, Change},
+        delete::delete,
+    },
+    tenants::{self, NewTenant},
+};
+use tenant_master_tests::{smtp::SmtpServer, TestEnv};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn job_status(env: &TestEnv, job_type: &str, slug: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE type = $1 AND tenant = $2 ORDER BY id DESC LIMIT 1")
+        .bind(job_type)
+        .bind(slug)
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+}
+
+fn sqlstate(err: &sqlx::Error) -> String {
+    tenant_master::error::sqlstate(err).unwrap_or_else(|| format!("no SQLSTATE: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_welcome_mail_arrives_once_with_the_right_content() {
+    let smtp = SmtpServer::start().await;
+    let mut env = TestEnv::new().await;
+    env.config.mail.smtp_url = Some(smtp.url());
+    let slug = env.slug("welcome");
+    let new = NewTenant::parse(&slug, "demo", "starter", "owner@example.com", Some("Acme Rockets"), None).unwrap();
+    tenants::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
+    env.run_worker_until(LIMIT, || async { job_status(&env, "SendWelcomeMail", &slug).await.as_deref() == Some("done") }).await;
+
+    let mail = smtp.received();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0].to, vec!["owner@example.com".to_owned()]);
+    assert!(mail[0].data.contains("Subject: Welcome to Acme Rockets"), "{}", mail[0].data);
+    assert!(mail[0].data.contains(&format!("Sign in at https://{slug}.example.com")), "{}", mail[0].data);
+    assert!(mail[0].data.contains(&format!("Message-ID: <welcome.{slug}.")), "{}", mail[0].data);
+    assert!(mail[0].data.contains("text/plain") && mail[0].data.contains("text/html"));
+
+    // The job again (a second job with another key): nothing more is sent.
+    let again: String = sqlx::query_scalar("SELECT tenant_master.enqueue('SendWelcomeMail', $1, 'welcome-again')")
+        .bind(serde_json::json!({ "slug": slug }))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    env.run_worker_until(LIMIT, || async {
+        let s: String =
+            sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(&again).fetch_one(&env.pool).await.unwrap();
+        s == "done"
+    })
+    .await;
+    assert_eq!(smtp.received().len(), 1, "sent once, also when the job runs twice");
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.mail_log").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(logged, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_smtp_server_down_the_mail_job_retries_then_dies_and_the_tenant_stays_active() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut env = TestEnv::new().await;
+    env.config.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    let tenant = env.provisioned(&env.slug("nosmtp"), "starter").await;
+    // Two attempts instead of six keep the test short; the backoff between them is real.
+    sqlx::query("UPDATE apalis.jobs SET max_attempts = 2 WHERE job_type = 'SendWelcomeMail'").execute(&env.pool).await.unwrap();
+    env.run_worker_until(LIMIT, || async { job_status(&env, "SendWelcomeMail", &tenant.slug).await.as_deref() == Some("dead") }).await;
+    let (attempts, error): (i32, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM tenant_master.jobs WHERE type = 'SendWelcomeMail'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2, "retried once after the backoff, then gave up");
+    assert!(error.contains("SMTP server") && error.contains(&port.to_string()), "{error}");
+    assert_eq!(env.tenant_status(&tenant.slug).await.as_deref(), Some("active"));
+}
+
+#[tokio::test]
+async fn without_smtp_the_mail_is_written_to_a_file() {
+    let env = TestEnv::new().await;
+    let tenant = env.provisioned(&env.slug("eml"), "free").await;
+    env.run_worker_until(LIMIT, || async { job_status(&env, "SendWelcomeMail", &tenant.slug).await.as_deref() == Some("done") }).await;
+    let (transport, location): (String, String) =
+        sqlx::query_as("SELECT transport, location FROM tenant_master.mail_log").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(transport, "file");
+    let eml = std::fs::read_to_string(&location).unwrap();
+    assert!(location.starts_with(&env.config.mail_dir.display().to_string()));
+    assert!(eml.contains("To: owner@example.com") && eml.contains(&format!("https://{}.example.com", tenant.slug)));
+}
+
+#[tokio::test]
+async fn pause_resume_and_delete_take_effect_in_postgres() {
+    let env = TestEnv::new().await;
+    let app = env.app();
+    for plan in ["starter", "enterprise"] {
+        let tenant = env.provisioned(&env.slug(&format!("life{}", &plan[..1])), plan).await;
+        let url = {
+            let mut conn = env.pool.acquire().await.unwrap();
+            tenants::credentials_url(&mut conn, &env.config, &tenant.slug).await.unwrap()
+        };
+        let mut open = PgConnection::connect(&url).await.unwrap();
+        sqlx::query("INSERT INTO projects (name) VALUES ('before-pause')").execute(&mut open).await.unwrap();
+
+        change_access(&app, &tenant.slug, Change::Pause, Some("customer asked"), "alice").await.unwrap();
+        assert!(sqlx::query("SELECT 1").execute(&mut open).await.is_err(), "{plan}: the open session was terminated");
+        let refused = PgConnection::connect(&url).await.unwrap_err();
+        assert_eq!(sqlstate(&refused), "28000", "{plan}: a paused tenant cannot log in: {refused}");
+        assert_eq!(env.tenant_status(&tenant.slug).await.as_deref(), Some("paused"));
+
+        change_access(&app, &tenant.slug, Change::Suspend, Some("unpaid"), "billing").await.unwrap();
+        assert_eq!(sqlstate(&PgConnection::connect(&url).await.unwrap_err()), "28000");
+        change_access(&app, &tenant.slug, Change::Resume, None, "alice").await.unwrap();
+        let mut back = PgConnection::connect(&url).await.expect("a resumed tenant logs in");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut back).await.unwrap();
+        assert_eq!(rows, 1);
+        drop(back);
+
+        delete(&app, &tenant.slug, "job-delete", "alice").await.unwrap();
+        assert!(PgConnection::connect(&url).await.is_err());
+        let gone = env.footprint_after_delete(&tenant).await;
+        assert_eq!(gone, (0, 0), "{plan}: role and schema/database gone");
+        let row = {
+            let mut conn = env.pool.acquire().await.unwrap();
+            tenants::get(&mut conn, &tenant.slug).await.unwrap()
+        };
+        assert_eq!(row.status, "deleted");
+        assert!(row.deleted_at.is_some());
+        let mut conn = env.pool.acquire().await.unwrap();
+        let kept = backups::list(&mut conn, tenant.id).await.unwrap();
+        let pre_delete = kept.iter().find(|b| b.kind == "pre_delete").expect("a pre_delete backup");
+        tenant_master::ops::backup::verify_file(pre_delete).await.expect("the pre_delete backup is verified and intact");
+        // A rerun of the deletion changes nothing and does not fail.
+        delete(&app, &tenant.slug, "job-delete", "alice").await.unwrap();
+        // Its backups follow the retention for deleted tenants.
+        assert_eq!(tenant_master::ops::prune::prune_deleted_tenant_backups(&env.pool, 30).await.unwrap(), 0, "kept for 30 days");
+        sqlx::query("UPDATE tenant_master.tenants SET deleted_at = now() - interval '31 days' WHERE id = $1")
+            .bind(tenant.id)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(tenant_master::ops::prune::prune_deleted_tenant_backups(&env.pool, 30).await.unwrap(), kept.len() as i64);
+        assert!(!std::path::Path::new(&pre_delete.file_path).exists());
+        assert!(backups::list(&mut conn, tenant.id).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn invalid_transitions_are_refused_with_one_sentence() {
+    let env = TestEnv::new().await;
+    let slug = env.slug("trans");
+    env.provisioned(&slug, "starter").await;
+    let check = |args: &[&str], code: i32, message: &str| {
+        let out = env.tenantctl(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    };
+    check(&["tenant", "resume", &slug], 1, "is active already");
+    check(&["tenant", "delete", &slug], 2, "add --yes");
+    check(&["tenant", "suspend", &slug], 2, "--reason");
+    let jobs = env.job_count().await;
+    check(&["tenant", "pause", &slug, "--actor", "alice"], 0, "");
+    env.run_worker_until(LIMIT, || async { env.tenant_status(&slug).await.as_deref() == Some("paused") }).await;
+    check(&["tenant", "pause", &slug], 1, "is paused already");
+    check(&["tenant", "delete", &slug, "--yes", "--actor", "bob"], 0, "");
+    check(&["tenant", "delete", &slug, "--yes"], 1, "being deleted already");
+    check(&["tenant", "resume", &slug], 1, "it is deleting");
+    assert_eq!(env.job_count().await, jobs + 2, "refusals enqueue nothing");
+
+    let shown: serde_json::Value = serde_json::from_slice(&env.tenantctl(&["tenant", "show", &slug, "--json"]).stdout).unwrap();
+    let history = shown["recent_activity"].as_array().unwrap();
+    let by = |action: &str| history.iter().find(|e| e["action"] == action).map(|e| e["actor"].as_str().unwrap().to_owned());
+    assert_eq!(by("tenant.paused_requested").as_deref(), Some("alice"));
+    assert_eq!(by("tenant.deleting").as_deref(), Some("bob"));
+    assert!(history.iter().all(|e| !e["at"].is_null()));
+}
