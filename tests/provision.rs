@@ -97,7 +97,7 @@ const STEPS: &[&str] = &["register", "role", "database", "schema", "migration:00
 #[tokio::test]
 async fn a_crash_after_any_step_then_a_rerun_ends_like_one_clean_run() {
     let env = TestEnv::new().await;
-    let app = App { config: env.config.clone(), pool: env.pool.clone() };
+    let app = App::new(env.config.clone(), env.pool.clone());
     for plan in ["starter", "enterprise"] {
         for (i, step) in STEPS.iter().enumerate() {
             let slug = env.slug(&format!("c{i}{}", &plan[..1]));

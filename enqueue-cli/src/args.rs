@@ -38,6 +38,9 @@ pub enum Command {
     /// The scheduler's schedules.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Inspect, retry and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
 
 #[derive(Subcommand)]
@@ -214,4 +217,35 @@ pub enum ScheduleCommand {
         #[arg(long)]
         slot: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// pending, running, done, failed (will retry) or dead (gave up).
+        #[arg(long)]
+        status: Option<String>,
+        /// A job type, e.g. BackupTenant.
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// One job: payload, attempts, last error, times.
+    Show { id: String },
+    /// Run failed or dead jobs again now, with a fresh attempt budget.
+    Retry {
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        ids: Vec<String>,
+        /// Every failed and dead job (of --type, if given).
+        #[arg(long)]
+        failed: bool,
+        #[arg(long = "type", requires = "failed")]
+        job_type: Option<String>,
+    },
+    /// Remove a job that has not started (pending, failed or dead).
+    Cancel { id: String },
 }

@@ -4,6 +4,7 @@
 mod args;
 mod backup;
 mod check;
+mod jobs;
 mod maintenance;
 mod output;
 mod tenant;
@@ -60,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(cmd) => backup::run(&ctx, cmd).await,
         Command::Maintenance(args) => maintenance::run(&ctx, args).await,
         Command::Schedule(cmd) => maintenance::schedule(&ctx, cmd).await,
+        Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,
     }
 }
 

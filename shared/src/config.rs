@@ -125,6 +125,12 @@ pub struct WorkerConfig {
     pub heavy_jobs_per_host: u32,
     /// How long a heavy job waits for a free slot before retrying later.
     pub heavy_slot_wait_secs: u64,
+    /// First retry delay; each further one is 4 times longer (capped at an hour).
+    pub retry_base_secs: u64,
+    /// Per job type, seconds a run may take before it is failed (overrides the built-in ones).
+    pub timeouts: std::collections::BTreeMap<String, u64>,
+    /// Where `/healthz` and `/metrics` are served; empty: not served.
+    pub metrics_addr: String,
 }
 
 impl Default for Config {
@@ -155,6 +161,9 @@ impl Default for WorkerConfig {
             tenant_lock_wait_secs: 30,
             heavy_jobs_per_host: 2,
             heavy_slot_wait_secs: 1800,
+            retry_base_secs: 5,
+            timeouts: Default::default(),
+            metrics_addr: "127.0.0.1:9187".into(),
         }
     }
 }
@@ -222,6 +231,12 @@ impl Config {
         }
         if let Some(v) = get("TENANT_MASTER_BACKUP_KEEP") {
             self.backups.keep = parse_number("TENANT_MASTER_BACKUP_KEEP", &v)?;
+        }
+        if let Some(v) = get("TENANT_MASTER_METRICS_ADDR") {
+            self.worker.metrics_addr = v;
+        }
+        if let Some(v) = get("TENANT_MASTER_WORKER_RETRY_BASE_SECS") {
+            self.worker.retry_base_secs = parse_number("TENANT_MASTER_WORKER_RETRY_BASE_SECS", &v)?;
         }
         if let Some(v) = get("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST") {
             self.worker.heavy_jobs_per_host = parse_number("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &v)?;

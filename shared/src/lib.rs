@@ -20,6 +20,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod lock;
 pub mod mail;
+pub mod metrics;
 pub mod migrate;
 pub mod naming;
 pub mod ops;

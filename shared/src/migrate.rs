@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "backups", include_str!("../../migrations/0002_backups.sql")),
     (3, "maintenance_schedules", include_str!("../../migrations/0003_maintenance_schedules.sql")),
     (4, "mail_lifecycle", include_str!("../../migrations/0004_mail_lifecycle.sql")),
+    (5, "job_admin", include_str!("../../migrations/0005_job_admin.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

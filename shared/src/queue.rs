@@ -50,6 +50,75 @@ impl JobInfo {
     }
 }
 
+/// Filters of `tenantctl jobs list`.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub job_type: Option<String>,
+    pub tenant: Option<String>,
+    pub limit: i64,
+}
+
+/// Our job statuses.
+pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead"];
+
+/// Jobs matching `filter`, newest first.
+pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
+    if let Some(status) = &filter.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(Error::Invalid(format!("unknown status '{status}': use one of {}", STATUSES.join(", "))));
+        }
+    }
+    sqlx::query_as(
+        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR tenant = $3)
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(&filter.status)
+    .bind(&filter.job_type)
+    .bind(&filter.tenant)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+    .context("failed to list jobs")
+}
+
+/// Puts failed, dead (or pending) jobs back to pending with a fresh attempt budget, due now,
+/// waking a worker; returns the ids retried. A running or done job is not touched.
+pub async fn retry(pool: &PgPool, ids: &[String]) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT tenant_master.retry_jobs($1)").bind(ids).fetch_all(pool).await.context("failed to retry jobs")
+}
+
+/// Retries every failed and dead job (of one type, if given).
+pub async fn retry_failed(pool: &PgPool, job_type: Option<&str>) -> Result<Vec<String>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR type = $1)")
+            .bind(job_type)
+            .fetch_all(pool)
+            .await
+            .context("failed to find failed jobs")?;
+    retry(pool, &ids).await
+}
+
+/// Removes a job that has not started (pending, failed or dead); a running job is refused.
+pub async fn cancel(pool: &PgPool, id: &str) -> Result<JobInfo> {
+    let job = get(pool, id).await?;
+    if matches!(job.status.as_str(), "running" | "done") {
+        return Err(Error::Conflict(format!("job {id} is {}: only a job that is not running or done can be cancelled", job.status)));
+    }
+    let deleted = sqlx::query(
+        "DELETE FROM apalis.jobs WHERE id = $1 AND tenant_master.job_status(status, attempts, max_attempts, lock_at, done_at) IN ('pending', 'failed', 'dead')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .context("failed to cancel the job")?;
+    if deleted.rows_affected() == 0 {
+        return Err(Error::Conflict(format!("job {id} started meanwhile: it can no longer be cancelled")));
+    }
+    Ok(job)
+}
+
 /// One job by id.
 pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
     sqlx::query_as(
@@ -65,9 +134,10 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
 /// Pushes a failed job's next attempt out by `delay` (the queue library itself would
 /// re-fetch it at once), so the backoff survives restarts.
 pub async fn defer(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
-    sqlx::query("UPDATE apalis.jobs SET run_at = now() + $2 WHERE id = $1")
+    // Seconds as a float: sqlx refuses a Duration with sub-microsecond digits as an INTERVAL.
+    sqlx::query("UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1")
         .bind(id)
-        .bind(delay)
+        .bind(delay.as_secs_f64())
         .execute(pool)
         .await
         .context("failed to schedule the job's next attempt")?;
@@ -84,11 +154,11 @@ pub async fn max_attempts(pool: &PgPool, id: &str) -> Result<usize> {
     Ok(max.max(1) as usize)
 }
 
-/// Delay before attempt `attempt + 1`: 5 s × 4^(attempt-1), capped at one hour, ±25 % jitter.
-pub fn backoff(attempt: usize) -> Duration {
+/// Delay before attempt `attempt + 1`: base × 4^(attempt-1), capped at one hour, ±25 % jitter.
+pub fn backoff(base_secs: u64, attempt: usize) -> Duration {
     use rand::Rng;
     let exp = attempt.saturating_sub(1).min(10) as u32;
-    let base = (5u64 * 4u64.pow(exp)).min(3600) as f64;
+    let base = (base_secs.max(1).saturating_mul(4u64.pow(exp))).min(3600) as f64;
     Duration::from_secs_f64(base * rand::rng().random_range(0.75..1.25))
 }
 
@@ -113,10 +183,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let d1 = backoff(1).as_secs_f64();
-        let d3 = backoff(3).as_secs_f64();
+        let d1 = backoff(5, 1).as_secs_f64();
+        let d3 = backoff(5, 3).as_secs_f64();
         assert!((3.75..6.25).contains(&d1), "{d1}");
         assert!((60.0..100.0).contains(&d3), "{d3}");
-        assert!(backoff(50).as_secs_f64() <= 4500.0);
+        assert!(backoff(5, 50).as_secs_f64() <= 4500.0);
     }
 }

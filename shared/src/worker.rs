@@ -61,7 +61,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         job_types = ?JOB_TYPES, concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
         "worker pool starting"
     );
-    let app = Arc::new(App { config, pool });
+    let app = Arc::new(App::new(config, pool));
+    let _metrics_server = serve_metrics(&app).await?;
     let monitor = register::<ProvisionTenant>(Monitor::new(), &app);
     let monitor = register::<BackupTenant>(monitor, &app);
     let monitor = register::<RestoreTenant>(monitor, &app);
@@ -108,6 +109,26 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
             .concurrency(concurrency)
             .build(execute::<J>)
     })
+}
+
+/// Starts `/healthz` and `/metrics` unless `metrics_addr` is empty; stops when dropped.
+async fn serve_metrics(app: &Arc<App>) -> Result<Option<AbortOnDrop>> {
+    let addr = app.config.worker.metrics_addr.trim();
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.context(format!("failed to listen on metrics_addr {addr}"))?;
+    tracing::info!(addr = %addr, "serving /healthz and /metrics");
+    Ok(Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(listener, app.metrics.clone(), app.pool.clone())))))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub(crate) async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {

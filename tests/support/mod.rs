@@ -68,6 +68,8 @@ impl TestEnv {
         config.mail_dir = mail.path().to_owned();
         config.worker.poll_interval_ms = 200;
         config.worker.heavy_slot_wait_secs = 60;
+        // Tests run many workers at once: no fixed metrics port unless a test asks for one.
+        config.worker.metrics_addr = String::new();
         config.worker.heartbeat_secs = 1;
         config.worker.missed_heartbeats = 3;
         if migrated {
@@ -99,6 +101,8 @@ impl TestEnv {
             ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", w.poll_interval_ms.to_string()),
             ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", w.heartbeat_secs.to_string()),
             ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", w.missed_heartbeats.to_string()),
+            ("TENANT_MASTER_METRICS_ADDR", w.metrics_addr.clone()),
+            ("TENANT_MASTER_WORKER_RETRY_BASE_SECS", w.retry_base_secs.to_string()),
             ("RUST_LOG", "info,sqlx=warn".to_owned()),
         ]
     }
@@ -294,7 +298,7 @@ pub struct Footprint {
 impl TestEnv {
     /// The job context handlers get, for calling operations directly.
     pub fn app(&self) -> tenant_master::jobs::App {
-        tenant_master::jobs::App { config: self.config.clone(), pool: self.pool.clone() }
+        tenant_master::jobs::App::new(self.config.clone(), self.pool.clone())
     }
 
     /// Provisions a `demo` tenant directly (no queue) and returns its registry row.

@@ -33,6 +33,7 @@ pub struct ResumeTenant {
 
 impl Job for PauseTenant {
     const TYPE: &'static str = "PauseTenant";
+    const TIMEOUT_SECS: u64 = 300;
 
     fn idempotency_key(&self) -> Option<String> {
         None
@@ -51,6 +52,7 @@ impl Job for PauseTenant {
 
 impl Job for ResumeTenant {
     const TYPE: &'static str = "ResumeTenant";
+    const TIMEOUT_SECS: u64 = 300;
 
     fn idempotency_key(&self) -> Option<String> {
         None

@@ -29,6 +29,7 @@ pub struct Cleanup {
 
 impl Job for Cleanup {
     const TYPE: &'static str = "Cleanup";
+    const TIMEOUT_SECS: u64 = 7200;
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())

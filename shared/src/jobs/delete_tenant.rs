@@ -20,6 +20,7 @@ pub struct DeleteTenant {
 
 impl Job for DeleteTenant {
     const TYPE: &'static str = "DeleteTenant";
+    const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("delete:{}", self.slug))

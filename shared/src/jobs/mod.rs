@@ -25,12 +25,31 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use crate::{config::Config, error::Result, lock::TenantLock, queue};
+use crate::{
+    config::Config,
+    error::{Error, Result},
+    lock::TenantLock,
+    metrics::{Metrics, Outcome},
+    queue,
+};
 
-/// What handlers get: configuration and the control-plane pool.
+/// What handlers get: configuration, the control-plane pool and the worker's metrics.
 pub struct App {
     pub config: Config,
     pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// A context with fresh metrics.
+    pub fn new(config: Config, pool: PgPool) -> App {
+        App { config, pool, metrics: Arc::default() }
+    }
+
+    /// How long a run of `J` may take.
+    fn timeout<J: Job>(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.worker.timeouts.get(J::TYPE).copied().unwrap_or(J::TIMEOUT_SECS))
+    }
 }
 
 /// The attempt being run.
@@ -46,6 +65,9 @@ pub struct Run {
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// The queue name and `job_type` column value; also a row in `tenant_master.job_types`.
     const TYPE: &'static str;
+
+    /// A run taking longer than this is failed (and retried); `[worker.timeouts]` overrides.
+    const TIMEOUT_SECS: u64 = 3600;
 
     /// The key that makes a second enqueue of the same work a no-op.
     fn idempotency_key(&self) -> Option<String>;
@@ -83,22 +105,32 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         return Err(give_up(job, app, reason).await);
     }
     tracing::info!("job started");
+    app.metrics.started(J::TYPE);
     let started = std::time::Instant::now();
     let run = Run { job_id: id.to_owned(), attempt };
-    let outcome = AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind().await;
+    let limit = app.timeout::<J>();
+    let outcome = tokio::time::timeout(limit, AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind())
+        .await
+        .unwrap_or_else(|_| Ok(Err(Error::Busy(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))));
     let error = match outcome {
         Ok(Ok(value)) => {
+            app.metrics.finished(J::TYPE, Outcome::Succeeded, started.elapsed());
             tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
             return Ok(value);
         }
-        Ok(Err(e)) if !e.is_retryable() => return Err(give_up(job, app, e.to_string()).await),
+        Ok(Err(e)) if !e.is_retryable() => {
+            app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
+            return Err(give_up(job, app, e.to_string()).await);
+        }
         Ok(Err(e)) => e.to_string(),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
     if attempt >= max_attempts {
+        app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
         return Err(give_up(job, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
     }
-    let delay = queue::backoff(attempt);
+    app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
+    let delay = queue::backoff(app.config.worker.retry_base_secs, attempt);
     tracing::warn!(error = %error, retry_in_s = delay.as_secs(), "job failed; will retry");
     queue::defer(&app.pool, id, delay).await?;
     Err(error.into())

@@ -35,6 +35,7 @@ impl From<&NewTenant> for ProvisionTenant {
 
 impl Job for ProvisionTenant {
     const TYPE: &'static str = "ProvisionTenant";
+    const TIMEOUT_SECS: u64 = 600;
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("provision:{}", self.slug))

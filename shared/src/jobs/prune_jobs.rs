@@ -21,6 +21,7 @@ pub struct PruneJobs {
 
 impl Job for PruneJobs {
     const TYPE: &'static str = "PruneJobs";
+    const TIMEOUT_SECS: u64 = 1800;
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), "_queue", self.slot.as_deref())

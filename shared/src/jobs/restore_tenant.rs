@@ -52,6 +52,7 @@ pub struct RestoreTenant {
 
 impl Job for RestoreTenant {
     const TYPE: &'static str = "RestoreTenant";
+    const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {
         None

@@ -17,6 +17,7 @@ pub struct SendWelcomeMail {
 
 impl Job for SendWelcomeMail {
     const TYPE: &'static str = "SendWelcomeMail";
+    const TIMEOUT_SECS: u64 = 120;
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("welcome:{}", self.slug))

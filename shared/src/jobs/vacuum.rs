@@ -91,6 +91,7 @@ pub struct Vacuum {
 
 impl Job for Vacuum {
     const TYPE: &'static str = "Vacuum";
+    const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())

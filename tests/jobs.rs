@@ -1,0 +1,177 @@
+//! Admins and failed jobs: growing backoff stored in run_at, `tenantctl jobs` list, retry
+//! (which wakes an idle worker at once), cancel, and the worker's /metrics and /healthz.
+
+use std::time::Duration;
+
+use tenant_master::{
+    jobs::vacuum::{enqueue_maintenance, MaintenanceRequest},
+    ops::maintenance::Tasks,
+    tenants::Selection,
+};
+use tenant_master_tests::TestEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn attempts_and_status(env: &TestEnv, id: &str) -> (i32, String) {
+    sqlx::query_as("SELECT attempts, status FROM tenant_master.jobs WHERE id = $1").bind(id).fetch_one(&env.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_job_backs_off_is_listed_and_retried_at_once() {
+    let mut env = TestEnv::new().await;
+    env.config.worker.retry_base_secs = 1;
+    let port = free_port();
+    env.config.worker.metrics_addr = format!("127.0.0.1:{port}");
+    let tenant = env.provisioned(&env.slug("broken"), "enterprise").await;
+    // Its database vanishes behind our back: every Vacuum attempt fails, retryably.
+    let mut admin = env.admin("postgres").await;
+    tenant_master::db::ddl(&mut admin, "DROP DATABASE %I WITH (FORCE)", &[&tenant.database]).await.unwrap();
+    let request =
+        MaintenanceRequest { tasks: Tasks { vacuum: true, ..Tasks::default() }, cleanup_days: None, dry_run: false, backup_first: false };
+    let jobs = enqueue_maintenance(&env.pool, Selection::Slugs(vec![tenant.slug.clone()]), &request, "test").await.unwrap();
+    let id = jobs[0].1.clone();
+    sqlx::query("UPDATE apalis.jobs SET max_attempts = 6 WHERE id = $1").bind(&id).execute(&env.pool).await.unwrap();
+
+    // Run until three attempts failed, noting how far each failure pushed run_at.
+    let delays: std::sync::Mutex<Vec<(i32, f64)>> = Default::default();
+    let metrics_text = std::sync::Mutex::new(String::new());
+    env.run_worker_until(Duration::from_secs(90), || async {
+        let (attempts, status, delay): (i32, String, Option<f64>) = sqlx::query_as(
+            "SELECT j.attempts, j.status, EXTRACT(EPOCH FROM a.run_at - a.lock_at)::float8
+             FROM tenant_master.jobs j JOIN apalis.jobs a ON a.id = j.id WHERE j.id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        {
+            let mut seen = delays.lock().unwrap();
+            if let (true, Some(delay)) = (status == "failed" && seen.last().is_none_or(|(a, _)| *a != attempts), delay) {
+                seen.push((attempts, delay));
+            }
+        }
+        let done = attempts == 3 && status == "failed";
+        if done {
+            *metrics_text.lock().unwrap() = http_get(port, "/metrics").await;
+            assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+        }
+        done
+    })
+    .await;
+    let delays = delays.into_inner().unwrap();
+    assert_eq!(delays.iter().map(|(a, _)| *a).collect::<Vec<_>>(), vec![1, 2, 3], "{delays:?}");
+    assert!(delays[0].1 < delays[1].1 && delays[1].1 < delays[2].1, "run_at moved out by growing delays: {delays:?}");
+    assert!(delays[2].1 > 8.0, "the third delay is about 16 s (base 1 s x 4^2): {delays:?}");
+
+    let metrics = metrics_text.into_inner().unwrap();
+    assert!(metrics.contains("tenant_master_jobs_started_total{type=\"Vacuum\"} 3"), "{metrics}");
+    assert!(metrics.contains("tenant_master_jobs_retried_total{type=\"Vacuum\"} 3"), "{metrics}");
+    assert!(metrics.contains("tenant_master_job_duration_seconds_count{type=\"Vacuum\"} 3"), "{metrics}");
+
+    let listed = json(&env.tenantctl(&["jobs", "list", "--status", "failed", "--type", "Vacuum", "--json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["tenant"], tenant.slug.as_str());
+    assert!(listed[0]["last_error"].as_str().unwrap().contains("does not exist"), "{}", listed[0]);
+    for field in ["type", "status", "attempts", "max_attempts", "run_at"] {
+        assert!(!listed[0][field].is_null(), "{field}");
+    }
+    let shown = json(&env.tenantctl(&["jobs", "show", &id, "--json"]));
+    assert_eq!((shown["attempts"].as_i64(), shown["max_attempts"].as_i64()), (Some(3), Some(6)));
+
+    // A worker that would not poll for a minute, nor heartbeat for 30 s: only the NOTIFY
+    // sent by `jobs retry` can wake it.
+    env.config.worker.poll_interval_ms = 60_000;
+    env.config.worker.heartbeat_secs = 30;
+    // The job waits ~16 s for its next attempt; retry it once the idle worker listens.
+    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
+    let listening = || async {
+        // Every job type's listener of the new worker (not the earlier worker's).
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND backend_start > $1",
+        )
+        .bind(started)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        n >= tenant_master::worker::JOB_TYPES.len() as i64
+    };
+    let retried = std::sync::atomic::AtomicBool::new(false);
+    env.run_worker_until(Duration::from_secs(30), || async {
+        if !retried.load(std::sync::atomic::Ordering::SeqCst) && listening().await {
+            let out = env.tenantctl(&["jobs", "retry", &id]);
+            assert!(out.status.success());
+            retried.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        retried.load(std::sync::atomic::Ordering::SeqCst) && attempts_and_status(&env, &id).await.0 >= 1
+    })
+    .await;
+    assert_eq!(attempts_and_status(&env, &id).await.0, 1, "the retry reset the attempts and ran the job once");
+}
+
+#[tokio::test]
+async fn retry_failed_and_cancel() {
+    let env = TestEnv::new().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id: String = sqlx::query_scalar("SELECT tenant_master.enqueue('PruneJobs', $1, NULL, now() + interval '1 hour')")
+            .bind(serde_json::json!({ "done_older_than_days": 7, "dead_older_than_days": 30, "n": i }))
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // The first two failed earlier (one for good), the third is still pending.
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', attempts = 1, last_result = '{\"Err\": \"boom\"}', done_at = now() WHERE id = $1",
+    )
+    .bind(&ids[0])
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Killed', attempts = 3, last_result = '{\"Err\": \"gave up\"}', done_at = now() WHERE id = $1",
+    )
+    .bind(&ids[1])
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let out = json(&env.tenantctl(&["jobs", "retry", "--failed", "--type", "PruneJobs", "--json"]));
+    let mut retried: Vec<String> = out["retried"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    retried.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone()];
+    expected.sort();
+    assert_eq!(retried, expected);
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM tenant_master.jobs ORDER BY id").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(statuses, vec!["pending", "pending", "pending"]);
+
+    let out = env.tenantctl(&["jobs", "cancel", &ids[2]]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.job_count().await, 2, "the cancelled job is gone");
+    let missing = env.tenantctl(&["jobs", "cancel", &ids[2]]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no job"));
+    sqlx::query("UPDATE apalis.jobs SET status = 'Done', done_at = now() WHERE id = $1").bind(&ids[0]).execute(&env.pool).await.unwrap();
+    let done = env.tenantctl(&["jobs", "cancel", &ids[0]]);
+    assert_eq!(done.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&done.stderr).contains("is done"));
+    let bad = env.tenantctl(&["jobs", "list", "--status", "broken"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
