@@ -40,7 +40,8 @@ fn the_dockerfile_copies_every_workspace_member_and_runs_as_a_user() {
 #[test]
 fn the_compose_file_runs_the_whole_system() {
     let compose = read("deploy/docker-compose.yml");
-    for piece in ["postgres:", "migrate:", "worker:", "scheduler:", "smtp:", "tenantctl\", \"migrate", "tenant-worker", "tenant-scheduler"] {
+    for piece in ["postgres:", "migrate:", "worker:", "scheduler:", "smtp:", "tenantctl\", \"migrate", "tenant-worker", "tenant-scheduler"]
+    {
         assert!(compose.contains(piece), "compose has {piece}");
     }
     assert!(repo_root().join("deploy/tenant-master.env.example").is_file());
@@ -51,7 +52,11 @@ fn the_compose_file_runs_the_whole_system() {
     // Where the Compose CLI exists, it must accept the file.
     let has_compose = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
     if has_compose {
-        let out = Command::new("docker").args(["compose", "-f", "deploy/docker-compose.yml", "config", "--quiet"]).current_dir(repo_root()).output().unwrap();
+        let out = Command::new("docker")
+            .args(["compose", "-f", "deploy/docker-compose.yml", "config", "--quiet"])
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "docker compose config: {}", String::from_utf8_lossy(&out.stderr));
     } else {
         eprintln!("docker compose is not installed here: its own check of the file is skipped");

@@ -100,7 +100,7 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
         .poll_with_interval(Duration::from_millis(w.poll_interval_ms));
     let (app, concurrency) = (app.clone(), w.concurrency);
     let host = crate::system::hostname().unwrap_or_else(|| "host".into());
-    let prefix = format!("{}-{host}-{}", J::TYPE, std::process::id());
+    let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), run_number());
     monitor.register(move |restarts| {
         WorkerBuilder::new(format!("{prefix}-{restarts}"))
             .backend(backend.clone())
@@ -109,6 +109,14 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
             .concurrency(concurrency)
             .build(execute::<J>)
     })
+}
+
+/// Counts pools started in this process, so worker names stay unique when one process
+/// runs the pool more than once (apalis refuses a name whose previous owner's session is
+/// still open).
+fn run_number() -> usize {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Starts `/healthz` and `/metrics` unless `metrics_addr` is empty; stops when dropped.
