@@ -106,8 +106,10 @@ impl BackupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Jobs of one type run at once per process.
+    /// Jobs of one type run at once per worker.
     pub concurrency: usize,
+    /// Workers (each with its own fetch loop and LISTEN connection) per job type.
+    pub workers_per_type: usize,
     /// Jobs fetched per poll.
     pub batch_size: usize,
     /// The backstop poll: delayed and retried jobs send no NOTIFY.
@@ -153,6 +155,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 4,
+            workers_per_type: 1,
             batch_size: 10,
             poll_interval_ms: 1000,
             heartbeat_secs: 5,
@@ -241,7 +244,8 @@ impl Config {
         if let Some(v) = get("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST") {
             self.worker.heavy_jobs_per_host = parse_number("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &v)?;
         }
-        let counts: [(&str, &mut usize); 3] = [
+        let counts: [(&str, &mut usize); 4] = [
+            ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", &mut self.worker.workers_per_type),
             ("TENANT_MASTER_WORKER_CONCURRENCY", &mut self.worker.concurrency),
             ("TENANT_MASTER_WORKER_BATCH_SIZE", &mut self.worker.batch_size),
             ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", &mut self.worker.missed_heartbeats),
@@ -270,7 +274,7 @@ impl Config {
             || w.poll_interval_ms == 0
         {
             return Err(Error::Invalid(
-                "worker heavy_jobs_per_host, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
+                "worker heavy_jobs_per_host, workers_per_type, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
             ));
         }
         Ok(())

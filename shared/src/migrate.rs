@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "maintenance_schedules", include_str!("../../migrations/0003_maintenance_schedules.sql")),
     (4, "mail_lifecycle", include_str!("../../migrations/0004_mail_lifecycle.sql")),
     (5, "job_admin", include_str!("../../migrations/0005_job_admin.sql")),
+    (6, "noop_bulk_enqueue", include_str!("../../migrations/0006_noop_bulk_enqueue.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -26,6 +26,21 @@ pub async fn enqueue<J: Job>(conn: &mut PgConnection, job: &J) -> Result<String>
         .context(format!("failed to enqueue {}", J::TYPE))
 }
 
+/// Enqueues many jobs of one type in one statement (keys taken already are skipped);
+/// returns how many were inserted.
+pub async fn enqueue_many<J: Job>(conn: &mut PgConnection, jobs: &[J]) -> Result<u64> {
+    let payloads: Vec<Value> = jobs.iter().map(|j| serde_json::to_value(j).expect("job payloads serialize to JSON")).collect();
+    let keys: Vec<Option<String>> = jobs.iter().map(Job::idempotency_key).collect();
+    let inserted: i32 = sqlx::query_scalar("SELECT tenant_master.enqueue_many($1, $2, $3)")
+        .bind(J::TYPE)
+        .bind(&payloads)
+        .bind(&keys)
+        .fetch_one(conn)
+        .await
+        .context(format!("failed to enqueue {} {} jobs", jobs.len(), J::TYPE))?;
+    Ok(inserted as u64)
+}
+
 /// A job as admins see it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct JobInfo {

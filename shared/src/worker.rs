@@ -20,6 +20,7 @@ use crate::{
         cleanup::Cleanup,
         delete_tenant::DeleteTenant,
         execute,
+        noop::Noop,
         provision_tenant::ProvisionTenant,
         prune_jobs::PruneJobs,
         restore_tenant::RestoreTenant,
@@ -41,6 +42,7 @@ pub const JOB_TYPES: &[&str] = &[
     PauseTenant::TYPE,
     ResumeTenant::TYPE,
     DeleteTenant::TYPE,
+    Noop::TYPE,
 ];
 
 /// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
@@ -49,7 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let w = &config.worker;
     // Each job type's worker holds one LISTEN connection; running jobs share the rest
     // (a job waits for a connection rather than failing when all are busy).
-    let pool_size = (JOB_TYPES.len() + 2 * w.concurrency + 4) as u32;
+    let pool_size = (JOB_TYPES.len() * w.workers_per_type + 2 * w.concurrency * w.workers_per_type + 4) as u32;
     let pool = db::pool_options(pool_size)
         .acquire_timeout(Duration::from_secs(120))
         .connect_with(db::options(&config.database_url)?)
@@ -73,6 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let monitor = register::<PauseTenant>(monitor, &app);
     let monitor = register::<ResumeTenant>(monitor, &app);
     let monitor = register::<DeleteTenant>(monitor, &app);
+    let monitor = register::<Noop>(monitor, &app);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {
@@ -101,8 +104,10 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
     let (app, concurrency) = (app.clone(), w.concurrency);
     let host = crate::system::hostname().unwrap_or_else(|| "host".into());
     let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), run_number());
-    monitor.register(move |restarts| {
-        WorkerBuilder::new(format!("{prefix}-{restarts}"))
+    // Throughput grows with workers per queue (each fetches its own batches), not with
+    // concurrency inside one worker (measured in the apalis notes).
+    monitor.register_n(app.config.worker.workers_per_type, move |index, restarts| {
+        WorkerBuilder::new(format!("{prefix}-{index}-{restarts}"))
             .backend(backend.clone())
             .data(app.clone())
             .catch_panic()

@@ -10,6 +10,7 @@ pub mod access;
 pub mod backup_tenant;
 pub mod cleanup;
 pub mod delete_tenant;
+pub mod noop;
 pub mod provision_tenant;
 pub mod prune_jobs;
 pub mod restore_tenant;
@@ -99,10 +100,14 @@ pub async fn execute<J: Job>(job: J, id: TaskId, attempt: Attempt, app: Data<Arc
 }
 
 async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Result<Value, BoxDynError> {
-    let max_attempts = queue::max_attempts(&app.pool, id).await?;
-    if attempt > max_attempts {
-        let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
-        return Err(give_up(job, app, reason).await);
+    // The limit matters only from the second attempt on, or when this one fails: a first
+    // attempt that succeeds costs no extra query.
+    if attempt > 1 {
+        let max_attempts = queue::max_attempts(&app.pool, id).await?;
+        if attempt > max_attempts {
+            let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
+            return Err(give_up(job, app, reason).await);
+        }
     }
     tracing::info!("job started");
     app.metrics.started(J::TYPE);
@@ -125,6 +130,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         Ok(Err(e)) => e.to_string(),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
+    let max_attempts = queue::max_attempts(&app.pool, id).await?;
     if attempt >= max_attempts {
         app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
         return Err(give_up(job, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);

@@ -1,0 +1,486 @@
+//! `tenant-bench`: Tenant Master's throughput and latency beside raw PostgreSQL ceilings
+//! measured in the same run on the same server; prints one Markdown table.
+//!
+//!   ./deploy/bench.sh            (release build, then this; --quick for a short run)
+//!
+//! Every figure is the median of several runs, interleaved with its baseline; speed is
+//! reported, never asserted. It creates its own databases and roles and removes them.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sqlx::{Connection, PgConnection, PgPool};
+use tenant_master::{
+    jobs::noop::Noop,
+    queue,
+    schedule::{self, Schedule, SchedulerConfig},
+    tenants::{self, NewTenant, Selection},
+};
+use tenant_master_tests::{TempDir, TestEnv};
+
+struct Opts {
+    runs: usize,
+    drain_jobs: usize,
+    pickups: usize,
+    enqueue_jobs: usize,
+    fanout_tenants: usize,
+    tenants: usize,
+}
+
+fn opts() -> Opts {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if quick {
+        Opts { runs: 3, drain_jobs: 5_000, pickups: 60, enqueue_jobs: 1_000, fanout_tenants: 10_000, tenants: 40 }
+    } else {
+        Opts { runs: 3, drain_jobs: 20_000, pickups: 200, enqueue_jobs: 2_000, fanout_tenants: 10_000, tenants: 200 }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A release binary next to this one.
+fn sibling(name: &str) -> std::path::PathBuf {
+    let path = std::env::current_exe().unwrap().parent().unwrap().join(name);
+    assert!(path.is_file(), "{} is missing: build with `cargo build --release --workspace` (./deploy/bench.sh does)", path.display());
+    path
+}
+
+/// Settings of the worker under test: several workers per queue and big batches, the
+/// tuning the apalis notes measured to matter.
+const WORKER_TUNING: [(&str, &str); 5] = [
+    ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", "4"),
+    ("TENANT_MASTER_WORKER_BATCH_SIZE", "100"),
+    ("TENANT_MASTER_WORKER_CONCURRENCY", "8"),
+    ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", "1000"),
+    ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", "5"),
+];
+
+fn spawn_worker(env: &TestEnv, log: &std::path::Path, tuned: bool) -> Child {
+    let mut cmd = Command::new(sibling("tenant-worker"));
+    cmd.env_remove("TENANT_MASTER_CONFIG");
+    for (k, v) in env.env_vars() {
+        cmd.env(k, v);
+    }
+    if tuned {
+        for (k, v) in WORKER_TUNING {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().unwrap()
+}
+
+/// kB of a /proc/<pid>/status field (VmRSS now, VmHWM peak).
+fn memory_kb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+async fn wait_until(pool: &PgPool, sql: &'static str, target: i64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if n >= target {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "benchmark step did not finish within {limit:?} ({n} of {target})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_listening(env: &TestEnv, listeners: i64) {
+    let started = Instant::now();
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        if n >= listeners {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the worker did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ceiling: a plain table drained by `parallel` loops of batched
+/// UPDATE ... FOR UPDATE SKIP LOCKED LIMIT k RETURNING, then a batched completion.
+async fn raw_drain(env: &TestEnv, n: usize, parallel: usize, k: i64) -> f64 {
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', payload jsonb NOT NULL, done_at timestamptz); CREATE INDEX ON bench_raw (id) WHERE status = 'pending'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO bench_raw (payload) SELECT '{}'::jsonb FROM generate_series(1, $1)")
+        .bind(n as i64)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE bench_raw").execute(&env.pool).await.unwrap();
+    let started = Instant::now();
+    let mut loops = Vec::new();
+    for _ in 0..parallel {
+        let url = env.config.database_url.clone();
+        loops.push(tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            loop {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE bench_raw SET status = 'running' WHERE id IN (SELECT id FROM bench_raw WHERE status = 'pending' ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1) RETURNING id",
+                )
+                .bind(k)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                if ids.is_empty() {
+                    return;
+                }
+                sqlx::query("UPDATE bench_raw SET status = 'done', done_at = now() WHERE id = ANY($1)").bind(&ids).execute(&mut conn).await.unwrap();
+            }
+        }));
+    }
+    for l in loops {
+        l.await.unwrap();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    sqlx::raw_sql("DROP TABLE bench_raw").execute(&env.pool).await.unwrap();
+    rate
+}
+
+/// The real worker pool (a running `tenant-worker`) draining `n` Noop jobs.
+async fn worker_drain(env: &TestEnv, n: usize) -> f64 {
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'Noop'").execute(&env.pool).await.unwrap();
+    let mut conn = env.pool.acquire().await.unwrap();
+    for chunk in vec![Noop::default(); n].chunks(5_000) {
+        // Inserted while the worker runs: it starts on the first NOTIFY, as in production.
+        queue::enqueue_many(&mut conn, chunk).await.unwrap();
+    }
+    let elapsed = wait_until(
+        &env.pool,
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'Noop' AND status = 'Done'",
+        n as i64,
+        Duration::from_secs(600),
+    )
+    .await;
+    n as f64 / elapsed.as_secs_f64()
+}
+
+async fn pickup_latencies(env: &TestEnv, count: usize) -> Vec<f64> {
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'Noop'").execute(&env.pool).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let mut conn = env.pool.acquire().await.unwrap();
+        ids.push(queue::enqueue(&mut conn, &Noop::default()).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    wait_until(
+        &env.pool,
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'Noop' AND status = 'Done'",
+        count as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    // Both ends on the server's clock: enqueue (run_at = now()) to pick-up (lock_at).
+    sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM lock_at - run_at) * 1000)::float8 FROM apalis.jobs WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+async fn enqueue_rates(env: &TestEnv, n: usize) -> (f64, f64, f64) {
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'Noop'").execute(&env.pool).await.unwrap();
+    let mut conn = env.pool.acquire().await.unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        queue::enqueue(&mut conn, &Noop::default()).await.unwrap();
+    }
+    let single = n as f64 / started.elapsed().as_secs_f64();
+    let jobs = vec![Noop::default(); n];
+    let started = Instant::now();
+    queue::enqueue_many(&mut conn, &jobs).await.unwrap();
+    let batched = n as f64 / started.elapsed().as_secs_f64();
+    let raw = raw_insert(env, n).await;
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'Noop'").execute(&env.pool).await.unwrap();
+    (single, batched, raw)
+}
+
+/// The ceiling for enqueueing: one multi-row INSERT into a plain table shaped like a queue.
+async fn raw_insert(env: &TestEnv, n: usize) -> f64 {
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_raw_jobs; CREATE TABLE bench_raw_jobs (id text PRIMARY KEY, job_type text NOT NULL, job bytea NOT NULL, status text NOT NULL, run_at timestamptz NOT NULL, idempotency_key text)")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO bench_raw_jobs SELECT md5(g::text), 'BackupTenant', convert_to('{\"slug\":\"t' || g || '\"}', 'UTF8'), 'Pending', now(), 'k:' || g FROM generate_series(1, $1) g",
+    )
+    .bind(n as i64)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    sqlx::raw_sql("DROP TABLE bench_raw_jobs").execute(&env.pool).await.unwrap();
+    rate
+}
+
+async fn fan_out_rate(env: &TestEnv, run: usize, tenants: usize) -> f64 {
+    let nightly = Schedule::find(&SchedulerConfig::default(), "nightly_backup").unwrap();
+    let slot = nightly.current_slot(chrono::Utc::now()).unwrap() - chrono::Duration::days(run as i64 + 1);
+    let started = Instant::now();
+    let done = schedule::fan_out(&env.pool, &nightly, slot, "bench").await.unwrap();
+    let rate = done.enqueued as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(done.enqueued as usize, tenants);
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'BackupTenant'").execute(&env.pool).await.unwrap();
+    rate
+}
+
+async fn register_fake_tenants(env: &TestEnv, n: usize) {
+    sqlx::query(
+        "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name, role_name, owner_email, status)
+         SELECT 'f' || g || '_' || $2, 'fake', 'demo', 'starter', 'schema', 'default', 'none', 't_f' || g, 't_f' || g, 'o@example.com', 'active'
+         FROM generate_series(1, $1) g",
+    )
+    .bind(n as i64)
+    .bind(&env.suffix)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+}
+
+async fn provision_rate(env: &TestEnv, plan: &str, n: usize) -> f64 {
+    let mut slugs = Vec::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let slug = env.slug(&format!("{}{i}", &plan[..1]));
+        let new = NewTenant::parse(&slug, "demo", plan, "owner@example.com", None, None).unwrap();
+        tenants::create_in_new_transaction(&env.pool, &env.config, &new, "bench").await.unwrap();
+        slugs.push(slug);
+    }
+    loop {
+        let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants WHERE status = 'active' AND slug = ANY($1)")
+            .bind(&slugs)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        if active as usize == n {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "provisioning did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Backups of every schema-mode tenant through the workers, in seconds.
+async fn backup_fan_out(env: &TestEnv, n: usize) -> f64 {
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' AND status = 'done'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let slugs: Vec<String> = sqlx::query_scalar(
+        "SELECT slug FROM tenant_master.tenants WHERE isolation = 'schema' AND status = 'active' AND database_name <> 'none'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(slugs.len(), n);
+    let started = Instant::now();
+    tenant_master::jobs::backup_tenant::enqueue_manual(&env.pool, Selection::Slugs(slugs), None, "bench").await.unwrap();
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' AND status = 'done'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        if done - before >= n as i64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "backups did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// The same backups as a plain sequential shell loop of pg_dump, in seconds.
+fn shell_loop_backup(env: &TestEnv, database: &str) -> f64 {
+    let out = TempDir::new("bench-dumps");
+    let script = format!(
+        "for s in $(psql -XAt -d {database} -c \"SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'\"); do pg_dump -Fc -Z6 -n \"$s\" -f \"{dir}/$s.dump\" {database} || exit 1; done",
+        dir = out.path().display()
+    );
+    let url = tenant_master_tests::url_with_database(&env.config.database_url, database);
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGDATABASE", database)
+        .env("DATABASE_URL", url)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the pg_dump loop failed");
+    started.elapsed().as_secs_f64()
+}
+
+fn fmt(n: f64) -> String {
+    if n >= 100.0 {
+        let s = format!("{:.0}", n);
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else {
+        format!("{n:.2}")
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("bench-logs");
+    eprintln!("tenant-bench: {} runs each; databases tm_test_{} / tt{}_*", o.runs, env.suffix, env.suffix);
+
+    // 1 + 6: queue drain beside the raw SKIP LOCKED loop; worker memory.
+    let mut worker = spawn_worker(&env, &logs.path().join("drain.log"), true);
+    wait_listening(&env, (tenant_master::worker::JOB_TYPES.len() * 4) as i64).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = memory_kb(worker.id(), "VmRSS:") / 1024.0;
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for run in 0..o.runs {
+        eprintln!("  drain run {}", run + 1);
+        raw.push(raw_drain(&env, o.drain_jobs, 4, 100).await);
+        ours.push(worker_drain(&env, o.drain_jobs).await);
+    }
+    let peak_rss = memory_kb(worker.id(), "VmHWM:") / 1024.0;
+    let (d, r) = (median(ours), median(raw));
+    rows.push([
+        format!("queue drain, {} no-op jobs (jobs/s)", o.drain_jobs),
+        fmt(d),
+        format!("{} (raw SKIP LOCKED, k=100, 4 loops)", fmt(r)),
+        format!("{:.2}x", d / r),
+        ">= 0.45x".into(),
+    ]);
+
+    // 2: pickup latency.
+    eprintln!("  pickup latency");
+    let lat = pickup_latencies(&env, o.pickups).await;
+    rows.push([
+        format!("pickup latency, {} jobs one at a time (ms)", o.pickups),
+        format!("p50 {:.1} / p99 {:.1}", percentile(lat.clone(), 0.5), percentile(lat, 0.99)),
+        "-".into(),
+        "-".into(),
+        "p50 <= 3, p99 <= 6".into(),
+    ]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+
+    // 3: enqueue rates and the scheduler's fan-out beside a raw multi-row insert.
+    let (mut single, mut batched, mut raw_ins) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..o.runs {
+        let (s, b, r) = enqueue_rates(&env, o.enqueue_jobs).await;
+        single.push(s);
+        batched.push(b);
+        raw_ins.push(r);
+    }
+    let (s, b, r) = (median(single), median(batched), median(raw_ins));
+    rows.push([
+        format!("enqueue one by one, {} jobs (jobs/s)", o.enqueue_jobs),
+        fmt(s),
+        format!("{} (raw multi-row insert)", fmt(r)),
+        format!("{:.2}x", s / r),
+        "-".into(),
+    ]);
+    rows.push([
+        format!("enqueue batched, {} jobs in one call (jobs/s)", o.enqueue_jobs),
+        fmt(b),
+        format!("{} (raw multi-row insert)", fmt(r)),
+        format!("{:.2}x", b / r),
+        "-".into(),
+    ]);
+    register_fake_tenants(&env, o.fanout_tenants).await;
+    let (mut fan, mut raw_fan) = (Vec::new(), Vec::new());
+    for run in 0..o.runs {
+        raw_fan.push(raw_insert(&env, o.fanout_tenants).await);
+        fan.push(fan_out_rate(&env, run, o.fanout_tenants).await);
+    }
+    let (f, rf) = (median(fan), median(raw_fan));
+    rows.push([
+        format!("scheduler fan-out over {} tenants (jobs/s)", o.fanout_tenants),
+        fmt(f),
+        format!("{} (raw multi-row insert)", fmt(rf)),
+        format!("{:.2}x", f / rf),
+        ">= 0.5x".into(),
+    ]);
+    sqlx::query("DELETE FROM tenant_master.tenants WHERE database_name = 'none'").execute(&env.pool).await.unwrap();
+    sqlx::query("DELETE FROM tenant_master.schedule_runs").execute(&env.pool).await.unwrap();
+
+    // 4 + 5: provisioning in both modes, then a backup fan-out beside a pg_dump loop,
+    // with the worker's default settings (concurrency 4, heavy jobs 2 per host).
+    let mut worker = spawn_worker(&env, &logs.path().join("provision.log"), false);
+    wait_listening(&env, tenant_master::worker::JOB_TYPES.len() as i64).await;
+    for (plan, mode) in [("starter", "schema"), ("enterprise", "database")] {
+        eprintln!("  provisioning {} tenants ({mode})", o.tenants);
+        let rate = provision_rate(&env, plan, o.tenants).await;
+        rows.push([
+            format!("provisioning, {} tenants, {mode} mode (tenants/s, 1 run)", o.tenants),
+            fmt(rate),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    let shared_db = format!("{}demo_shared", env.config.database_prefix);
+    let (mut ours, mut loop_) = (Vec::new(), Vec::new());
+    for run in 0..o.runs {
+        eprintln!("  backup fan-out run {}", run + 1);
+        loop_.push(shell_loop_backup(&env, &shared_db));
+        ours.push(backup_fan_out(&env, o.tenants).await);
+    }
+    let (b, l) = (median(ours), median(loop_));
+    rows.push([
+        format!("backup fan-out, {} small tenants (s)", o.tenants),
+        format!("{b:.2}"),
+        format!("{l:.2} (sequential pg_dump loop)"),
+        format!("{:.2}x faster", l / b),
+        "faster than the loop".into(),
+    ]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    rows.push([
+        "worker RSS, idle / peak during the drain (MB)".into(),
+        format!("{idle_rss:.1} / {peak_rss:.1}"),
+        "-".into(),
+        "-".into(),
+        "idle < 50".into(),
+    ]);
+
+    let machine = format!(
+        "{} cores, {}, PostgreSQL {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .unwrap_or_default(),
+        sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default()
+    );
+    println!("\nTenant Master benchmark, {} ({} runs per figure, median; {})\n", chrono::Utc::now().format("%Y-%m-%d"), o.runs, machine);
+    println!("| measure | Tenant Master | baseline, same run | ratio | target |");
+    println!("| --- | --- | --- | --- | --- |");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}
