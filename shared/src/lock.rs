@@ -80,7 +80,7 @@ impl HostSlot {
             if started.elapsed() > wait {
                 return Err(Error::Busy(format!("host '{host}' had no free slot for heavy jobs for {}s; will retry", wait.as_secs())));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "mail_lifecycle", include_str!("../../migrations/0004_mail_lifecycle.sql")),
     (5, "job_admin", include_str!("../../migrations/0005_job_admin.sql")),
     (6, "noop_bulk_enqueue", include_str!("../../migrations/0006_noop_bulk_enqueue.sql")),
+    (7, "fan_out_ids_from_caller", include_str!("../../migrations/0007_fan_out_ids_from_caller.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -94,9 +94,13 @@ fn parse_major(version_line: &str) -> Option<u32> {
 }
 
 /// Refuses a `pg_dump`/`pg_restore` older than the server: it cannot dump it correctly.
+/// The tools' versions are read once per process.
 pub async fn ensure_tools_match(server_major: u32) -> Result<()> {
-    for tool in ["pg_dump", "pg_restore"] {
-        let major = major_version(tool).await?;
+    static VERSIONS: tokio::sync::OnceCell<(u32, u32)> = tokio::sync::OnceCell::const_new();
+    let (dump, restore) = *VERSIONS
+        .get_or_try_init(|| async { Ok::<_, Error>((major_version("pg_dump").await?, major_version("pg_restore").await?)) })
+        .await?;
+    for (tool, major) in [("pg_dump", dump), ("pg_restore", restore)] {
         if major < server_major {
             return Err(Error::Fatal(format!(
                 "{tool} is version {major} but the server is {server_major}: install the PostgreSQL {server_major} client tools"

@@ -202,7 +202,7 @@ impl Schedule {
     }
 }
 
-/// The text form of a slot in payloads and keys (the same as `tenant_master.fan_out()`).
+/// The text form of a slot in payloads and keys.
 pub fn slot_text(slot: DateTime<Utc>) -> String {
     slot.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -222,17 +222,38 @@ pub struct FanOut {
 /// often and by however many schedulers it is called, and records the run.
 pub async fn fan_out(pool: &PgPool, schedule: &Schedule, slot: DateTime<Utc>, by: &str) -> Result<FanOut> {
     let (job_type, payload) = schedule.fan_out_job();
-    let spread_secs = (schedule.config.spread_minutes.max(1) * 60) as i32;
+    let spread_secs = schedule.config.spread_minutes.max(1) * 60;
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    let mut enqueued: i64 = sqlx::query_scalar::<_, i32>("SELECT tenant_master.fan_out($1, $2, $3, $4, $5)")
-        .bind(&schedule.name)
-        .bind(job_type)
-        .bind(slot)
-        .bind(&payload)
-        .bind(spread_secs)
-        .fetch_one(&mut *tx)
+    let slugs: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenant_master.tenants WHERE status IN ('active', 'paused', 'suspended')")
+        .fetch_all(&mut *tx)
         .await
-        .context(format!("failed to fan out schedule {}", schedule.name))? as i64;
+        .context("failed to list tenants")?;
+    let ids: Vec<String> = slugs.iter().map(|_| ulid::Ulid::generate().to_string()).collect();
+    // One statement for all tenants; keys `<schedule>:<slug>:<slot>` and ON CONFLICT make it
+    // once per slot however many schedulers run, skipping (not failing on) taken keys.
+    // run_at is spread over the window by a hash of the slug.
+    let mut enqueued = sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, idempotency_key)
+         SELECT t.id, $1, convert_to(($4::jsonb || jsonb_build_object('slug', t.slug, 'schedule', $2::text, 'slot', $5::text))::text, 'UTF8'),
+                'Pending', 0, jt.max_attempts,
+                $3::timestamptz + make_interval(secs => abs(hashtext(t.slug)::bigint) % $6),
+                0, $2 || ':' || t.slug || ':' || $5
+         FROM unnest($7::text[], $8::text[]) AS t(id, slug)
+         JOIN tenant_master.job_types jt ON jt.job_type = $1
+         ON CONFLICT (job_type, idempotency_key) DO NOTHING",
+    )
+    .bind(job_type)
+    .bind(&schedule.name)
+    .bind(slot)
+    .bind(&payload)
+    .bind(slot_text(slot))
+    .bind(spread_secs as i64)
+    .bind(&ids)
+    .bind(&slugs)
+    .execute(&mut *tx)
+    .await
+    .context(format!("failed to fan out schedule {}", schedule.name))?
+    .rows_affected() as i64;
     if schedule.config.prune_jobs {
         let prune = PruneJobs {
             done_older_than_days: 7,
@@ -249,10 +270,7 @@ pub async fn fan_out(pool: &PgPool, schedule: &Schedule, slot: DateTime<Utc>, by
         queue::enqueue(&mut tx, &prune).await?;
         enqueued += 1 - before;
     }
-    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants WHERE status IN ('active', 'paused', 'suspended')")
-        .fetch_one(&mut *tx)
-        .await
-        .context("failed to count tenants")?;
+    let tenants = slugs.len() as i64;
     sqlx::query(
         "INSERT INTO tenant_master.schedule_runs (schedule, slot, tenants, enqueued, recorded_by) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (schedule, slot) DO UPDATE SET enqueued = schedule_runs.enqueued + excluded.enqueued",

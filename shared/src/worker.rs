@@ -96,7 +96,10 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
         .queue(J::TYPE)
         .batch_size(w.batch_size)
         .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
-        .missed_heartbeats(w.missed_heartbeats);
+        .missed_heartbeats(w.missed_heartbeats)
+        // No extra UPDATE to 'Running' per job: a fetched job stays 'Queued' (our status
+        // view calls it running; the orphan sweep covers Queued rows too).
+        .lock_tasks(false);
     let backend = PostgresStorage::<J>::new(&app.pool)
         .with_config(queue_config)
         .with_pubsub()
@@ -112,6 +115,8 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
             .data(app.clone())
             .catch_panic()
             .concurrency(concurrency)
+            // Handlers on the runtime's threads, not all inside the Monitor's one future.
+            .parallelize(tokio::spawn)
             .build(execute::<J>)
     })
 }

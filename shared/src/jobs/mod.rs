@@ -86,7 +86,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
 }
 
 /// The idempotency key of a job enqueued by a schedule: `<schedule>:<subject>:<slot>`,
-/// the same as `tenant_master.fan_out()` writes.
+/// the same as `schedule::fan_out` writes.
 pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -> Option<String> {
     Some(format!("{}:{subject}:{}", schedule?, slot?))
 }
