@@ -2,9 +2,8 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
 use clap::Parser;
-use tenant_master::{scheduler, telemetry, worker, Config};
+use tenant_master::{scheduler, service};
 
 /// Enqueues Tenant Master's scheduled jobs (backups, maintenance, cleanup).
 #[derive(Parser)]
@@ -18,18 +17,5 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init("info,sqlx=warn,tokio_cron_scheduler=warn");
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref()).context("could not load the configuration")?;
-    scheduler::run(config, worker::shutdown_signal()).await?;
-    Ok(())
+    service::run(args.config.as_deref(), "info,sqlx=warn,tokio_cron_scheduler=warn", scheduler::run).await
 }

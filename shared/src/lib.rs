@@ -30,6 +30,7 @@ pub mod products;
 pub mod queue;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
 pub mod system;
 pub mod telemetry;
 pub mod tenants;
