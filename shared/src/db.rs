@@ -52,14 +52,18 @@ pub async fn connect_to(options: &PgConnectOptions, database: &str) -> Result<Pg
     ))
 }
 
+/// Whether `database` exists on the server of `conn`.
+pub async fn database_exists(conn: &mut PgConnection, database: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(conn)
+        .await
+        .context("failed to look up databases")
+}
+
 /// Creates `database` through `conn` unless it exists; true if this call created it.
 pub async fn create_database_if_missing(conn: &mut PgConnection, database: &str) -> Result<bool> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(database)
-        .fetch_one(&mut *conn)
-        .await
-        .context("failed to look up databases")?;
-    if exists {
+    if database_exists(conn, database).await? {
         return Ok(false);
     }
     match ddl(conn, "CREATE DATABASE %I", &[database]).await {
@@ -70,16 +74,22 @@ pub async fn create_database_if_missing(conn: &mut PgConnection, database: &str)
     }
 }
 
+/// The text of `template` with `args` quoted in by the server's `format()`; for queries
+/// whose identifiers vary while their values stay bind parameters.
+pub async fn compose(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<String> {
+    sqlx::query_scalar("SELECT format($1, VARIADIC $2::text[])")
+        .bind(template)
+        .bind(args)
+        .fetch_one(conn)
+        .await
+        .context(format!("failed to prepare `{template}`"))
+}
+
 /// Runs a utility statement (DDL) whose names and values cannot be bind parameters:
 /// PostgreSQL's own `format()` quotes them (`%I` identifiers, `%L` literals), and only the
 /// template, never a value, appears in errors.
 pub async fn ddl(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<()> {
-    let sql: String = sqlx::query_scalar("SELECT format($1, VARIADIC $2::text[])")
-        .bind(template)
-        .bind(args)
-        .fetch_one(&mut *conn)
-        .await
-        .context(format!("failed to prepare `{template}`"))?;
+    let sql = compose(conn, template, args).await?;
     // Composed by the server's format() from a constant template: every argument is quoted.
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.context(format!("failed to run `{template}`"))?;
     Ok(())

@@ -187,6 +187,12 @@ pub fn validate_database_prefix(prefix: &str) -> Result<()> {
     }
 }
 
+/// The comment Tenant Master puts on a tenant's role and dedicated database: a role
+/// without it is never taken over or dropped.
+pub fn owner_marker(slug: &str) -> String {
+    format!("tenant-master:{slug}")
+}
+
 /// Quotes an identifier for SQL (doubling embedded quotes), whatever it holds.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))

@@ -180,9 +180,17 @@ pub fn backoff(base_secs: u64, attempt: usize) -> Duration {
 /// Polls `ids` until all are done or dead, calling `progress` after each look.
 pub async fn wait_for(pool: &PgPool, ids: &[String], mut progress: impl FnMut(&[JobInfo])) -> Result<Vec<JobInfo>> {
     loop {
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            jobs.push(get(pool, id).await?);
+        let jobs: Vec<JobInfo> = sqlx::query_as(
+            "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs
+             WHERE id = ANY($1) ORDER BY array_position($1, id)",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .context("failed to read the jobs")?;
+        if jobs.len() < ids.len() {
+            let missing = ids.iter().find(|id| !jobs.iter().any(|j| &j.id == *id)).expect("one id is missing");
+            return Err(Error::NotFound(format!("job {missing} disappeared while waiting (cancelled or pruned)")));
         }
         progress(&jobs);
         if jobs.iter().all(JobInfo::is_finished) {

@@ -65,17 +65,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     );
     let app = Arc::new(App::new(config, pool));
     let _metrics_server = serve_metrics(&app).await?;
-    let monitor = register::<ProvisionTenant>(Monitor::new(), &app);
-    let monitor = register::<BackupTenant>(monitor, &app);
-    let monitor = register::<RestoreTenant>(monitor, &app);
-    let monitor = register::<Vacuum>(monitor, &app);
-    let monitor = register::<Cleanup>(monitor, &app);
-    let monitor = register::<PruneJobs>(monitor, &app);
-    let monitor = register::<SendWelcomeMail>(monitor, &app);
-    let monitor = register::<PauseTenant>(monitor, &app);
-    let monitor = register::<ResumeTenant>(monitor, &app);
-    let monitor = register::<DeleteTenant>(monitor, &app);
-    let monitor = register::<Noop>(monitor, &app);
+    let run = run_number();
+    let monitor = register::<ProvisionTenant>(Monitor::new(), &app, run);
+    let monitor = register::<BackupTenant>(monitor, &app, run);
+    let monitor = register::<RestoreTenant>(monitor, &app, run);
+    let monitor = register::<Vacuum>(monitor, &app, run);
+    let monitor = register::<Cleanup>(monitor, &app, run);
+    let monitor = register::<PruneJobs>(monitor, &app, run);
+    let monitor = register::<SendWelcomeMail>(monitor, &app, run);
+    let monitor = register::<PauseTenant>(monitor, &app, run);
+    let monitor = register::<ResumeTenant>(monitor, &app, run);
+    let monitor = register::<DeleteTenant>(monitor, &app, run);
+    let monitor = register::<Noop>(monitor, &app, run);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {
@@ -90,7 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     Ok(())
 }
 
-fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
+fn register<J: Job>(monitor: Monitor, app: &Arc<App>, run: usize) -> Monitor {
     let w = &app.config.worker;
     let queue_config = apalis_postgres::Config::default()
         .queue(J::TYPE)
@@ -106,7 +107,7 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>) -> Monitor {
         .poll_with_interval(Duration::from_millis(w.poll_interval_ms));
     let (app, concurrency) = (app.clone(), w.concurrency);
     let host = crate::system::hostname().unwrap_or_else(|| "host".into());
-    let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), run_number());
+    let prefix = format!("{}-{host}-{}-{run}", J::TYPE, std::process::id());
     // Throughput grows with workers per queue (each fetches its own batches), not with
     // concurrency inside one worker (measured in the apalis notes).
     monitor.register_n(app.config.worker.workers_per_type, move |index, restarts| {

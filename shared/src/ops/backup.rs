@@ -153,7 +153,7 @@ async fn apply_retention(cp: &mut PgConnection, tenant: &Tenant, keep: u32) -> R
     Ok(())
 }
 
-async fn remove_if_present(path: &Path) -> Result<()> {
+pub(crate) async fn remove_if_present(path: &Path) -> Result<()> {
     match tokio::fs::remove_file(path).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(format!("failed to delete {}", path.display())),
         _ => Ok(()),

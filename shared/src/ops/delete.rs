@@ -9,11 +9,11 @@ use sqlx::PgConnection;
 use crate::{
     activity,
     backups::Kind,
-    db::ddl,
+    db::{self, ddl},
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::App,
-    naming::Isolation,
+    naming::{owner_marker, Isolation},
     ops::{access, backup},
     tenants::{self, Tenant},
 };
@@ -60,7 +60,7 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     match Isolation::parse(&tenant.isolation)? {
         Isolation::Database => ddl(&mut server, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[&tenant.database]).await?,
         Isolation::Schema => {
-            if database_exists(&mut server, &tenant.database).await? {
+            if db::database_exists(&mut server, &tenant.database).await? {
                 let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
                 ddl(&mut db, "DROP SCHEMA IF EXISTS %I CASCADE", &[&tenant.schema]).await?;
                 sqlx::query("DELETE FROM tenant_master_meta.applied_migrations WHERE schema_name = $1")
@@ -95,20 +95,12 @@ async fn role_is_ours(server: &mut PgConnection, tenant: &Tenant) -> Result<bool
         .fetch_optional(server)
         .await
         .context("failed to look up the tenant role")?;
-    Ok(comment.flatten().is_some_and(|c| c == format!("tenant-master:{}", tenant.slug)))
-}
-
-async fn database_exists(server: &mut PgConnection, database: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(database)
-        .fetch_one(server)
-        .await
-        .context("failed to look up the database")
+    Ok(comment.flatten().is_some_and(|c| c == owner_marker(&tenant.slug)))
 }
 
 async fn schema_exists(cp: &mut PgConnection, app: &App, tenant: &Tenant) -> Result<bool> {
     let mut server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
-    if !database_exists(&mut server, &tenant.database).await? {
+    if !db::database_exists(&mut server, &tenant.database).await? {
         return Ok(false);
     }
     let mut db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;

@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::{
     activity,
-    db::ddl,
+    db::{self, ddl},
     error::{Context as _, Error, Result},
     hosts,
     jobs::App,
@@ -122,7 +122,8 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
     for prunable in &product.prunable {
         let count = if dry_run {
             let sql =
-                compose(&mut db, "SELECT count(*) FROM %I.%I WHERE %I < $1", &[&tenant.schema, &prunable.table, &prunable.column]).await?;
+                db::compose(&mut db, "SELECT count(*) FROM %I.%I WHERE %I < $1", &[&tenant.schema, &prunable.table, &prunable.column])
+                    .await?;
             sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(cutoff)
                 .fetch_one(&mut db)
@@ -140,7 +141,7 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
 }
 
 async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, column: &str, cutoff: DateTime<Utc>) -> Result<i64> {
-    let sql = compose(
+    let sql = db::compose(
         db,
         "DELETE FROM %I.%I WHERE ctid = ANY (ARRAY (SELECT ctid FROM %I.%I WHERE %I < $1 LIMIT $2))",
         &[&tenant.schema, table, &tenant.schema, table, column],
@@ -160,14 +161,4 @@ async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, 
             return Ok(total);
         }
     }
-}
-
-/// A query whose identifiers are quoted by the server's format(); values stay parameters.
-async fn compose(db: &mut PgConnection, template: &str, idents: &[&str]) -> Result<String> {
-    sqlx::query_scalar("SELECT format($1, VARIADIC $2::text[])")
-        .bind(template)
-        .bind(idents)
-        .fetch_one(db)
-        .await
-        .context(format!("failed to prepare `{template}`"))
 }

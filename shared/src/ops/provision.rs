@@ -13,7 +13,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::{send_welcome_mail::SendWelcomeMail, App},
-    naming::Isolation,
+    naming::{owner_marker, Isolation},
     password,
     products::{self, ProductMigration},
     queue,
@@ -87,7 +87,7 @@ async fn log_step(cp: &mut PgConnection, tenant: &Tenant, step: &str, created: b
 /// The tenant's login role, marked with a comment so a foreign role of the same name is
 /// never taken over. The password is (re)set on every run from the registry.
 async fn ensure_role(cp: &mut PgConnection, admin: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
-    let marker = format!("tenant-master:{}", tenant.slug);
+    let marker = owner_marker(&tenant.slug);
     let existing: Option<Option<String>> =
         sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
             .bind(&tenant.role)
@@ -138,7 +138,7 @@ async fn ensure_database(admin: &mut PgConnection, tenant: &Tenant) -> Result<bo
     ddl(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", &[&tenant.database, &tenant.role]).await?;
     if Isolation::parse(&tenant.isolation)? == Isolation::Database {
         // Says whose database this is, for an admin browsing the server.
-        let comment = format!("tenant-master:{}", tenant.slug);
+        let comment = owner_marker(&tenant.slug);
         ddl(admin, "COMMENT ON DATABASE %I IS %L", &[&tenant.database, &comment]).await?;
     }
     Ok(created)

@@ -25,10 +25,7 @@ pub async fn prune_deleted_tenant_backups(pool: &sqlx::PgPool, days: u32) -> Res
     .await
     .context("failed to find backups of deleted tenants")?;
     for (id, path) in &old {
-        match tokio::fs::remove_file(path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).context(format!("failed to delete {path}")),
-            _ => {}
-        }
+        super::backup::remove_if_present(std::path::Path::new(path)).await?;
         sqlx::query("DELETE FROM tenant_master.backups WHERE id = $1")
             .bind(id)
             .execute(pool)

@@ -19,7 +19,7 @@ use crate::{
     fault, hosts,
     jobs::App,
     lock::HostSlot,
-    ops::{backup, provision},
+    ops::{access, backup, provision},
     pg_tools::Target,
     products,
     tenants::{self, Tenant},
@@ -49,7 +49,7 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     fault::point(slug, "restore:safety_backup")?;
 
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-    hold_login(&mut tenant_db, &tenant).await?;
+    access::block_login(&mut tenant_db, &tenant).await?;
     let outcome = replace_schema(app, &mut cp, &mut tenant_db, &tenant, &chosen).await;
     if let Err(e) = outcome {
         // A simulated crash leaves things as a real one would, for the rerun to find.
@@ -152,17 +152,6 @@ async fn put_back_aside(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result
     } else {
         ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&aside, &tenant.schema]).await
     }
-}
-
-/// No new sessions for the tenant's role, and its open ones ended.
-async fn hold_login(conn: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    ddl(conn, "ALTER ROLE %I NOLOGIN", &[&tenant.role]).await?;
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-        .bind(&tenant.role)
-        .execute(conn)
-        .await
-        .context("failed to end the tenant's sessions")?;
-    Ok(())
 }
 
 /// Login as the tenant's status says: only an active tenant may log in.
