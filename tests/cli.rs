@@ -102,7 +102,7 @@ async fn create_wait_show_and_list_in_both_modes() {
 
     let shown = json(&env.tenantctl(&["tenant", "show", &own, "--json"]));
     assert_eq!((shown["status"].as_str(), shown["isolation"].as_str()), (Some("active"), Some("database")));
-    assert_eq!(shown["database"], format!("{}demo_{own}", env.config.database_prefix));
+    assert_eq!(shown["database"], format!("{}demo__{own}", env.config.database_prefix));
 
     let listed = json(&env.tenantctl(&["tenant", "list", "--json", "--plan", "enterprise"]));
     let slugs: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();

@@ -66,7 +66,7 @@ async fn tenants_see_their_own_schema_and_nothing_else() {
     let mut corp = PgConnection::connect(&c_url).await.unwrap();
     sqlx::query("INSERT INTO events (kind) VALUES ('signup')").execute(&mut corp).await.unwrap();
     let a_url = credentials(&env, &a).await;
-    let a_into_c = tenant_master_tests::url_with_database(&a_url, &format!("{}demo_{c}", env.config.database_prefix));
+    let a_into_c = tenant_master_tests::url_with_database(&a_url, &format!("{}demo__{c}", env.config.database_prefix));
     assert_eq!(sqlstate(&PgConnection::connect(&a_into_c).await.unwrap_err()), "42501");
     let c_into_shared = tenant_master_tests::url_with_database(&c_url, &format!("{}demo_shared", env.config.database_prefix));
     assert_eq!(sqlstate(&PgConnection::connect(&c_into_shared).await.unwrap_err()), "42501");

@@ -41,6 +41,38 @@ pub enum Command {
     /// Inspect, retry and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The secret key that seals tenant passwords at rest.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Database hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Write a new random key to a file (mode 0600) that must not exist yet.
+    Generate {
+        /// Where to write it; then point TENANT_MASTER_SECRET_KEY_FILE at it.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Re-seal every tenant password under the current key, opening old rows with
+    /// TENANT_MASTER_OLD_SECRET_KEY_FILE.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Take CONNECT away from PUBLIC on every database of a host that all roles may reach,
+    /// so tenant roles reach their own database only (`tenantctl check` lists them).
+    Lockdown {
+        /// The host's name in tenant_master.db_hosts (`default` is the control plane's server).
+        name: String,
+        /// Confirm: roles other than tenants that rely on PUBLIC must then be granted CONNECT by name.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]

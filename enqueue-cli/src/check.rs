@@ -3,15 +3,24 @@
 use std::{path::Path, process::ExitCode};
 
 use serde::Serialize;
-use tenant_master::{config::redact_url, pg_tools, products};
+use sqlx::PgPool;
+use tenant_master::{config::redact_url, hosts, pg_tools, products, secrets::Keyring};
 
 use crate::Ctx;
 
 #[derive(Serialize)]
 struct Item {
-    name: &'static str,
+    name: String,
     ok: bool,
+    /// Worth fixing, but nothing stops working: shown as WARN, exit code unaffected.
+    warning: bool,
     detail: String,
+}
+
+impl Item {
+    fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Item {
+        Item { name: name.into(), ok, warning: false, detail: detail.into() }
+    }
 }
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -23,54 +32,89 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
             let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await?;
             server_major = num.parse::<u32>().ok().map(|n| n / 10000);
-            items.push(Item { name: "database", ok: true, detail: format!("{} (PostgreSQL {version})", redact_url(&config.database_url)) });
-            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.jobs') IS NOT NULL").fetch_one(&pool).await?;
-            items.push(Item {
-                name: "migrations",
-                ok: migrated,
-                detail: if migrated { "applied".into() } else { "missing: run `tenantctl migrate`".into() },
-            });
+            items.push(Item::new("database", true, format!("{} (PostgreSQL {version})", redact_url(&config.database_url))));
+            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.deployment') IS NOT NULL").fetch_one(&pool).await?;
+            items.push(Item::new("migrations", migrated, if migrated { "applied" } else { "missing: run `tenantctl migrate`" }));
+            if migrated {
+                items.extend(reach(ctx, &pool).await?);
+            }
         }
-        Err(e) => items.push(Item { name: "database", ok: false, detail: e.to_string() }),
+        Err(e) => items.push(Item::new("database", false, e.to_string())),
     }
+    items.push(match Keyring::load(&config.key_sources()).and_then(|k| k.current().map(|key| key.id().to_owned())) {
+        Ok(id) => Item::new("secret_key", true, format!("key {id} seals tenant passwords")),
+        Err(e) => Item::new("secret_key", false, e.to_string()),
+    });
     items.push(match products::load_all(&config.products_dir) {
-        Ok(list) => Item {
-            name: "products",
-            ok: !list.is_empty(),
-            detail: format!("{} in {}", list.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "), config.products_dir.display()),
-        },
-        Err(e) => Item { name: "products", ok: false, detail: e.to_string() },
+        Ok(list) => Item::new(
+            "products",
+            !list.is_empty(),
+            format!("{} in {}", list.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "), config.products_dir.display()),
+        ),
+        Err(e) => Item::new("products", false, e.to_string()),
     });
     for tool in ["pg_dump", "pg_restore"] {
         let found = pg_tools::major_version(tool).await;
         items.push(match (found, server_major) {
-            (Ok(major), Some(server)) if major < server => Item {
-                name: tool,
-                ok: false,
-                detail: format!("version {major} is older than the server ({server}): install the PostgreSQL {server} client tools"),
-            },
-            (Ok(major), _) => Item { name: tool, ok: true, detail: format!("version {major}") },
-            (Err(e), _) => Item { name: tool, ok: false, detail: format!("{e} (backups need it)") },
+            (Ok(major), Some(server)) if major < server => Item::new(
+                tool,
+                false,
+                format!("version {major} is older than the server ({server}): install the PostgreSQL {server} client tools"),
+            ),
+            (Ok(major), _) => Item::new(tool, true, format!("version {major}")),
+            (Err(e), _) => Item::new(tool, false, format!("{e} (backups need it)")),
         });
     }
-    items.push(Item { name: "backup_dir", ok: true, detail: dir_state(&config.backup_dir) });
-    items.push(Item {
-        name: "mail",
-        ok: true,
-        detail: match std::env::var("SMTP_URL") {
+    items.push(Item::new("backup_dir", true, dir_state(&config.backup_dir)));
+    items.push(Item::new(
+        "mail",
+        true,
+        match std::env::var("SMTP_URL") {
             Ok(url) if !url.is_empty() => format!("SMTP {}", redact_url(&url)),
             _ => format!("no SMTP_URL: mail would be written to {}", config.mail_dir.display()),
         },
-    });
+    ));
     let all_ok = items.iter().all(|i| i.ok);
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": all_ok, "checks": items }))?);
     } else {
         for i in &items {
-            println!("{} {:<11} {}", if i.ok { "ok  " } else { "FAIL" }, i.name, i.detail);
+            let state = match (i.ok, i.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "WARN",
+                (true, false) => "ok  ",
+            };
+            println!("{state} {:<14} {}", i.name, i.detail);
         }
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Per enabled host: which databases every role, and so every tenant role, may connect to.
+async fn reach(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Vec<Item>> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenant_master.db_hosts WHERE enabled ORDER BY name").fetch_all(pool).await?;
+    let mut cp = pool.acquire().await?;
+    let mut items = Vec::new();
+    for host in names {
+        let name = format!("reach:{host}");
+        let open = match hosts::connect_admin(&mut cp, &ctx.config, &host).await {
+            Ok(mut admin) => hosts::open_databases(&mut admin).await,
+            Err(e) => Err(e),
+        };
+        items.push(match open {
+            Ok(open) if open.is_empty() => Item::new(name, true, "tenant roles reach their own database only"),
+            Ok(open) => Item {
+                warning: true,
+                ..Item::new(
+                    name,
+                    true,
+                    format!("tenant roles can connect to {}: run `tenantctl host lockdown {host} --yes` to close them", open.join(", ")),
+                )
+            },
+            Err(e) => Item::new(name, false, e.to_string()),
+        });
+    }
+    Ok(items)
 }
 
 fn dir_state(dir: &Path) -> String {

@@ -4,6 +4,7 @@
 mod args;
 mod backup;
 mod check;
+mod host;
 mod jobs;
 mod maintenance;
 mod output;
@@ -62,6 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Maintenance(args) => maintenance::run(&ctx, args).await,
         Command::Schedule(cmd) => maintenance::schedule(&ctx, cmd).await,
         Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,
+        Command::Key(cmd) => host::key(&ctx, cmd).await,
+        Command::Host(cmd) => host::run(&ctx, cmd).await,
     }
 }
 

@@ -21,6 +21,12 @@ pub fn migrate_report(ctx: &Ctx, report: &Report) {
         applied => println!("applied migrations: {}", applied.join(", ")),
     }
     println!("products: {}", report.products.join(", "));
+    if report.passwords_sealed > 0 {
+        println!("sealed {} tenant password(s) that were stored unencrypted", report.passwords_sealed);
+    }
+    if report.markers_upgraded > 0 {
+        println!("marked {} role(s) and database(s) of the first release as this deployment's", report.markers_upgraded);
+    }
 }
 
 pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {

@@ -42,9 +42,16 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
     ))
 }
 
-/// Opens a single connection to `database` with the given options.
+/// Pins `search_path` to `pg_catalog` for a session that may meet tenant-made objects, so
+/// no function, operator or table a tenant named like a built-in is ever resolved for ours.
+pub fn pin_search_path(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("search_path", "pg_catalog")])
+}
+
+/// Opens a single admin connection to `database` with the given options, `search_path`
+/// pinned (see [`pin_search_path`]): what we run there names every object in full.
 pub async fn connect_to(options: &PgConnectOptions, database: &str) -> Result<PgConnection> {
-    let options = options.clone().database(database);
+    let options = pin_search_path(options.clone().database(database));
     PgConnection::connect_with(&options).await.context(format!(
         "failed to connect to database {database} on {}:{}",
         options.get_host(),

@@ -65,3 +65,30 @@ pub async fn connect_admin(conn: &mut PgConnection, config: &Config, host: &str)
     let database = options.get_database().unwrap_or("postgres").to_owned();
     db::connect_to(&options, &database).await
 }
+
+/// The databases of the server of `admin` that every role may connect to (CONNECT granted
+/// to PUBLIC), and so every tenant role: what `tenantctl host lockdown` closes.
+pub async fn open_databases(admin: &mut PgConnection) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT d.datname::text FROM pg_database d
+         WHERE d.datallowconn AND EXISTS (
+             SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a
+             WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT')
+         ORDER BY 1",
+    )
+    .fetch_all(admin)
+    .await
+    .context("failed to read who may connect to which database")
+}
+
+/// Takes CONNECT and TEMPORARY on every open database away from PUBLIC, keeping CONNECT
+/// for the admin role itself; returns the databases closed. Other roles that need one of
+/// them must be granted CONNECT by name afterwards.
+pub async fn lock_down(admin: &mut PgConnection) -> Result<Vec<String>> {
+    let open = open_databases(admin).await?;
+    for database in &open {
+        db::ddl(admin, "GRANT CONNECT ON DATABASE %I TO CURRENT_USER", &[database]).await?;
+        db::ddl(admin, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[database]).await?;
+    }
+    Ok(open)
+}

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "job_admin", include_str!("../../migrations/0005_job_admin.sql")),
     (6, "noop_bulk_enqueue", include_str!("../../migrations/0006_noop_bulk_enqueue.sql")),
     (7, "fan_out_ids_from_caller", include_str!("../../migrations/0007_fan_out_ids_from_caller.sql")),
+    (8, "untrusted_tenants", include_str!("../../migrations/0008_untrusted_tenants.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.
@@ -37,6 +38,10 @@ pub struct Report {
     pub database_created: bool,
     pub applied: Vec<String>,
     pub products: Vec<String>,
+    /// Tenant passwords found in plaintext (from before encryption) and sealed now.
+    pub passwords_sealed: usize,
+    /// Roles and databases whose first-release marker now names this deployment.
+    pub markers_upgraded: usize,
 }
 
 /// Everything: create the database if missing, queue, registry, views, products.
@@ -52,12 +57,14 @@ pub async fn run(config: &Config) -> Result<Report> {
     let applied = control_plane(&pool).await?;
     views(&pool).await?;
     let products = sync_products(&pool, config).await?;
+    let passwords_sealed = crate::keys::seal_plaintext(&pool, config).await?;
+    let markers_upgraded = crate::keys::upgrade_legacy_markers(&pool, config).await?;
     // Tenant roles live on this server too: they must not even connect to the registry.
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
     db::ddl(&mut conn, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&database]).await?;
     drop(conn);
     pool.close().await;
-    Ok(Report { database_created, applied, products })
+    Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded })
 }
 
 /// The queue library's own migrations.

@@ -2,6 +2,12 @@
 //!
 //! Every name that reaches SQL is built here from a validated [`Slug`] and product name,
 //! so nothing else has to re-check it; [`quote_ident`] quotes it anyway.
+//!
+//! The names are injective: slugs and product names may not contain `__` nor end with
+//! `_`, so `__` is ours alone. A dedicated database is `<product>__<slug>` (one `__`,
+//! splitting at one place), a shared one `<product>_shared` (no `__`), a tenant's schema
+//! and role `t_<slug>` (no `__`), and every internal name (the set-aside schema of a
+//! restore, the operator role) is a tenant name plus `__<word>`, which no slug can spell.
 
 use std::fmt;
 
@@ -12,7 +18,11 @@ use crate::error::{Error, Result};
 /// PostgreSQL truncates identifiers longer than this; we refuse them instead.
 const MAX_IDENT_LEN: usize = 63;
 
-/// A tenant's slug: `^[a-z][a-z0-9_]{2,39}$`, not starting with `pg_`.
+/// Slugs refused because they read as a server's or our own names.
+const RESERVED_SLUGS: &[&str] = &["shared", "postgres", "template0", "template1", "public", "tenant_master"];
+
+/// A tenant's slug: `^[a-z][a-z0-9_]{2,39}$`, not starting with `pg_`, without `__`, not
+/// ending with `_`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Slug(String);
@@ -33,6 +43,12 @@ impl Slug {
         }
         if raw.starts_with("pg_") {
             return bad("the prefix 'pg_' is reserved for PostgreSQL");
+        }
+        if raw.contains("__") || raw.ends_with('_') {
+            return bad("'__' and a trailing '_' are reserved for Tenant Master's own names");
+        }
+        if RESERVED_SLUGS.contains(&raw) {
+            return bad("it is a reserved word");
         }
         Ok(Slug(raw.to_owned()))
     }
@@ -62,16 +78,19 @@ impl From<Slug> for String {
     }
 }
 
-/// Validates a product name: the same alphabet as slugs, 2 to 20 characters.
+/// Validates a product name: the same alphabet as slugs, 2 to 20 characters, no `__`, no
+/// trailing `_`.
 pub fn validate_product_name(raw: &str) -> Result<()> {
     let ok = (2..=20).contains(&raw.len())
         && raw.starts_with(|c: char| c.is_ascii_lowercase())
-        && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !raw.contains("__")
+        && !raw.ends_with('_');
     if ok {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "invalid product name '{}': use 2 to 20 characters a-z, 0-9 and '_', starting with a letter",
+            "invalid product name '{}': use 2 to 20 characters a-z, 0-9 and single '_' inside, starting with a letter",
             printable(raw)
         )))
     }
@@ -156,6 +175,18 @@ pub struct TenantNames {
     pub role: String,
 }
 
+/// The login role Tenant Master uses to run work inside a tenant's schema: a member of the
+/// tenant's role and nothing else, so tenant code it triggers has the tenant's rights only,
+/// while the tenant's own login can be held.
+pub fn operator_role(tenant_role: &str) -> String {
+    format!("{tenant_role}__op")
+}
+
+/// The name a tenant's live schema waits under while a restore runs.
+pub fn aside_schema(schema: &str) -> String {
+    format!("{schema}__restore_aside")
+}
+
 impl TenantNames {
     /// Derives the names; `database_prefix` (usually empty) keeps test runs apart.
     pub fn derive(database_prefix: &str, product: &str, slug: &Slug, isolation: Isolation) -> Result<TenantNames> {
@@ -163,7 +194,7 @@ impl TenantNames {
         validate_database_prefix(database_prefix)?;
         let database = match isolation {
             Isolation::Schema => format!("{database_prefix}{product}_shared"),
-            Isolation::Database => format!("{database_prefix}{product}_{slug}"),
+            Isolation::Database => format!("{database_prefix}{product}__{slug}"),
         };
         if database.len() > MAX_IDENT_LEN {
             return Err(Error::Invalid(format!(
@@ -187,9 +218,16 @@ pub fn validate_database_prefix(prefix: &str) -> Result<()> {
     }
 }
 
-/// The comment Tenant Master puts on a tenant's role and dedicated database: a role
-/// without it is never taken over or dropped.
-pub fn owner_marker(slug: &str) -> String {
+/// The comment Tenant Master puts on a tenant's roles and dedicated database: it names
+/// this control plane (`deployment`, made once by `migrate`) and the tenant, so a role or
+/// database without it, or made by another deployment on the same server, is never taken
+/// over or dropped.
+pub fn owner_marker(deployment: &str, slug: &str) -> String {
+    format!("tenant-master:{deployment}:{slug}")
+}
+
+/// The marker of the first release, which named no deployment; `migrate` upgrades it.
+pub fn legacy_owner_marker(slug: &str) -> String {
     format!("tenant-master:{slug}")
 }
 
@@ -233,6 +271,10 @@ mod tests {
             ("abc-d", "only lowercase"),
             ("abcé", "only lowercase"),
             ("", "3 to 40"),
+            ("vic__restore_aside", "reserved for Tenant Master"),
+            ("acme_", "reserved for Tenant Master"),
+            ("shared", "reserved word"),
+            ("postgres", "reserved word"),
         ];
         for (raw, why) in cases {
             let err = Slug::parse(raw).unwrap_err();
@@ -254,7 +296,10 @@ mod tests {
         let shared = TenantNames::derive("", "demo", &slug, Isolation::Schema).unwrap();
         assert_eq!((shared.database.as_str(), shared.schema.as_str(), shared.role.as_str()), ("demo_shared", "t_acme", "t_acme"));
         let own = TenantNames::derive("x_", "demo", &slug, Isolation::Database).unwrap();
-        assert_eq!(own.database, "x_demo_acme");
+        assert_eq!(own.database, "x_demo__acme");
+        assert_eq!(operator_role(&own.role), "t_acme__op");
+        assert_eq!(aside_schema(&own.schema), "t_acme__restore_aside");
+        assert!(validate_product_name("demo_").is_err() && validate_product_name("de__mo").is_err());
         let long = Slug::parse(&"a".repeat(40)).unwrap();
         assert!(TenantNames::derive("prefix_for_tests_", "product_name", &long, Isolation::Database).is_err());
     }
@@ -263,5 +308,47 @@ mod tests {
     fn quoting_doubles_quotes() {
         assert_eq!(quote_ident("t_acme"), "\"t_acme\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// Every name of every (product, slug) over a small alphabet: no two owners share a
+    /// database, schema or role name, and no internal name is anyone's tenant name.
+    /// (Under the first release's `<product>_<slug>` this finds `demo`+`x_y` = `demo_x`+`y`.)
+    #[test]
+    fn derived_names_never_collide() {
+        use std::collections::HashMap;
+        fn words(len: usize) -> Vec<String> {
+            let mut all = vec![String::new()];
+            for _ in 0..len {
+                all = all.iter().flat_map(|w| ["a", "b", "_"].map(|c| format!("{w}{c}"))).collect();
+            }
+            all
+        }
+        let candidates: Vec<String> = (2..=5).flat_map(words).collect();
+        let products: Vec<&String> = candidates.iter().filter(|p| validate_product_name(p).is_ok()).collect();
+        let slugs: Vec<Slug> = candidates.iter().filter_map(|s| Slug::parse(s).ok()).collect();
+        assert!(products.len() > 30 && slugs.len() > 30);
+        let mut databases: HashMap<String, String> = HashMap::new();
+        let mut schemas_and_roles: HashMap<String, String> = HashMap::new();
+        let claim = |map: &mut HashMap<String, String>, name: String, owner: String| {
+            if let Some(other) = map.insert(name.clone(), owner.clone()) {
+                assert_eq!(other, owner, "{name} is derived for both {other} and {owner}");
+            }
+        };
+        for product in &products {
+            claim(&mut databases, format!("{product}_shared"), format!("{product} shared"));
+            for slug in &slugs {
+                let own = TenantNames::derive("", product, slug, Isolation::Database).unwrap();
+                claim(&mut databases, own.database, format!("{product} {slug}"));
+            }
+        }
+        for slug in &slugs {
+            let names = TenantNames::derive("", "demo", slug, Isolation::Schema).unwrap();
+            claim(&mut schemas_and_roles, names.schema.clone(), format!("tenant {slug}"));
+            claim(&mut schemas_and_roles, aside_schema(&names.schema), format!("aside {slug}"));
+            claim(&mut schemas_and_roles, operator_role(&names.role), format!("operator {slug}"));
+        }
+        for internal in ["tenant_master", "tenant_master_meta", "public", "postgres", "template1"] {
+            assert!(!schemas_and_roles.contains_key(internal) && !databases.contains_key(internal), "{internal}");
+        }
     }
 }

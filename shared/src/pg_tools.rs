@@ -43,6 +43,14 @@ impl Target {
         Ok(Target { env })
     }
 
+    /// The same server and database, logged in as `user` with `password` instead.
+    pub fn login_as(mut self, user: &str, password: &str) -> Target {
+        self.env.retain(|(k, _)| !matches!(*k, "PGUSER" | "PGPASSWORD"));
+        self.env.push(("PGUSER", user.to_owned()));
+        self.env.push(("PGPASSWORD", password.to_owned()));
+        self
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_remove("PGSERVICE").envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
@@ -64,14 +72,30 @@ impl Target {
         run(cmd, "pg_dump").await.map(drop)
     }
 
-    /// `pg_restore --single-transaction --exit-on-error` of `file` into the target database.
-    pub async fn restore(&self, file: &Path) -> Result<()> {
+    /// `pg_restore --single-transaction --exit-on-error` of `file` into the target database,
+    /// whose schema `schema` exists already (made by an admin: the tenant's rights do not
+    /// include CREATE SCHEMA), so the archive's own CREATE SCHEMA entry is left out.
+    pub async fn restore_into_schema(&self, file: &Path, schema: &str) -> Result<()> {
+        let toc = list_archive(file).await?;
+        let list: String = toc.lines().filter(|line| !creates_schema(line, schema)).map(|l| format!("{l}\n")).collect();
+        let list_file = std::env::temp_dir().join(format!("tenant-master-restore-{}-{}.list", std::process::id(), ulid::Ulid::generate()));
+        std::fs::write(&list_file, list)
+            .map_err(|e| Error::Io { context: format!("failed to write {}", list_file.display()), source: e })?;
         let mut cmd = self.command("pg_restore");
-        cmd.args(["--single-transaction", "--exit-on-error", "--no-password", "--dbname"]);
+        cmd.args(["--single-transaction", "--exit-on-error", "--no-password", "--use-list"]).arg(&list_file).arg("--dbname");
         cmd.arg(self.env.iter().find(|(k, _)| *k == "PGDATABASE").map(|(_, v)| v.as_str()).unwrap_or("postgres"));
         cmd.arg(file);
-        run(cmd, "pg_restore").await.map(drop)
+        let result = run(cmd, "pg_restore").await.map(drop);
+        let _ = std::fs::remove_file(&list_file);
+        result
     }
+}
+
+/// Whether a `pg_restore --list` line is the entry that creates schema `schema`
+/// (`3; 2615 16385 SCHEMA - t_acme t_acme`).
+fn creates_schema(line: &str, schema: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    matches!(words.as_slice(), [id, _, _, "SCHEMA", "-", name, ..] if id.ends_with(';') && *name == schema)
 }
 
 /// `pg_restore --list`: reads the whole archive's table of contents; fails on a damaged file.
@@ -132,6 +156,15 @@ mod tests {
     fn versions_parse() {
         assert_eq!(parse_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), Some(15));
         assert_eq!(parse_major("pg_restore (PostgreSQL) 9.6.24"), Some(9));
+    }
+
+    #[test]
+    fn only_the_schema_entry_is_left_out() {
+        assert!(creates_schema("3; 2615 16385 SCHEMA - t_acme t_acme", "t_acme"));
+        assert!(!creates_schema("3; 2615 16385 SCHEMA - t_acme2 t_acme2", "t_acme"));
+        assert!(!creates_schema("215; 1259 16386 TABLE t_acme projects t_acme", "t_acme"));
+        assert!(!creates_schema("4; 0 0 COMMENT - SCHEMA t_acme t_acme", "t_acme"));
+        assert!(!creates_schema(";     SCHEMA - t_acme", "t_acme"));
     }
 
     #[test]

@@ -39,6 +39,13 @@ pub struct ProductMigration {
     pub checksum: String,
 }
 
+impl ProductMigration {
+    /// `0002_events`: how logs and errors name it.
+    pub fn label(&self) -> String {
+        format!("{:04}_{}", self.version, self.name)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProductFile {

@@ -2,109 +2,20 @@
 //! slot. Everything here takes the current time as an argument, so tests drive it
 //! through slots without waiting for clocks; `scheduler` adds the clock.
 
-use std::collections::BTreeMap;
+
 
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
-use croner::{parser::CronParser, Cron};
-use serde::{Deserialize, Serialize};
+use croner::Cron;
+use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
 
+pub use crate::config::{ScheduleConfig, SchedulerConfig};
 use crate::{
     error::{Context as _, Error, Result},
     jobs::{prune_jobs::PruneJobs, Job},
     queue,
 };
-
-/// `[scheduler]` in the configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SchedulerConfig {
-    /// A slot missed while no scheduler ran is still enqueued within this many minutes.
-    pub catch_up_minutes: u32,
-    /// Named schedules; these merge over the four defaults (`enabled = false` turns one off).
-    pub schedules: BTreeMap<String, ScheduleConfig>,
-}
-
-/// One schedule in the configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Cron in UTC: `sec min hour day-of-month month day-of-week`, or the usual 5 fields.
-    pub cron: String,
-    /// `backup`, `vacuum` or `cleanup`.
-    pub job: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Jobs of one fan-out start spread over this many minutes, not all at the slot.
-    #[serde(default = "default_spread")]
-    pub spread_minutes: u32,
-    /// backup: routine backups to keep.
-    #[serde(default)]
-    pub keep: Option<u32>,
-    /// vacuum: what to run.
-    #[serde(default)]
-    pub vacuum: bool,
-    #[serde(default)]
-    pub analyze: bool,
-    #[serde(default)]
-    pub reindex: bool,
-    #[serde(default)]
-    pub full: bool,
-    /// cleanup: rows older than this many days go.
-    #[serde(default)]
-    pub older_than_days: Option<u32>,
-    /// cleanup: also prune finished queue rows (done after 7 days, dead after 30).
-    #[serde(default)]
-    pub prune_jobs: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_spread() -> u32 {
-    60
-}
-
-impl SchedulerConfig {
-    /// The catch-up window.
-    pub fn catch_up(&self) -> Duration {
-        Duration::minutes(self.catch_up_minutes as i64)
-    }
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig { catch_up_minutes: 6 * 60, schedules: BTreeMap::new() }
-    }
-}
-
-/// The four default schedules of DESIGN §5.
-fn defaults() -> BTreeMap<String, ScheduleConfig> {
-    let base = |cron: &str, job: &str| ScheduleConfig {
-        cron: cron.into(),
-        job: job.into(),
-        enabled: true,
-        spread_minutes: 60,
-        keep: None,
-        vacuum: false,
-        analyze: false,
-        reindex: false,
-        full: false,
-        older_than_days: None,
-        prune_jobs: false,
-    };
-    BTreeMap::from([
-        ("nightly_backup".into(), ScheduleConfig { keep: Some(7), ..base("0 0 2 * * *", "backup") }),
-        ("weekly_maintenance".into(), ScheduleConfig { vacuum: true, analyze: true, reindex: true, ..base("0 0 4 * * Sun", "vacuum") }),
-        ("monthly_vacuum".into(), ScheduleConfig { vacuum: true, ..base("0 0 3 1 * *", "vacuum") }),
-        (
-            "daily_cleanup".into(),
-            ScheduleConfig { older_than_days: Some(365), prune_jobs: true, spread_minutes: 30, ..base("0 0 5 * * *", "cleanup") },
-        ),
-    ])
-}
 
 /// A schedule ready to use.
 #[derive(Debug, Clone)]
@@ -119,9 +30,7 @@ pub struct Schedule {
 impl Schedule {
     /// The enabled schedules: the defaults with the configured ones merged over them.
     pub fn all(config: &SchedulerConfig) -> Result<Vec<Schedule>> {
-        let mut merged = defaults();
-        merged.extend(config.schedules.clone());
-        merged.into_iter().filter(|(_, c)| c.enabled).map(|(name, c)| Schedule::new(&name, c)).collect()
+        config.merged().into_iter().filter(|(_, c)| c.enabled).map(|(name, c)| Schedule::new(&name, c)).collect()
     }
 
     /// The enabled schedule called `name`.
@@ -134,30 +43,7 @@ impl Schedule {
     }
 
     fn new(name: &str, config: ScheduleConfig) -> Result<Schedule> {
-        let bad = |why: String| Error::Invalid(format!("schedule '{name}': {why}"));
-        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || name.is_empty() {
-            return Err(bad("names use a-z, 0-9 and '_'".into()));
-        }
-        match config.job.as_str() {
-            "backup" if config.keep == Some(0) => return Err(bad("keep must be at least 1".into())),
-            "vacuum" if !(config.vacuum || config.analyze || config.reindex || config.full) => {
-                return Err(bad("a vacuum schedule needs vacuum, analyze, reindex or full".into()))
-            }
-            "cleanup" if config.older_than_days.unwrap_or(0) == 0 => return Err(bad("cleanup needs older_than_days of at least 1".into())),
-            "backup" | "vacuum" | "cleanup" => {}
-            other => return Err(bad(format!("unknown job '{other}' (use backup, vacuum or cleanup)"))),
-        }
-        let cron_text = match config.cron.split_whitespace().count() {
-            5 => format!("0 {}", config.cron.trim()),
-            _ => config.cron.trim().to_owned(),
-        };
-        // The same parser settings as tokio-cron-scheduler, so both agree on the slots.
-        let cron = CronParser::builder()
-            .seconds(croner::parser::Seconds::Required)
-            .dom_and_dow(true)
-            .build()
-            .parse(&cron_text)
-            .map_err(|e| bad(format!("cron '{}' is not valid: {e}", config.cron)))?;
+        let (cron_text, cron) = config.parse(name)?;
         Ok(Schedule { name: name.to_owned(), cron_text, cron, config })
     }
 
@@ -346,7 +232,7 @@ mod tests {
     #[test]
     fn slots_are_whole_seconds_whatever_now_is() {
         let every_two =
-            Schedule::new("t", ScheduleConfig { cron: "*/2 * * * * *".into(), ..defaults()["nightly_backup"].clone() }).unwrap();
+            Schedule::new("t", ScheduleConfig { cron: "*/2 * * * * *".into(), ..SchedulerConfig::default().merged()["nightly_backup"].clone() }).unwrap();
         let now = at(12, 0) + Duration::milliseconds(2_526);
         let slots = every_two.due_slots(now, Duration::seconds(10));
         assert_eq!(slots.first(), Some(&(at(12, 0) - Duration::seconds(6))));
@@ -370,17 +256,17 @@ mod tests {
     #[test]
     fn configuration_merges_over_defaults_and_is_checked() {
         let mut config = SchedulerConfig::default();
-        let mut backup = defaults()["nightly_backup"].clone();
+        let mut backup = SchedulerConfig::default().merged()["nightly_backup"].clone();
         backup.cron = "30 1 * * *".into();
         config.schedules.insert("nightly_backup".into(), backup);
-        let mut off = defaults()["monthly_vacuum"].clone();
+        let mut off = SchedulerConfig::default().merged()["monthly_vacuum"].clone();
         off.enabled = false;
         config.schedules.insert("monthly_vacuum".into(), off);
         let all = Schedule::all(&config).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all.iter().find(|s| s.name == "nightly_backup").unwrap().current_slot(at(12, 0)), Some(at(1, 30)));
 
-        let mut bad = defaults()["daily_cleanup"].clone();
+        let mut bad = SchedulerConfig::default().merged()["daily_cleanup"].clone();
         bad.cron = "every day".into();
         config.schedules.insert("daily_cleanup".into(), bad);
         assert!(Schedule::all(&config).unwrap_err().to_string().contains("is not valid"));

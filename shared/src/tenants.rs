@@ -13,6 +13,7 @@ use crate::{
     jobs::provision_tenant::ProvisionTenant,
     naming::{Plan, Slug, TenantNames},
     password, queue,
+    secrets::Keyring,
 };
 
 /// A tenant as the registry holds it (the password is read only by [`credentials_url`]).
@@ -116,6 +117,16 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
     let host = hosts::choose(conn, new.host.as_deref()).await?;
     let isolation = new.plan.isolation();
     let names = TenantNames::derive(&config.database_prefix, &new.product, &new.slug, isolation)?;
+    let control_plane: String =
+        sqlx::query_scalar("SELECT current_database()::text").fetch_one(&mut *conn).await.context("failed to read the database name")?;
+    if names.database == control_plane {
+        return Err(Error::Invalid(format!(
+            "tenant '{}' of product '{}' would live in database {}, which is the control plane's: choose another slug or database_prefix",
+            new.slug, new.product, names.database
+        )));
+    }
+    // Sealed before it is written: the control plane never holds a plaintext password.
+    let sealed = Keyring::load(&config.key_sources())?.seal(&password::generate(), new.slug.as_str())?;
     let inserted: Option<Tenant> = sqlx::query_as(concat!(
         "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
                                             role_name, role_password, owner_email)
@@ -133,7 +144,7 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
     .bind(&names.database)
     .bind(&names.schema)
     .bind(&names.role)
-    .bind(password::generate())
+    .bind(sealed)
     .bind(&new.owner_email)
     .fetch_optional(&mut *conn)
     .await
@@ -250,16 +261,23 @@ pub async fn credentials_url(conn: &mut PgConnection, config: &Config, slug: &st
     if matches!(tenant.status.as_str(), "deleted" | "deleting") {
         return Err(Error::Conflict(format!("tenant '{slug}' is {}: it has no credentials any more", tenant.status)));
     }
-    let password: Option<String> = sqlx::query_scalar("SELECT role_password FROM tenant_master.tenants WHERE id = $1")
-        .bind(tenant.id)
-        .fetch_one(&mut *conn)
-        .await
-        .context("failed to read the tenant's credentials")?;
-    let password = password.ok_or_else(|| Error::Conflict(format!("tenant '{slug}' has no password yet")))?;
+    let password = role_password(conn, config, &tenant).await?;
     let options = hosts::admin_options(conn, config, &tenant.host).await?;
     let host = options.get_host();
     let host = if host.starts_with('/') { "localhost" } else { host };
     Ok(format!("postgres://{}:{}@{}:{}/{}", tenant.role, password, host, options.get_port(), tenant.database))
+}
+
+/// The tenant role's password, opened with the configured secret key: a secret, for
+/// setting the role's password and for `tenant credentials` only.
+pub async fn role_password(conn: &mut PgConnection, config: &Config, tenant: &Tenant) -> Result<String> {
+    let sealed: Option<String> = sqlx::query_scalar("SELECT role_password FROM tenant_master.tenants WHERE id = $1")
+        .bind(tenant.id)
+        .fetch_one(&mut *conn)
+        .await
+        .context("failed to read the tenant's password")?;
+    let sealed = sealed.ok_or_else(|| Error::Conflict(format!("tenant '{}' has no password (it was deleted)", tenant.slug)))?;
+    Keyring::load(&config.key_sources())?.open(&sealed, &tenant.slug)
 }
 
 /// Sets a tenant's status (and reason) and logs the change, in one statement pair on `conn`.

@@ -66,6 +66,10 @@ impl TestEnv {
         config.backup_dir = backups.path().to_owned();
         let mail = TempDir::new("mail");
         config.mail_dir = mail.path().to_owned();
+        // The key that seals tenant passwords, outside the control plane as in production.
+        let key_file = backups.path().with_extension("key");
+        std::fs::write(&key_file, tenant_master::secrets::SecretKey::generate()).unwrap();
+        config.secret_key_file = Some(key_file);
         config.worker.poll_interval_ms = 200;
         config.worker.heavy_slot_wait_secs = 60;
         // Tests run many workers at once: no fixed metrics port unless a test asks for one.
@@ -98,6 +102,7 @@ impl TestEnv {
             ("TENANT_MASTER_BACKUP_DIR", self.config.backup_dir.display().to_string()),
             ("TENANT_MASTER_MAIL_DIR", self.config.mail_dir.display().to_string()),
             ("SMTP_URL", self.config.mail.smtp_url.clone().unwrap_or_default()),
+            ("TENANT_MASTER_SECRET_KEY_FILE", self.config.secret_key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
             ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", w.poll_interval_ms.to_string()),
             ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", w.heartbeat_secs.to_string()),
             ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", w.missed_heartbeats.to_string()),
@@ -174,6 +179,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if let Some(key) = &self.config.secret_key_file {
+            let _ = std::fs::remove_file(key);
+        }
         let (control_db, prefix, suffix) = (self.control_db.clone(), self.config.database_prefix.clone(), self.suffix.clone());
         // Async cleanup from Drop: a thread with its own runtime, joined before returning.
         std::thread::spawn(move || {
@@ -197,7 +205,11 @@ async fn cleanup(control_db: &str, prefix: &str, suffix: &str) {
         let _ = db::ddl(&mut conn, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[&database]).await;
     }
     let roles: Vec<String> =
-        sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE starts_with(rolname, 't_') AND rolname LIKE '%\\_' || $1")
+        // Operator roles (`t_<slug>__op`) first, then the tenant roles they belong to.
+        sqlx::query_scalar(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 't_')
+               AND (rolname LIKE '%\\_' || $1 OR rolname LIKE '%\\_' || $1 || '\\_\\_op') ORDER BY rolname LIKE '%\\_\\_op' DESC",
+        )
             .bind(suffix)
             .fetch_all(&mut conn)
             .await

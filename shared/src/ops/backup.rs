@@ -17,8 +17,10 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::App,
+    ledger,
     lock::HostSlot,
-    pg_tools::{self, Target},
+    pg_tools,
+    tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
 
@@ -60,14 +62,15 @@ fn partial(path: &Path) -> PathBuf {
 }
 
 async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job_id: &str) -> Result<Backup> {
-    let admin_url = hosts::admin_url(cp, &app.config, &tenant.host).await?;
+    // pg_dump reads the tenant's tables (and may meet its code): it runs with its rights.
+    let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
     let mut tenant_db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;
     let server_major: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int / 10000")
         .fetch_one(&mut tenant_db)
         .await
         .context("failed to read the server version")?;
     pg_tools::ensure_tools_match(server_major as u32).await?;
-    let versions = super::provision::applied_versions(&mut tenant_db, &tenant.schema).await?;
+    let versions = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?;
     drop(tenant_db);
 
     let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
@@ -79,7 +82,7 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
     fault::point(&tenant.slug, "backup:registered")?;
 
     let partial = partial(&path);
-    let target = Target::new(&admin_url, &tenant.database)?;
+    let target = access.tool_target()?;
     if let Err(e) = target.dump_schema(&tenant.schema, &partial).await {
         // Leave nothing half-written behind; earlier backups are untouched.
         let _ = tokio::fs::remove_file(&partial).await;

@@ -10,10 +10,12 @@ use crate::{
     activity,
     backups::Kind,
     db::{self, ddl},
+    deployment,
     error::{Context as _, Error, Result},
-    fault, hosts,
+    fault, guard, hosts,
     jobs::App,
-    naming::{owner_marker, Isolation},
+    ledger,
+    naming::{aside_schema, operator_role, Isolation},
     ops::{access, backup},
     tenants::{self, Tenant},
 };
@@ -44,8 +46,10 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
             tenant = tenants::get(&mut cp, slug).await?;
         }
     }
+    let marker = deployment::marker(&mut cp, slug).await?;
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-    let role_exists = role_is_ours(&mut server, &tenant).await?;
+    let operator = operator_role(&tenant.role);
+    let role_is_ours = guard::role_is_ours(&mut server, &tenant.role, &marker).await?;
 
     if schema_exists(&mut cp, app, &tenant).await? {
         let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
@@ -54,31 +58,33 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     }
     fault::point(slug, "delete:backup")?;
 
-    if role_exists {
+    if role_is_ours {
         access::block_login(&mut server, &tenant).await?;
     }
+    // Only what carries this deployment's marker is dropped; each check sits right before its DROP.
     match Isolation::parse(&tenant.isolation)? {
-        Isolation::Database => ddl(&mut server, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[&tenant.database]).await?,
+        Isolation::Database => guard::drop_database(&mut server, &tenant.database, &marker).await?,
         Isolation::Schema => {
             if db::database_exists(&mut server, &tenant.database).await? {
                 let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-                ddl(&mut db, "DROP SCHEMA IF EXISTS %I CASCADE", &[&tenant.schema]).await?;
-                sqlx::query("DELETE FROM tenant_master_meta.applied_migrations WHERE schema_name = $1")
-                    .bind(&tenant.schema)
-                    .execute(&mut db)
-                    .await
-                    .context("failed to forget the tenant's migrations")?;
-                if role_exists {
-                    ddl(&mut db, "DROP OWNED BY %I", &[&tenant.role]).await?;
+                guard::drop_schema(&mut db, &mut server, &aside_schema(&tenant.schema), &tenant.role, &marker).await?;
+                guard::drop_schema(&mut db, &mut server, &tenant.schema, &tenant.role, &marker).await?;
+                ledger::forget(&mut db, &tenant.schema).await?;
+                // What is left of the roles here (grants, default privileges) goes with them.
+                for role in [&operator, &tenant.role] {
+                    if guard::role_is_ours(&mut server, role, &marker).await? {
+                        ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
+                    }
+                }
+                if role_is_ours {
                     ddl(&mut server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
                 }
             }
         }
     }
     fault::point(slug, "delete:data")?;
-    if role_exists {
-        ddl(&mut server, "DROP ROLE IF EXISTS %I", &[&tenant.role]).await?;
-    }
+    guard::drop_role(&mut server, &operator, &marker).await?;
+    guard::drop_role(&mut server, &tenant.role, &marker).await?;
     sqlx::query(
         "UPDATE tenant_master.tenants SET status = 'deleted', deleted_at = now(), updated_at = now(), role_password = NULL WHERE id = $1",
     )
@@ -87,15 +93,6 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     .await
     .context("failed to mark the tenant deleted")?;
     activity::record(&mut cp, actor, Some(tenant.id), "tenant.deleted", json!({ "from": "deleting" })).await
-}
-
-async fn role_is_ours(server: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
-    let comment: Option<Option<String>> = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
-        .bind(&tenant.role)
-        .fetch_optional(server)
-        .await
-        .context("failed to look up the tenant role")?;
-    Ok(comment.flatten().is_some_and(|c| c == owner_marker(&tenant.slug)))
 }
 
 async fn schema_exists(cp: &mut PgConnection, app: &App, tenant: &Tenant) -> Result<bool> {

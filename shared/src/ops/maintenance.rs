@@ -1,5 +1,11 @@
 //! VACUUM / ANALYZE / REINDEX over one tenant's tables (safe to repeat), and Cleanup:
 //! deleting rows older than N days from the product's prunable tables, in batches.
+//!
+//! Both run in an operator session (the tenant's rights): a DELETE fires the tenant's
+//! triggers, a count may meet its views, and VACUUM FULL / REINDEX / ANALYZE evaluate its
+//! index expressions. The tenant's role owns its tables, so it may maintain them. Our
+//! statements are composed here and name every operator in full: tenant code may have
+//! changed the session's `search_path` before they run.
 
 use std::time::Instant;
 
@@ -10,12 +16,12 @@ use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::{
     activity,
-    db::{self, ddl},
     error::{Context as _, Error, Result},
-    hosts,
     jobs::App,
     lock::HostSlot,
+    naming::quote_ident,
     products,
+    tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
 
@@ -65,13 +71,15 @@ pub async fn maintain(app: &App, slug: &str, tasks: Tasks, actor: &str) -> Resul
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = live_tenant(&mut cp, slug).await?;
     let started = Instant::now();
-    let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT relname::text FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind IN ('r', 'm') ORDER BY 1")
-            .bind(&tenant.schema)
-            .fetch_all(&mut db)
-            .await
-            .context("failed to list the tenant's tables")?;
+    let mut db = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?.connect().await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relkind IN ('r', 'm') ORDER BY 1",
+    )
+    .bind(&tenant.schema)
+    .fetch_all(&mut db)
+    .await
+    .context("failed to list the tenant's tables")?;
     let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
     let result = run_tasks(&mut db, &tenant, &tables, tasks).await;
     slot.release().await;
@@ -91,20 +99,22 @@ pub async fn maintain(app: &App, slug: &str, tasks: Tasks, actor: &str) -> Resul
 async fn run_tasks(db: &mut PgConnection, tenant: &Tenant, tables: &[String], tasks: Tasks) -> Result<()> {
     // VACUUM cannot run inside a transaction: each statement runs on its own.
     let vacuum = match (tasks.vacuum || tasks.full, tasks.full, tasks.analyze) {
-        (false, _, true) => Some("ANALYZE %I.%I"),
+        (false, _, true) => Some("ANALYZE"),
         (false, _, false) => None,
-        (true, true, true) => Some("VACUUM (FULL, ANALYZE) %I.%I"),
-        (true, true, false) => Some("VACUUM (FULL) %I.%I"),
-        (true, false, true) => Some("VACUUM (ANALYZE) %I.%I"),
-        (true, false, false) => Some("VACUUM %I.%I"),
+        (true, true, true) => Some("VACUUM (FULL, ANALYZE)"),
+        (true, true, false) => Some("VACUUM (FULL)"),
+        (true, false, true) => Some("VACUUM (ANALYZE)"),
+        (true, false, false) => Some("VACUUM"),
     };
-    if let Some(template) = vacuum {
+    if let Some(command) = vacuum {
         for table in tables {
-            ddl(db, template, &[&tenant.schema, table]).await?;
+            let sql = format!("{command} {}.{}", quote_ident(&tenant.schema), quote_ident(table));
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *db).await.context(format!("failed to run {command} on {table}"))?;
         }
     }
     if tasks.reindex {
-        ddl(db, "REINDEX SCHEMA CONCURRENTLY %I", &[&tenant.schema]).await?;
+        let sql = format!("REINDEX SCHEMA CONCURRENTLY {}", quote_ident(&tenant.schema));
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *db).await.context("failed to run REINDEX")?;
     }
     Ok(())
 }
@@ -116,21 +126,33 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
     let tenant = live_tenant(&mut cp, slug).await?;
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     let cutoff = Utc::now() - chrono::Duration::days(older_than_days as i64);
-    let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    let mut db = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?.connect().await?;
     let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
     let mut tables = Vec::new();
     for prunable in &product.prunable {
         let count = if dry_run {
-            let sql =
-                db::compose(&mut db, "SELECT count(*) FROM %I.%I WHERE %I < $1", &[&tenant.schema, &prunable.table, &prunable.column])
-                    .await?;
-            sqlx::query_scalar(AssertSqlSafe(sql))
-                .bind(cutoff)
-                .fetch_one(&mut db)
-                .await
-                .context(format!("failed to count old rows of {}", prunable.table))?
+            let sql = format!(
+                "SELECT pg_catalog.count(*) FROM {}.{} WHERE {} OPERATOR(pg_catalog.<) $1",
+                quote_ident(&tenant.schema),
+                quote_ident(&prunable.table),
+                quote_ident(&prunable.column)
+            );
+            let counted = sqlx::query_scalar(AssertSqlSafe(sql)).bind(cutoff).fetch_one(&mut db).await;
+            match counted {
+                Ok(n) => n,
+                Err(e) => {
+                    slot.release().await;
+                    return Err(e).context(format!("failed to count old rows of {}", prunable.table));
+                }
+            }
         } else {
-            delete_in_batches(&mut db, &tenant, &prunable.table, &prunable.column, cutoff).await?
+            match delete_in_batches(&mut db, &tenant, &prunable.table, &prunable.column, cutoff).await {
+                Ok(n) => n,
+                Err(e) => {
+                    slot.release().await;
+                    return Err(e);
+                }
+            }
         };
         tables.push((prunable.table.clone(), count));
     }
@@ -141,12 +163,10 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
 }
 
 async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, column: &str, cutoff: DateTime<Utc>) -> Result<i64> {
-    let sql = db::compose(
-        db,
-        "DELETE FROM %I.%I WHERE ctid = ANY (ARRAY (SELECT ctid FROM %I.%I WHERE %I < $1 LIMIT $2))",
-        &[&tenant.schema, table, &tenant.schema, table, column],
-    )
-    .await?;
+    let (schema, table_q, column) = (quote_ident(&tenant.schema), quote_ident(table), quote_ident(column));
+    let sql = format!(
+        "DELETE FROM {schema}.{table_q} WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY (SELECT ctid FROM {schema}.{table_q} WHERE {column} OPERATOR(pg_catalog.<) $1 LIMIT $2))"
+    );
     let mut total = 0;
     loop {
         let deleted = sqlx::query(AssertSqlSafe(sql.clone()))
@@ -157,6 +177,7 @@ async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, 
             .context(format!("failed to delete old rows of {table}"))?
             .rows_affected() as i64;
         total += deleted;
+        // A tenant trigger may skip rows; fewer than a batch means nothing more to do.
         if deleted < CLEANUP_BATCH {
             return Ok(total);
         }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod backup;
 pub mod delete;
 pub mod maintenance;
+pub mod migrations;
 pub mod provision;
 pub mod prune;
 pub mod restore;

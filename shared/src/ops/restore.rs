@@ -2,11 +2,12 @@
 //!
 //! Order: verify the file (size, sha256, archive listing); take a `pre_restore` safety
 //! backup; hold the tenant's login and end its sessions; rename the live schema aside
-//! (pg_restore cannot restore under another name); `pg_restore --single-transaction`;
-//! only once that committed, drop the set-aside schema. On a failed restore its
-//! transaction leaves nothing and the set-aside schema is renamed back. A run cut short
-//! anywhere is finished (or undone) by the next run from what it finds: live schema,
-//! set-aside schema, or both.
+//! (pg_restore cannot restore under another name) and create an empty one in its place;
+//! `pg_restore --single-transaction` into it, logged in with the tenant's rights (the
+//! archive's COPY runs the tenant's CHECK and default functions); only once that
+//! committed, drop the set-aside schema. On a failed restore its transaction leaves
+//! nothing and the set-aside schema is renamed back. A run cut short anywhere is finished
+//! (or undone) by the next run from what it finds (see [`Stage`]).
 
 use serde_json::json;
 use sqlx::PgConnection;
@@ -15,13 +16,16 @@ use crate::{
     activity,
     backups::{self, Backup, Kind},
     db::ddl,
+    deployment,
     error::{Context as _, Error, Result},
-    fault, hosts,
+    fault, guard, hosts,
     jobs::App,
+    ledger,
     lock::HostSlot,
-    ops::{access, backup, provision},
-    pg_tools::Target,
+    naming::aside_schema,
+    ops::{access, backup, migrations},
     products,
+    tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
 
@@ -48,14 +52,16 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     let safety = backup::backup(app, slug, Kind::PreRestore, None, job_id).await?;
     fault::point(slug, "restore:safety_backup")?;
 
+    let marker = deployment::marker(&mut cp, slug).await?;
+    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
     access::block_login(&mut tenant_db, &tenant).await?;
-    let outcome = replace_schema(app, &mut cp, &mut tenant_db, &tenant, &chosen).await;
+    let outcome = replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker).await;
     if let Err(e) = outcome {
         // A simulated crash leaves things as a real one would, for the rerun to find.
         if !e.is_injected() {
             // Whatever failed, the live data must be back under its own name before we return.
-            put_back_aside(&mut tenant_db, &tenant).await?;
+            put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
             give_login_back(&mut tenant_db, &tenant).await?;
         }
         return Err(e);
@@ -77,80 +83,114 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
 pub async fn recover(app: &App, slug: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
+    let marker = deployment::marker(&mut cp, slug).await?;
+    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-    put_back_aside(&mut tenant_db, &tenant).await?;
+    put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
     give_login_back(&mut tenant_db, &tenant).await
 }
 
-/// The name the live schema waits under while a restore runs.
-fn aside_name(tenant: &Tenant) -> String {
-    format!("{}__restore_aside", tenant.schema)
+/// Where a restore stands, read from the schemas alone.
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    /// Only the live schema: nothing was moved yet.
+    Start,
+    /// The live data is set aside; the live name is free or holds an empty schema.
+    AsideOnly { empty_live: bool },
+    /// The restore committed (the live schema has objects again); the old copy is aside.
+    Restored,
 }
 
-async fn replace_schema(app: &App, cp: &mut PgConnection, tenant_db: &mut PgConnection, tenant: &Tenant, chosen: &Backup) -> Result<()> {
-    let aside = aside_name(tenant);
-    let live_exists = schema_exists(tenant_db, &tenant.schema).await?;
-    let aside_exists = schema_exists(tenant_db, &aside).await?;
-    let restored_before = match (live_exists, aside_exists) {
-        // An earlier run restored and committed, then stopped before dropping the old copy.
-        (true, true) => true,
-        (true, false) => {
-            ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await?;
-            false
-        }
-        // An earlier run set the live schema aside and stopped before restoring.
-        (false, _) => false,
-    };
+async fn stage(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<Stage> {
+    let live = schema_objects(tenant_db, &tenant.schema).await?;
+    let aside = schema_objects(tenant_db, &aside_schema(&tenant.schema)).await?;
+    match (live, aside) {
+        (Some(_), None) => Ok(Stage::Start),
+        (None, Some(_)) => Ok(Stage::AsideOnly { empty_live: false }),
+        // pg_restore runs in one transaction: an empty live schema means it did not commit.
+        (Some(0), Some(_)) => Ok(Stage::AsideOnly { empty_live: true }),
+        (Some(_), Some(_)) => Ok(Stage::Restored),
+        (None, None) => Err(Error::Fatal(format!(
+            "tenant '{}' has neither its schema {} nor a set-aside copy in {}: restore it from a backup by id",
+            tenant.slug, tenant.schema, tenant.database
+        ))),
+    }
+}
+
+async fn replace_schema(
+    app: &App,
+    cp: &mut PgConnection,
+    tenant_db: &mut PgConnection,
+    server: &mut PgConnection,
+    tenant: &Tenant,
+    chosen: &Backup,
+    marker: &str,
+) -> Result<()> {
+    let aside = aside_schema(&tenant.schema);
+    let stage = stage(tenant_db, tenant).await?;
+    if stage == Stage::Start {
+        ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await?;
+    }
     fault::point(&tenant.slug, "restore:set_aside")?;
-    if !restored_before {
-        let admin_url = hosts::admin_url(cp, &app.config, &tenant.host).await?;
+    if matches!(stage, Stage::Start | Stage::AsideOnly { empty_live: false }) {
+        // An empty schema for pg_restore to fill: creating schemas is not among the
+        // tenant's rights, so an admin makes it (no tenant code runs in CREATE SCHEMA).
+        ddl(tenant_db, "CREATE SCHEMA %I AUTHORIZATION %I", &[&tenant.schema, &tenant.role]).await?;
+    }
+    if stage != Stage::Restored {
+        let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
         let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
-        let result = Target::new(&admin_url, &tenant.database)?.restore(&chosen.path()).await;
+        // As the tenant: COPY evaluates the tenant's CHECK, default and index functions.
+        let result = access.tool_target()?.restore_into_schema(&chosen.path(), &tenant.schema).await;
         slot.release().await;
         result.map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
     }
     fault::point(&tenant.slug, "restore:restored")?;
-    if schema_exists(tenant_db, &aside).await? {
-        ddl(tenant_db, "DROP SCHEMA %I CASCADE", &[&aside]).await?;
-    }
-    bring_migrations_up_to_date(app, tenant_db, tenant, chosen).await
+    guard::drop_schema(tenant_db, server, &aside, &tenant.role, marker).await?;
+    bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
 }
 
 /// The restored schema has the migrations it had at backup time; record exactly those,
-/// then apply what the product added since.
-async fn bring_migrations_up_to_date(app: &App, tenant_db: &mut PgConnection, tenant: &Tenant, chosen: &Backup) -> Result<()> {
-    sqlx::query("DELETE FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 AND NOT (version = ANY($2))")
-        .bind(&tenant.schema)
-        .bind(&chosen.schema_versions)
-        .execute(&mut *tenant_db)
-        .await
-        .context("failed to reset the applied migrations to the backup's")?;
+/// then apply what the product added since (as the tenant).
+async fn bring_migrations_up_to_date(app: &App, cp: &mut PgConnection, tenant_db: &mut PgConnection, tenant: &Tenant, chosen: &Backup) -> Result<()> {
+    ledger::keep_only(tenant_db, &tenant.schema, &chosen.schema_versions).await?;
     let product = products::load(&app.config.products_dir, &tenant.product)?;
+    let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
+    ledger::ensure(tenant_db, access.role()).await?;
+    let mut operator = access.connect().await?;
     for migration in &product.migrations {
-        provision::apply_migration(tenant_db, tenant, migration).await?;
+        migrations::apply(tenant_db, &mut operator, tenant, migration).await?;
     }
     Ok(())
 }
 
-async fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema)
-        .fetch_one(conn)
-        .await
-        .context("failed to look up a schema")
+/// The number of tables, functions and types in `schema`, or None if it does not exist.
+async fn schema_objects(conn: &mut PgConnection, schema: &str) -> Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = n.oid) + (SELECT count(*) FROM pg_proc WHERE pronamespace = n.oid)
+              + (SELECT count(*) FROM pg_type WHERE typnamespace = n.oid)
+         FROM pg_namespace n WHERE nspname = $1",
+    )
+    .bind(schema)
+    .fetch_optional(conn)
+    .await
+    .context("failed to look up a schema")
 }
 
-/// If the live schema is missing and the set-aside copy exists, renames it back; if both
-/// exist the restore committed, and the set-aside copy is dropped.
-async fn put_back_aside(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    let aside = aside_name(tenant);
-    if !schema_exists(tenant_db, &aside).await? {
-        return Ok(());
-    }
-    if schema_exists(tenant_db, &tenant.schema).await? {
-        ddl(tenant_db, "DROP SCHEMA %I CASCADE", &[&aside]).await
-    } else {
-        ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&aside, &tenant.schema]).await
+/// Puts the live data back under its name after a failed or abandoned restore: if the
+/// restore committed, only the old copy goes; if not, the empty schema it was meant to
+/// fill goes and the set-aside copy takes its name back.
+async fn put_back_aside(tenant_db: &mut PgConnection, server: &mut PgConnection, tenant: &Tenant, marker: &str) -> Result<()> {
+    let aside = aside_schema(&tenant.schema);
+    match stage(tenant_db, tenant).await? {
+        Stage::Start => Ok(()),
+        Stage::Restored => guard::drop_schema(tenant_db, server, &aside, &tenant.role, marker).await,
+        Stage::AsideOnly { empty_live } => {
+            if empty_live {
+                guard::drop_schema(tenant_db, server, &tenant.schema, &tenant.role, marker).await?;
+            }
+            ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&aside, &tenant.schema]).await
+        }
     }
 }
 

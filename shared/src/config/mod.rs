@@ -11,6 +11,10 @@ use std::{
 
 use serde::Deserialize;
 
+mod schedules;
+
+pub use schedules::{ScheduleConfig, SchedulerConfig};
+
 use crate::error::{Context as _, Error, Result};
 
 /// The default control-plane database: the local server, as the current OS user.
@@ -35,9 +39,17 @@ pub struct Config {
     /// Backup retention.
     pub backups: BackupConfig,
     /// `tenant-scheduler`'s schedules.
-    pub scheduler: crate::schedule::SchedulerConfig,
+    pub scheduler: SchedulerConfig,
     /// Outgoing mail.
     pub mail: MailConfig,
+    /// The key file that seals tenant passwords at rest; never inside the control plane.
+    /// Env: `TENANT_MASTER_SECRET_KEY_FILE`, or the key itself in `TENANT_MASTER_SECRET_KEY`.
+    pub secret_key_file: Option<PathBuf>,
+    /// The previous key while `tenantctl key rotate` re-seals. Env: `TENANT_MASTER_OLD_SECRET_KEY_FILE`.
+    pub old_secret_key_file: Option<PathBuf>,
+    /// The key itself, from `TENANT_MASTER_SECRET_KEY` only (never from a file of settings).
+    #[serde(skip)]
+    pub secret_key: Option<String>,
 }
 
 /// `[mail]`: the welcome mail. The SMTP URL is a secret: it comes from `SMTP_URL` only.
@@ -147,6 +159,9 @@ impl Default for Config {
             backups: BackupConfig::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
+            secret_key_file: None,
+            old_secret_key_file: None,
+            secret_key: None,
         }
     }
 }
@@ -212,6 +227,15 @@ impl Config {
                 *slot = PathBuf::from(v);
             }
         }
+        if let Some(v) = get("TENANT_MASTER_SECRET_KEY").filter(|v| !v.is_empty()) {
+            self.secret_key = Some(v);
+        }
+        if let Some(v) = get("TENANT_MASTER_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
+            self.secret_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("TENANT_MASTER_OLD_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
+            self.old_secret_key_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = get("SMTP_URL").filter(|v| !v.is_empty()) {
             self.mail.smtp_url = Some(v);
         }
@@ -258,10 +282,19 @@ impl Config {
         Ok(())
     }
 
+    /// Where the keys that seal tenant passwords come from.
+    pub fn key_sources(&self) -> crate::secrets::KeySources {
+        crate::secrets::KeySources {
+            inline: self.secret_key.clone(),
+            file: self.secret_key_file.clone(),
+            old_file: self.old_secret_key_file.clone(),
+        }
+    }
+
     /// Refuses settings that would fail later in a less obvious way.
     pub fn validate(&self) -> Result<()> {
         crate::naming::validate_database_prefix(&self.database_prefix)?;
-        crate::schedule::Schedule::all(&self.scheduler)?;
+        self.scheduler.validate()?;
         let w = &self.worker;
         if self.backups.keep == 0 || self.backups.keep_per_plan.values().any(|k| *k == 0) {
             return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
@@ -311,6 +344,9 @@ impl fmt::Debug for Config {
             .field("backups", &self.backups)
             .field("scheduler", &self.scheduler)
             .field("mail", &self.mail)
+            .field("secret_key_file", &self.secret_key_file)
+            .field("old_secret_key_file", &self.old_secret_key_file)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
             .finish()
     }
 }

@@ -1,0 +1,125 @@
+//! Keeping tenant passwords sealed: sealing plaintext rows left from before encryption
+//! (`tenantctl migrate`) and re-sealing every row under a new key (`tenantctl key rotate`).
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::{
+    config::Config,
+    deployment,
+    error::{Context as _, Error, Result},
+    hosts,
+    naming::{legacy_owner_marker, operator_role, Isolation},
+    secrets::Keyring,
+};
+
+/// What a rotation did.
+#[derive(Debug, Default, Serialize)]
+pub struct Rotation {
+    /// The key every password is sealed with now.
+    pub key_id: String,
+    /// Rows re-sealed by this run.
+    pub resealed: usize,
+    /// Rows that were sealed with the current key already.
+    pub unchanged: usize,
+}
+
+async fn stored_passwords(tx: &mut PgConnection) -> Result<Vec<(i64, String, String)>> {
+    sqlx::query_as("SELECT id, slug, role_password FROM tenant_master.tenants WHERE role_password IS NOT NULL ORDER BY id FOR UPDATE")
+        .fetch_all(tx)
+        .await
+        .context("failed to read the stored tenant passwords")
+}
+
+async fn store(tx: &mut PgConnection, id: i64, sealed: &str) -> Result<()> {
+    sqlx::query("UPDATE tenant_master.tenants SET role_password = $2 WHERE id = $1")
+        .bind(id)
+        .bind(sealed)
+        .execute(tx)
+        .await
+        .context("failed to store a sealed password")?;
+    Ok(())
+}
+
+/// Seals the passwords stored in plaintext by releases before encryption; returns how many.
+/// Needs the key only when such rows exist.
+pub async fn seal_plaintext(pool: &PgPool, config: &Config) -> Result<usize> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let plain: Vec<(i64, String, String)> =
+        stored_passwords(&mut tx).await?.into_iter().filter(|(_, _, stored)| !Keyring::is_sealed(stored)).collect();
+    if plain.is_empty() {
+        return Ok(0);
+    }
+    let keys = Keyring::load(&config.key_sources())?;
+    if keys.current().is_err() {
+        return Err(Error::Invalid(format!(
+            "{} tenant password(s) are stored unencrypted: configure the secret key (TENANT_MASTER_SECRET_KEY_FILE) and run `tenantctl migrate` again",
+            plain.len()
+        )));
+    }
+    for (id, slug, password) in &plain {
+        store(&mut tx, *id, &keys.seal(password, slug)?).await?;
+    }
+    tx.commit().await.context("failed to commit the sealed passwords")?;
+    Ok(plain.len())
+}
+
+/// Re-seals every stored password under the current key, opening each with the current or
+/// the old key; all or nothing.
+pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
+    let keys = Keyring::load(&config.key_sources())?;
+    let current = keys.current()?.id().to_owned();
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let mut rotation = Rotation { key_id: current.clone(), ..Rotation::default() };
+    for (id, slug, stored) in stored_passwords(&mut tx).await? {
+        if Keyring::key_id_of(&stored) == Some(current.as_str()) {
+            rotation.unchanged += 1;
+            continue;
+        }
+        let password = if Keyring::is_sealed(&stored) { keys.open(&stored, &slug)? } else { stored };
+        store(&mut tx, id, &keys.seal(&password, &slug)?).await?;
+        rotation.resealed += 1;
+    }
+    tx.commit().await.context("failed to commit the re-sealed passwords")?;
+    Ok(rotation)
+}
+
+/// Gives the roles and databases marked by the first release (`tenant-master:<slug>`, no
+/// deployment) this deployment's marker, for the tenants of this registry only.
+pub async fn upgrade_legacy_markers(pool: &PgPool, config: &Config) -> Result<usize> {
+    let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenants: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT slug, host, role_name, database_name, isolation FROM tenant_master.tenants WHERE status <> 'deleted' ORDER BY host, slug",
+    )
+    .fetch_all(&mut *cp)
+    .await
+    .context("failed to list tenants")?;
+    let deployment = deployment::id(&mut cp).await?;
+    let mut upgraded = 0;
+    let mut current_host: Option<(String, PgConnection)> = None;
+    for (slug, host, role, database, isolation) in tenants {
+        if current_host.as_ref().is_none_or(|(h, _)| *h != host) {
+            current_host = Some((host.clone(), hosts::connect_admin(&mut cp, config, &host).await?));
+        }
+        let admin = &mut current_host.as_mut().expect("connected above").1;
+        let (legacy, marker) = (legacy_owner_marker(&slug), crate::naming::owner_marker(&deployment, &slug));
+        let mut targets = vec![("pg_authid", role.clone()), ("pg_authid", operator_role(&role))];
+        if Isolation::parse(&isolation)? == Isolation::Database {
+            targets.push(("pg_database", database));
+        }
+        for (catalog, name) in targets {
+            let query = match catalog {
+                "pg_authid" => "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                _ => "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            };
+            let comment: Option<Option<String>> =
+                sqlx::query_scalar(query).bind(&name).fetch_optional(&mut *admin).await.context("failed to read a marker")?;
+            if comment.flatten().as_deref() == Some(legacy.as_str()) {
+                let template = if catalog == "pg_authid" { "COMMENT ON ROLE %I IS %L" } else { "COMMENT ON DATABASE %I IS %L" };
+                crate::db::ddl(admin, template, &[&name, &marker]).await?;
+                upgraded += 1;
+            }
+        }
+    }
+    Ok(upgraded)
+}

@@ -1,0 +1,104 @@
+//! The product-migration ledger of each tenant database, in schema `tenant_master_meta`,
+//! out of tenants' reach (no privilege for PUBLIC).
+//!
+//! Admin connections read it. A migration runs in an operator session (the tenant's
+//! rights, see `tenant_session`), and records itself in the same transaction through
+//! `tenant_master_meta.record_migration`: a SECURITY DEFINER function that writes a row
+//! for the schema of the *calling* operator role only. So tenant code that runs during a
+//! migration can at most mark its own schema's migrations, never another tenant's.
+
+use sqlx::{Acquire, PgConnection};
+
+use crate::{
+    db::ddl,
+    error::{Context as _, Result},
+};
+
+/// Serializes creating the ledger in a database (arbitrary constant, "tmmeta").
+const LEDGER_LOCK: i64 = 0x746d_6d65_7461;
+
+/// Creates the ledger and its recording function if missing and lets `operator` record
+/// migrations of its own schema. Runs on an admin connection to the tenant's database.
+pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
+    let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LEDGER_LOCK).execute(&mut *tx).await.context("failed to lock the ledger setup")?;
+    let missing: bool = sqlx::query_scalar("SELECT to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NULL")
+        .fetch_one(&mut *tx)
+        .await
+        .context("failed to look up the migration ledger")?;
+    if missing {
+        // The function trusts nothing from its caller but the version, name and checksum:
+        // the schema comes from the session's login role, t_<slug>__op -> t_<slug>.
+        sqlx::raw_sql(
+            "CREATE SCHEMA IF NOT EXISTS tenant_master_meta;
+             REVOKE ALL ON SCHEMA tenant_master_meta FROM PUBLIC;
+             CREATE TABLE IF NOT EXISTS tenant_master_meta.applied_migrations (
+                 schema_name text NOT NULL, version bigint NOT NULL, name text NOT NULL, checksum text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, version));
+             REVOKE ALL ON SCHEMA public FROM PUBLIC;
+             CREATE FUNCTION tenant_master_meta.record_migration(p_version bigint, p_name text, p_checksum text)
+             RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+             BEGIN
+                 IF session_user::text !~ '^t_[a-z][a-z0-9_]*__op$' THEN
+                     RAISE EXCEPTION 'only a tenant operator role records its migrations' USING ERRCODE = '42501';
+                 END IF;
+                 INSERT INTO tenant_master_meta.applied_migrations (schema_name, version, name, checksum)
+                 VALUES (left(session_user::text, -4), p_version, p_name, p_checksum);
+             END
+             $f$;
+             REVOKE ALL ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) FROM PUBLIC;",
+        )
+        .execute(&mut *tx)
+        .await
+        .context("failed to create the migration ledger")?;
+    }
+    ddl(&mut tx, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
+    ddl(&mut tx, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator]).await?;
+    tx.commit().await.context("failed to commit the migration ledger")?;
+    Ok(())
+}
+
+/// The checksum recorded for `version` of `schema`, if it was applied.
+pub async fn checksum(admin_db: &mut PgConnection, schema: &str, version: i64) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT checksum FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 AND version = $2")
+        .bind(schema)
+        .bind(version)
+        .fetch_optional(admin_db)
+        .await
+        .context("failed to read the applied migrations")
+}
+
+/// The product migrations applied to `schema`, in order (none if the ledger is missing).
+pub async fn applied_versions(admin_db: &mut PgConnection, schema: &str) -> Result<Vec<i64>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master_meta.applied_migrations') IS NOT NULL")
+        .fetch_one(&mut *admin_db)
+        .await
+        .context("failed to look up the migration ledger")?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY version")
+        .bind(schema)
+        .fetch_all(admin_db)
+        .await
+        .context("failed to read the applied migrations")
+}
+
+/// Forgets every migration of `schema` except `keep` (a restore puts back a backup's).
+pub async fn keep_only(admin_db: &mut PgConnection, schema: &str, keep: &[i64]) -> Result<()> {
+    sqlx::query("DELETE FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 AND NOT (version = ANY($2))")
+        .bind(schema)
+        .bind(keep)
+        .execute(admin_db)
+        .await
+        .context("failed to reset the applied migrations")?;
+    Ok(())
+}
+
+/// Forgets every migration of `schema` (its tenant was deleted).
+pub async fn forget(admin_db: &mut PgConnection, schema: &str) -> Result<()> {
+    if applied_versions(admin_db, schema).await?.is_empty() {
+        return Ok(());
+    }
+    keep_only(admin_db, schema, &[]).await
+}

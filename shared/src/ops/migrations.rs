@@ -1,0 +1,53 @@
+//! Product migrations of one tenant's schema.
+//!
+//! A migration runs in an operator session (the tenant's rights only: its DML fires the
+//! tenant's triggers), as the tenant's role so what it creates belongs to the tenant, and
+//! records itself in the ledger in the same transaction, so each is applied exactly once
+//! however often a job reruns. The statements around it are composed here, not by the
+//! server's `format()`: tenant code earlier in the session may have changed its
+//! `search_path`, and nothing it named may take part in our own SQL.
+
+use sqlx::{Acquire, AssertSqlSafe, PgConnection};
+
+use crate::{
+    error::{Context as _, Error, Result},
+    ledger,
+    naming::quote_ident,
+    products::ProductMigration,
+    tenants::Tenant,
+};
+
+/// Applies `migration` to the tenant's schema unless the ledger has it; false if it had.
+/// `admin_db` reads the ledger; `operator` is the tenant's operator session.
+pub async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, tenant: &Tenant, migration: &ProductMigration) -> Result<bool> {
+    let label = migration.label();
+    match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
+        Some(checksum) if checksum == migration.checksum => return Ok(false),
+        Some(_) => {
+            return Err(Error::Fatal(format!(
+                "product migration {label} of '{}' changed after it was applied to {}; restore the original file and add a new migration",
+                tenant.product, tenant.slug
+            )))
+        }
+        None => {}
+    }
+    let mut tx = operator.begin().await.context("failed to start a transaction")?;
+    let enter = format!("SET LOCAL ROLE {}; SET LOCAL search_path TO {}", quote_ident(&tenant.role), quote_ident(&tenant.schema));
+    sqlx::raw_sql(AssertSqlSafe(enter)).execute(&mut *tx).await.context("failed to enter the tenant's schema")?;
+    // Product migrations are code shipped with the product, trusted like our own migrations.
+    sqlx::raw_sql(AssertSqlSafe(migration.sql.as_str()))
+        .execute(&mut *tx)
+        .await
+        .context(format!("product migration {label} failed for {}", tenant.slug))?;
+    sqlx::raw_sql("RESET ROLE; SET LOCAL search_path TO pg_catalog").execute(&mut *tx).await.context("failed to leave the tenant's schema")?;
+    // The function records for the schema of this session's login role only.
+    sqlx::query("SELECT tenant_master_meta.record_migration($1, $2, $3)")
+        .bind(migration.version)
+        .bind(&migration.name)
+        .bind(&migration.checksum)
+        .execute(&mut *tx)
+        .await
+        .context("failed to record the migration")?;
+    tx.commit().await.context(format!("failed to commit product migration {label}"))?;
+    Ok(true)
+}
