@@ -12,14 +12,21 @@ use crate::{
 pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::Generate { file } => {
-            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).map_err(|e| {
-                Error::Invalid(format!("cannot create the key file {}: {e} (it must not exist yet)", file.display()))
-            })?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|e| Error::Invalid(format!("cannot create the key file {}: {e} (it must not exist yet)", file.display())))?;
             let text = SecretKey::generate();
             out.write_all(format!("{text}\n").as_bytes())?;
             out.sync_all()?;
             let id = SecretKey::parse(&text, "the new key")?.id().to_owned();
-            println!("wrote key {id} to {}; set TENANT_MASTER_SECRET_KEY_FILE={} for every Tenant Master process", file.display(), file.display());
+            println!(
+                "wrote key {id} to {}; set TENANT_MASTER_SECRET_KEY_FILE={} for every Tenant Master process",
+                file.display(),
+                file.display()
+            );
         }
         KeyCommand::Rotate => {
             let pool = ctx.pool().await?;

@@ -53,7 +53,13 @@ pub async fn drop_database(admin: &mut PgConnection, database: &str, marker: &st
 /// Drops `schema` of the database of `db_admin` with everything in it, if it exists and
 /// belongs to `owner`, a role that is ours. Dropping runs no tenant code: DROP fires no
 /// DELETE triggers, and event triggers need a superuser to create.
-pub async fn drop_schema(db_admin: &mut PgConnection, server_admin: &mut PgConnection, schema: &str, owner: &str, marker: &str) -> Result<()> {
+pub async fn drop_schema(
+    db_admin: &mut PgConnection,
+    server_admin: &mut PgConnection,
+    schema: &str,
+    owner: &str,
+    marker: &str,
+) -> Result<()> {
     let schema_owner: Option<String> = sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_optional(&mut *db_admin)
@@ -64,7 +70,9 @@ pub async fn drop_schema(db_admin: &mut PgConnection, server_admin: &mut PgConne
         Some(o) if o == owner && role_is_ours(server_admin, owner, marker).await? => {
             ddl(db_admin, "DROP SCHEMA IF EXISTS %I CASCADE", &[schema]).await
         }
-        Some(o) => Err(Error::Fatal(format!("schema {schema} belongs to {o}, not to this deployment's role {owner}: it was left in place"))),
+        Some(o) => {
+            Err(Error::Fatal(format!("schema {schema} belongs to {o}, not to this deployment's role {owner}: it was left in place")))
+        }
     }
 }
 

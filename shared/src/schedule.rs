@@ -2,8 +2,6 @@
 //! slot. Everything here takes the current time as an argument, so tests drive it
 //! through slots without waiting for clocks; `scheduler` adds the clock.
 
-
-
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use croner::Cron;
 use serde::Serialize;
@@ -231,8 +229,11 @@ mod tests {
 
     #[test]
     fn slots_are_whole_seconds_whatever_now_is() {
-        let every_two =
-            Schedule::new("t", ScheduleConfig { cron: "*/2 * * * * *".into(), ..SchedulerConfig::default().merged()["nightly_backup"].clone() }).unwrap();
+        let every_two = Schedule::new(
+            "t",
+            ScheduleConfig { cron: "*/2 * * * * *".into(), ..SchedulerConfig::default().merged()["nightly_backup"].clone() },
+        )
+        .unwrap();
         let now = at(12, 0) + Duration::milliseconds(2_526);
         let slots = every_two.due_slots(now, Duration::seconds(10));
         assert_eq!(slots.first(), Some(&(at(12, 0) - Duration::seconds(6))));

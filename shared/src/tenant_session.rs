@@ -124,6 +124,18 @@ async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, 
     for group in extra {
         ddl(admin, "REVOKE %I FROM %I", &[&group, role]).await?;
     }
+    // Nor may anyone join it (PostgreSQL 15 lets a session grant its own login role).
+    let members: Vec<String> = sqlx::query_scalar(
+        "SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+         WHERE g.rolname = $1",
+    )
+    .bind(role)
+    .fetch_all(&mut *admin)
+    .await
+    .context("failed to read the operator role's members")?;
+    for member in members {
+        ddl(admin, "REVOKE %I FROM %I", &[role, &member]).await?;
+    }
     ddl(admin, "GRANT %I TO %I", &[&tenant.role, role]).await?;
     let verifier = password::scram_verifier(password);
     ddl(admin, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L", &[role, &verifier]).await

@@ -11,15 +11,23 @@ use sqlx::{Acquire, AssertSqlSafe, PgConnection};
 
 use crate::{
     error::{Context as _, Error, Result},
+    hosts,
+    jobs::App,
     ledger,
     naming::quote_ident,
-    products::ProductMigration,
-    tenants::Tenant,
+    products::{self, ProductMigration},
+    tenant_session::TenantAccess,
+    tenants::{self, Tenant},
 };
 
 /// Applies `migration` to the tenant's schema unless the ledger has it; false if it had.
 /// `admin_db` reads the ledger; `operator` is the tenant's operator session.
-pub async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, tenant: &Tenant, migration: &ProductMigration) -> Result<bool> {
+pub async fn apply(
+    admin_db: &mut PgConnection,
+    operator: &mut PgConnection,
+    tenant: &Tenant,
+    migration: &ProductMigration,
+) -> Result<bool> {
     let label = migration.label();
     match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
         Some(checksum) if checksum == migration.checksum => return Ok(false),
@@ -39,7 +47,10 @@ pub async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, ten
         .execute(&mut *tx)
         .await
         .context(format!("product migration {label} failed for {}", tenant.slug))?;
-    sqlx::raw_sql("RESET ROLE; SET LOCAL search_path TO pg_catalog").execute(&mut *tx).await.context("failed to leave the tenant's schema")?;
+    sqlx::raw_sql("RESET ROLE; SET LOCAL search_path TO pg_catalog")
+        .execute(&mut *tx)
+        .await
+        .context("failed to leave the tenant's schema")?;
     // The function records for the schema of this session's login role only.
     sqlx::query("SELECT tenant_master_meta.record_migration($1, $2, $3)")
         .bind(migration.version)
@@ -50,4 +61,26 @@ pub async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, ten
         .context("failed to record the migration")?;
     tx.commit().await.context(format!("failed to commit product migration {label}"))?;
     Ok(true)
+}
+
+/// Applies every product migration tenant `slug` lacks, in order; returns their labels.
+/// A paused or suspended tenant is migrated too (the operator role logs in regardless).
+pub async fn migrate_tenant(app: &App, slug: &str) -> Result<Vec<String>> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = tenants::get(&mut cp, slug).await?;
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {}: only a live tenant is migrated", tenant.status)));
+    }
+    let product = products::load(&app.config.products_dir, &tenant.product)?;
+    let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
+    ledger::ensure(&mut tenant_db, access.role()).await?;
+    let mut operator = access.connect().await?;
+    let mut applied = Vec::new();
+    for migration in &product.migrations {
+        if apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
+            applied.push(migration.label());
+        }
+    }
+    Ok(applied)
 }

@@ -136,11 +136,12 @@ async fn ensure_role(config: &Config, cp: &mut PgConnection, admin: &mut PgConne
 async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOptions, tenant: &Tenant, marker: &str) -> Result<bool> {
     let created = db::create_database_if_missing(admin, &tenant.database).await?;
     if Isolation::parse(&tenant.isolation)? == Isolation::Database {
-        let comment: Option<String> = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
-            .bind(&tenant.database)
-            .fetch_one(&mut *admin)
-            .await
-            .context("failed to read the database's marker")?;
+        let comment: Option<String> =
+            sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
+                .bind(&tenant.database)
+                .fetch_one(&mut *admin)
+                .await
+                .context("failed to read the database's marker")?;
         match comment {
             Some(c) if c == marker => {}
             Some(_) => return Err(foreign_database(tenant)),

@@ -152,7 +152,13 @@ async fn replace_schema(
 
 /// The restored schema has the migrations it had at backup time; record exactly those,
 /// then apply what the product added since (as the tenant).
-async fn bring_migrations_up_to_date(app: &App, cp: &mut PgConnection, tenant_db: &mut PgConnection, tenant: &Tenant, chosen: &Backup) -> Result<()> {
+async fn bring_migrations_up_to_date(
+    app: &App,
+    cp: &mut PgConnection,
+    tenant_db: &mut PgConnection,
+    tenant: &Tenant,
+    chosen: &Backup,
+) -> Result<()> {
     ledger::keep_only(tenant_db, &tenant.schema, &chosen.schema_versions).await?;
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     let access = TenantAccess::prepare(&app.config, cp, tenant).await?;

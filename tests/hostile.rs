@@ -1,0 +1,232 @@
+//! The hostile tenant: one tenant in each isolation mode plants every trick it can
+//! (triggers on every table, CHECK / default / index-expression functions, a view, a
+//! function and an operator named like built-ins), each trying to make its role a
+//! superuser, join the admin's role, read or change another tenant, or write the
+//! bookkeeping. Each trick is first shown to work against a naive admin connection (in a
+//! transaction that is rolled back), so this test fails if the tricks stop working; then
+//! every job type runs on the tenant and nothing of that may happen.
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tenant_master::{
+    backups::Kind,
+    ops::{access, access::Change, backup, delete, maintenance, maintenance::Tasks, migrations, restore},
+    tenants::Tenant,
+};
+use tenant_master_tests::{TempDir, TestEnv};
+
+/// The tricks, as the tenant itself installs them. `{s}` is its schema (and role), `{v}`
+/// the victim's schema (and role).
+const TRICKS: &str = r#"
+CREATE TABLE {s}.loot (what text);
+-- Every trick calls this: each attempt on its own, errors swallowed, success recorded.
+CREATE FUNCTION {s}.grab() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+    BEGIN RESET ROLE; EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE 'ALTER ROLE {s} SUPERUSER'; INSERT INTO {s}.loot VALUES ('superuser'); EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE 'ALTER ROLE {s} CREATEROLE'; INSERT INTO {s}.loot VALUES ('createrole'); EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE 'ALTER ROLE {v} CREATEDB'; INSERT INTO {s}.loot VALUES ('victim role'); EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE 'GRANT pg_read_all_data TO {s}'; INSERT INTO {s}.loot VALUES ('read all'); EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE format('GRANT %I TO {s}', current_user); INSERT INTO {s}.loot VALUES ('joined ' || current_user);
+        EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN INSERT INTO {s}.loot SELECT 'stole ' || name FROM {v}.projects; EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN UPDATE {v}.projects SET name = 'pwned'; EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN INSERT INTO tenant_master_meta.applied_migrations VALUES ('{v}', 999, 'forged', 'x');
+        INSERT INTO {s}.loot VALUES ('ledger'); EXCEPTION WHEN OTHERS THEN NULL; END;
+    RETURN true;
+END $f$;
+CREATE FUNCTION {s}.grab_int(int) RETURNS boolean LANGUAGE sql AS 'SELECT {s}.grab()';
+CREATE FUNCTION {s}.grab_immutable(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN PERFORM {s}.grab(); RETURN $1; END $f$;
+CREATE FUNCTION {s}.on_anything() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN PERFORM {s}.grab(); IF TG_LEVEL = 'ROW' THEN RETURN COALESCE(NEW, OLD); END IF; RETURN NULL; END $f$;
+
+CREATE TABLE {s}.check_t (id int CHECK ({s}.grab_int(id)));
+CREATE TABLE {s}.default_t (id int, d boolean DEFAULT {s}.grab());
+CREATE TABLE {s}.index_t (id int);
+CREATE INDEX ON {s}.index_t (({s}.grab_immutable(id)));
+CREATE VIEW {s}.view_v AS SELECT {s}.grab() AS g;
+-- Named like built-ins: lower(varchar) beats pg_catalog.lower(text) for a varchar
+-- argument, and `<` wins wherever the tenant's schema comes first in search_path.
+CREATE FUNCTION {s}.lower(varchar) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN PERFORM {s}.grab(); RETURN pg_catalog.lower($1::text); END $f$;
+CREATE FUNCTION {s}.less(timestamptz, timestamptz) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN PERFORM {s}.grab(); RETURN $1 OPERATOR(pg_catalog.<) $2; END $f$;
+CREATE OPERATOR {s}.< (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = {s}.less);
+
+INSERT INTO {s}.check_t VALUES (1);
+INSERT INTO {s}.default_t (id) VALUES (1);
+INSERT INTO {s}.index_t VALUES (1);
+INSERT INTO {s}.projects (name) VALUES ('evil plans');
+INSERT INTO {s}.events (kind, created_at) VALUES ('ancient', now() - interval '2 years'), ('recent', now());
+-- Triggers on every table, for every event, row and statement level.
+DO $d$ DECLARE t text; BEGIN
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{s}' AND tablename <> 'loot' LOOP
+        EXECUTE format('CREATE TRIGGER r BEFORE INSERT OR UPDATE OR DELETE ON {s}.%I FOR EACH ROW EXECUTE FUNCTION {s}.on_anything()', t);
+        EXECUTE format('CREATE TRIGGER s AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.%I FOR EACH STATEMENT EXECUTE FUNCTION {s}.on_anything()', t);
+    END LOOP;
+END $d$;
+DELETE FROM {s}.loot;
+"#;
+
+/// What each trick does on a naive admin connection; every one must make the tenant a
+/// superuser there. `replica` skips triggers so the other tricks are shown alone.
+const NAIVE: &[(&str, &str)] = &[
+    ("trigger on DELETE", "DELETE FROM {s}.events"),
+    ("CHECK function", "SET LOCAL session_replication_role = replica; INSERT INTO {s}.check_t VALUES (2)"),
+    ("column default", "SET LOCAL session_replication_role = replica; INSERT INTO {s}.default_t (id) VALUES (2)"),
+    ("index expression", "SET LOCAL session_replication_role = replica; INSERT INTO {s}.index_t VALUES (2)"),
+    ("view", "SELECT * FROM {s}.view_v"),
+    ("function named like a built-in", "SET LOCAL search_path = {s}; SELECT lower('X'::varchar)"),
+    ("operator named like a built-in", "SET LOCAL search_path = {s}, pg_catalog; SELECT count(*) FROM {s}.events WHERE created_at < now()"),
+];
+
+fn fill(template: &str, tenant: &Tenant, victim: &Tenant) -> String {
+    template.replace("{s}", &tenant.schema).replace("{v}", &victim.schema)
+}
+
+/// Everything that must not change, whatever job runs on the hostile tenant.
+#[derive(Debug, PartialEq, Eq)]
+struct Harm {
+    role_attributes: Vec<(String, bool)>,
+    memberships: Vec<String>,
+    loot: Vec<String>,
+    victim_rows: Vec<String>,
+    victim_ledger: Vec<i64>,
+}
+
+async fn harm(env: &TestEnv, evil: &Tenant, victim: &Tenant) -> Harm {
+    let mut server = env.admin("postgres").await;
+    let role_attributes = sqlx::query_as(
+        "SELECT rolname::text, rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication FROM pg_roles
+         WHERE rolname IN ($1, $2, $3) ORDER BY 1",
+    )
+    .bind(&evil.role)
+    .bind(format!("{}__op", evil.role))
+    .bind(&victim.role)
+    .fetch_all(&mut server)
+    .await
+    .unwrap();
+    let memberships = sqlx::query_scalar(
+        "SELECT r.rolname || ' in ' || g.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+         WHERE r.rolname IN ($1, $2, $3) OR g.rolname IN ($1, $2, $3) ORDER BY 1",
+    )
+    .bind(&evil.role)
+    .bind(format!("{}__op", evil.role))
+    .bind(&victim.role)
+    .fetch_all(&mut server)
+    .await
+    .unwrap();
+    // After a delete the tenant's database (dedicated mode) or schema is gone: no loot left.
+    let options = tenant_master::db::options(&tenant_master_tests::server_url()).unwrap().database(&evil.database);
+    let loot = match PgConnection::connect_with(&options).await {
+        Ok(mut evil_db) => sqlx::query_scalar(AssertSqlSafe(format!("SELECT what FROM {}.loot ORDER BY 1", evil.schema)))
+            .fetch_all(&mut evil_db)
+            .await
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut victim_db = env.admin(&victim.database).await;
+    let victim_rows = sqlx::query_scalar(AssertSqlSafe(format!("SELECT name FROM {}.projects ORDER BY 1", victim.schema)))
+        .fetch_all(&mut victim_db)
+        .await
+        .unwrap();
+    let victim_ledger = sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
+        .bind(&victim.schema)
+        .fetch_all(&mut victim_db)
+        .await
+        .unwrap();
+    Harm { role_attributes, memberships, loot, victim_rows, victim_ledger }
+}
+
+/// Each trick, run by a naive admin session in a transaction that is rolled back, makes
+/// the tenant a superuser: the tricks are live.
+async fn tricks_work_against_a_naive_admin(env: &TestEnv, evil: &Tenant, victim: &Tenant) {
+    let mut admin = env.admin(&evil.database).await;
+    for (trick, sql) in NAIVE {
+        let mut tx = admin.begin().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(fill(sql, evil, victim))).execute(&mut *tx).await.unwrap();
+        let superuser: bool =
+            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1").bind(&evil.role).fetch_one(&mut *tx).await.unwrap();
+        assert!(superuser, "the {trick} trick must work against a naive admin session, or this test proves nothing");
+        tx.rollback().await.unwrap();
+    }
+}
+
+fn products_with_a_third_migration() -> TempDir {
+    let dir = TempDir::new("products");
+    let target = dir.path().join("demo");
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn a_hostile_tenant_gains_nothing_from_any_job() {
+    let products = products_with_a_third_migration();
+    let third = products.path().join("demo/0003_touch_events.sql");
+    let env = TestEnv::with_products(products).await;
+    let app = env.app();
+    let victim = env.provisioned(&env.slug("vic"), "business").await;
+    let mut own = env.as_tenant(&victim.slug).await;
+    sqlx::query("INSERT INTO projects (name) VALUES ('victim data')").execute(&mut own).await.unwrap();
+    drop(own);
+
+    for plan in ["starter", "enterprise"] {
+        let evil = env.provisioned(&env.slug(&format!("evil{}", &plan[..1])), plan).await;
+        let mut own = env.as_tenant(&evil.slug).await;
+        sqlx::raw_sql(AssertSqlSafe(fill(TRICKS, &evil, &victim))).execute(&mut own).await.unwrap();
+        drop(own);
+        tricks_work_against_a_naive_admin(&env, &evil, &victim).await;
+        let clean = harm(&env, &evil, &victim).await;
+        assert!(clean.loot.is_empty() && clean.role_attributes.iter().all(|(_, a)| !a), "{clean:?}");
+        assert_eq!(clean.victim_rows, vec!["victim data"]);
+        let check = |label: &'static str| {
+            let (env, evil, victim, clean) = (&env, &evil, &victim, &clean);
+            async move { assert_eq!(&harm(env, evil, victim).await, clean, "{plan}: after {label}") }
+        };
+
+        let taken = backup::backup(&app, &evil.slug, Kind::Manual, None, &format!("backup-{plan}")).await.unwrap();
+        check("backup").await;
+        restore::restore(&app, &evil.slug, taken.id, &format!("restore-{plan}")).await.unwrap();
+        check("restore").await;
+        maintenance::cleanup(&app, &evil.slug, 365, true, "test").await.unwrap();
+        check("cleanup dry run").await;
+        let cleaned = maintenance::cleanup(&app, &evil.slug, 365, false, "test").await.unwrap();
+        assert_eq!(cleaned.tables, vec![("events".to_owned(), 1)], "the ancient event is gone, the recent one kept");
+        check("cleanup").await;
+        let plain = Tasks::default();
+        for tasks in [
+            Tasks { vacuum: true, ..plain },
+            Tasks { full: true, ..plain },
+            Tasks { analyze: true, ..plain },
+            Tasks { reindex: true, ..plain },
+        ] {
+            maintenance::maintain(&app, &evil.slug, tasks, "test").await.unwrap();
+            check("maintenance").await;
+        }
+        std::fs::write(
+            &third,
+            "INSERT INTO events (kind) VALUES ('migrated');\nALTER TABLE projects ADD COLUMN IF NOT EXISTS note text;\n",
+        )
+        .unwrap();
+        assert_eq!(migrations::migrate_tenant(&app, &evil.slug).await.unwrap(), vec!["0003_touch_events"]);
+        check("product migration").await;
+        access::change_access(&app, &evil.slug, Change::Pause, None, "test").await.unwrap();
+        check("pause").await;
+        // Login held, and the work still runs with the tenant's rights.
+        backup::backup(&app, &evil.slug, Kind::Manual, None, &format!("paused-{plan}")).await.unwrap();
+        check("backup while paused").await;
+        access::change_access(&app, &evil.slug, Change::Resume, None, "test").await.unwrap();
+        check("resume").await;
+        std::fs::remove_file(&third).unwrap();
+
+        delete::delete(&app, &evil.slug, &format!("delete-{plan}"), "test").await.unwrap();
+        let after = harm(&env, &evil, &victim).await;
+        assert_eq!((after.victim_rows, after.victim_ledger), (clean.victim_rows.clone(), clean.victim_ledger.clone()), "{plan}: delete");
+        assert!(after.role_attributes.iter().all(|(name, a)| name == &victim.role && !a), "{plan}: delete: {:?}", after.role_attributes);
+        assert_eq!(after.memberships, vec![format!("{0}__op in {0}", victim.role)], "{plan}: delete left memberships");
+    }
+}
