@@ -32,6 +32,10 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
         (vec!["x; drop"], 2, "invalid slug 'x; drop'"),
         (vec![&long], 2, "3 to 40 characters"),
         (vec!["pg_x"], 2, "reserved"),
+        // `shared` as an enterprise tenant once got the product's shared database itself.
+        (vec!["shared", "--plan", "enterprise"], 2, "invalid slug 'shared': it is a reserved word"),
+        // `<slug>__restore_aside` was another tenant's set-aside schema during a restore.
+        (vec!["vic__restore_aside"], 2, "reserved for Tenant Master's own names"),
         (vec!["okslug", "--product", "nope"], 2, "unknown product 'nope'"),
         (vec!["okslug", "--plan", "gold"], 2, "unknown plan 'gold'"),
         (vec!["okslug", "--owner-email", "not-an-email"], 2, "not a valid owner e-mail"),

@@ -9,7 +9,7 @@ use sqlx::{postgres::PgConnectOptions, PgConnection};
 
 use crate::{
     db::{self, ddl},
-    error::{Context as _, Error, Result},
+    error::{Context as _, Result},
 };
 
 /// The marker comment of `role`: `None` if the role does not exist, `Some(None)` if it has no comment.
@@ -26,17 +26,35 @@ pub async fn role_is_ours(admin: &mut PgConnection, role: &str, marker: &str) ->
     Ok(role_comment(admin, role).await?.flatten().is_some_and(|c| c == marker))
 }
 
-/// Drops `role` if it exists and is ours; refuses a role of that name that is not.
-pub async fn drop_role(admin: &mut PgConnection, role: &str, marker: &str) -> Result<()> {
+/// What a guarded drop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// It was ours and is gone.
+    Dropped,
+    /// There was nothing of that name.
+    Absent,
+    /// Something of that name exists but is not this deployment's: left in place.
+    NotOurs,
+}
+
+impl Dropped {
+    /// True if something of that name was left in place because it is not ours.
+    pub fn left_in_place(self) -> bool {
+        self == Dropped::NotOurs
+    }
+}
+
+/// Drops `role` if it exists and is ours; a role of that name that is not ours stays.
+pub async fn drop_role(admin: &mut PgConnection, role: &str, marker: &str) -> Result<Dropped> {
     match role_comment(admin, role).await? {
-        None => Ok(()),
-        Some(Some(c)) if c == marker => ddl(admin, "DROP ROLE IF EXISTS %I", &[role]).await,
-        Some(_) => Err(Error::Fatal(format!("role {role} is not this deployment's: it was left in place"))),
+        None => Ok(Dropped::Absent),
+        Some(Some(c)) if c == marker => ddl(admin, "DROP ROLE IF EXISTS %I", &[role]).await.map(|()| Dropped::Dropped),
+        Some(_) => Ok(Dropped::NotOurs),
     }
 }
 
 /// Drops `database` (ending its sessions) if it exists and carries `marker`.
-pub async fn drop_database(admin: &mut PgConnection, database: &str, marker: &str) -> Result<()> {
+pub async fn drop_database(admin: &mut PgConnection, database: &str, marker: &str) -> Result<Dropped> {
     let comment: Option<Option<String>> =
         sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
             .bind(database)
@@ -44,9 +62,9 @@ pub async fn drop_database(admin: &mut PgConnection, database: &str, marker: &st
             .await
             .context("failed to look up a database")?;
     match comment {
-        None => Ok(()),
-        Some(Some(c)) if c == marker => ddl(admin, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[database]).await,
-        Some(_) => Err(Error::Fatal(format!("database {database} is not this deployment's: it was left in place"))),
+        None => Ok(Dropped::Absent),
+        Some(Some(c)) if c == marker => ddl(admin, "DROP DATABASE IF EXISTS %I WITH (FORCE)", &[database]).await.map(|()| Dropped::Dropped),
+        Some(_) => Ok(Dropped::NotOurs),
     }
 }
 
@@ -59,23 +77,20 @@ pub async fn drop_schema(
     schema: &str,
     owner: &str,
     marker: &str,
-) -> Result<()> {
+) -> Result<Dropped> {
     let schema_owner: Option<String> = sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_optional(&mut *db_admin)
         .await
         .context("failed to look up a schema")?;
     match schema_owner {
-        None => Ok(()),
+        None => Ok(Dropped::Absent),
         Some(o) if o == owner && role_is_ours(server_admin, owner, marker).await? => {
-            ddl(db_admin, "DROP SCHEMA IF EXISTS %I CASCADE", &[schema]).await
+            ddl(db_admin, "DROP SCHEMA IF EXISTS %I CASCADE", &[schema]).await.map(|()| Dropped::Dropped)
         }
-        Some(o) => {
-            Err(Error::Fatal(format!("schema {schema} belongs to {o}, not to this deployment's role {owner}: it was left in place")))
-        }
+        Some(_) => Ok(Dropped::NotOurs),
     }
 }
-
 /// Whether `database` holds nothing but the schemas every new database has.
 pub async fn database_is_empty(host: &PgConnectOptions, database: &str) -> Result<bool> {
     let mut conn = db::connect_to(host, database).await?;

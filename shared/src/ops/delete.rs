@@ -51,7 +51,8 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     let operator = operator_role(&tenant.role);
     let role_is_ours = guard::role_is_ours(&mut server, &tenant.role, &marker).await?;
 
-    if schema_exists(&mut cp, app, &tenant).await? {
+    // Only a schema of our role is ours to back up; another deployment's is left alone below.
+    if role_is_ours && schema_exists(&mut cp, app, &tenant).await? {
         let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
         backup::verify_file(&safety).await?;
         activity::record(&mut cp, actor, Some(tenant.id), "tenant.pre_delete_backup", json!({ "backup_id": safety.id })).await?;
@@ -61,14 +62,23 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     if role_is_ours {
         access::block_login(&mut server, &tenant).await?;
     }
-    // Only what carries this deployment's marker is dropped; each check sits right before its DROP.
+    // Only what carries this deployment's marker is dropped; each check sits right before
+    // its DROP, and what is not ours is left in place and named in the activity log.
+    let mut left_in_place = Vec::new();
     match Isolation::parse(&tenant.isolation)? {
-        Isolation::Database => guard::drop_database(&mut server, &tenant.database, &marker).await?,
+        Isolation::Database => {
+            if guard::drop_database(&mut server, &tenant.database, &marker).await?.left_in_place() {
+                left_in_place.push(format!("database {}", tenant.database));
+            }
+        }
         Isolation::Schema => {
             if db::database_exists(&mut server, &tenant.database).await? {
                 let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-                guard::drop_schema(&mut db, &mut server, &aside_schema(&tenant.schema), &tenant.role, &marker).await?;
-                guard::drop_schema(&mut db, &mut server, &tenant.schema, &tenant.role, &marker).await?;
+                for schema in [aside_schema(&tenant.schema), tenant.schema.clone()] {
+                    if guard::drop_schema(&mut db, &mut server, &schema, &tenant.role, &marker).await?.left_in_place() {
+                        left_in_place.push(format!("schema {schema}"));
+                    }
+                }
                 ledger::forget(&mut db, &tenant.schema).await?;
                 // What is left of the roles here (grants, default privileges) goes with them.
                 for role in [&operator, &tenant.role] {
@@ -83,8 +93,14 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
         }
     }
     fault::point(slug, "delete:data")?;
-    guard::drop_role(&mut server, &operator, &marker).await?;
-    guard::drop_role(&mut server, &tenant.role, &marker).await?;
+    for role in [&operator, &tenant.role] {
+        if guard::drop_role(&mut server, role, &marker).await?.left_in_place() {
+            left_in_place.push(format!("role {role}"));
+        }
+    }
+    if !left_in_place.is_empty() {
+        tracing::warn!(left_in_place = ?left_in_place, "not this deployment's objects: left in place");
+    }
     sqlx::query(
         "UPDATE tenant_master.tenants SET status = 'deleted', deleted_at = now(), updated_at = now(), role_password = NULL WHERE id = $1",
     )
@@ -92,7 +108,7 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     .execute(&mut *cp)
     .await
     .context("failed to mark the tenant deleted")?;
-    activity::record(&mut cp, actor, Some(tenant.id), "tenant.deleted", json!({ "from": "deleting" })).await
+    activity::record(&mut cp, actor, Some(tenant.id), "tenant.deleted", json!({ "from": "deleting", "left_in_place": left_in_place })).await
 }
 
 async fn schema_exists(cp: &mut PgConnection, app: &App, tenant: &Tenant) -> Result<bool> {

@@ -18,7 +18,9 @@ use crate::{
     db::ddl,
     deployment,
     error::{Context as _, Error, Result},
-    fault, guard, hosts,
+    fault,
+    guard::{self, Dropped},
+    hosts,
     jobs::App,
     ledger,
     lock::HostSlot,
@@ -146,7 +148,7 @@ async fn replace_schema(
         result.map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
     }
     fault::point(&tenant.slug, "restore:restored")?;
-    guard::drop_schema(tenant_db, server, &aside, &tenant.role, marker).await?;
+    drop_aside(tenant_db, server, tenant, &aside, marker).await?;
     bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
 }
 
@@ -190,13 +192,25 @@ async fn put_back_aside(tenant_db: &mut PgConnection, server: &mut PgConnection,
     let aside = aside_schema(&tenant.schema);
     match stage(tenant_db, tenant).await? {
         Stage::Start => Ok(()),
-        Stage::Restored => guard::drop_schema(tenant_db, server, &aside, &tenant.role, marker).await,
+        Stage::Restored => drop_aside(tenant_db, server, tenant, &aside, marker).await,
         Stage::AsideOnly { empty_live } => {
             if empty_live {
-                guard::drop_schema(tenant_db, server, &tenant.schema, &tenant.role, marker).await?;
+                drop_aside(tenant_db, server, tenant, &tenant.schema, marker).await?;
             }
             ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&aside, &tenant.schema]).await
         }
+    }
+}
+
+/// Drops a schema of the restore (the old copy, or an empty one it made); one that is not
+/// this deployment's stops the restore instead.
+async fn drop_aside(tenant_db: &mut PgConnection, server: &mut PgConnection, tenant: &Tenant, schema: &str, marker: &str) -> Result<()> {
+    match guard::drop_schema(tenant_db, server, schema, &tenant.role, marker).await? {
+        Dropped::NotOurs => Err(Error::Fatal(format!(
+            "schema {schema} in {} is not this deployment's tenant {}: the restore stopped without touching it",
+            tenant.database, tenant.slug
+        ))),
+        _ => Ok(()),
     }
 }
 
