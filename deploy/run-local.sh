@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 cargo build --workspace --locked
 bin=target/debug
 mkdir -p data
+# The key that seals tenant passwords (the default secret_key_file), made once.
+[ -s data/secret.key ] || $bin/tenantctl key generate --file data/secret.key
 $bin/tenantctl migrate
+# Tenant roles may connect to their own database only (closes postgres, template1 to PUBLIC).
+$bin/tenantctl host lockdown default --yes
 $bin/tenantctl check
 $bin/tenant-worker > data/worker.log 2>&1 &
 worker=$!

@@ -17,7 +17,7 @@ fn the_example_configuration_is_valid() {
     assert_eq!(config.backups.keep_for("enterprise"), 30);
     assert_eq!(config.worker.timeouts.get("BackupTenant"), Some(&21600));
     let env = read("deploy/tenant-master.env.example");
-    for name in ["DATABASE_URL=", "SMTP_URL=", "LOG_FORMAT=json"] {
+    for name in ["DATABASE_URL=", "SMTP_URL=", "LOG_FORMAT=json", "TENANT_MASTER_SECRET_KEY_FILE="] {
         assert!(env.contains(name), "the env example sets {name}");
     }
 }
@@ -40,8 +40,18 @@ fn the_dockerfile_copies_every_workspace_member_and_runs_as_a_user() {
 #[test]
 fn the_compose_file_runs_the_whole_system() {
     let compose = read("deploy/docker-compose.yml");
-    for piece in ["postgres:", "migrate:", "worker:", "scheduler:", "smtp:", "tenantctl\", \"migrate", "tenant-worker", "tenant-scheduler"]
-    {
+    for piece in [
+        "postgres:",
+        "keygen:",
+        "keys:/var/lib/tenant-master/keys",
+        "migrate:",
+        "worker:",
+        "scheduler:",
+        "smtp:",
+        "tenantctl\", \"migrate",
+        "tenant-worker",
+        "tenant-scheduler",
+    ] {
         assert!(compose.contains(piece), "compose has {piece}");
     }
     assert!(repo_root().join("deploy/tenant-master.env.example").is_file());

@@ -180,6 +180,13 @@ async fn a_hostile_tenant_gains_nothing_from_any_job() {
         sqlx::raw_sql(AssertSqlSafe(fill(TRICKS, &evil, &victim))).execute(&mut own).await.unwrap();
         drop(own);
         tricks_work_against_a_naive_admin(&env, &evil, &victim).await;
+        // Our own admin sessions pin search_path: the built-in-named function is not found.
+        let options = tenant_master::db::options(&tenant_master_tests::server_url()).unwrap();
+        let mut ours = tenant_master::db::connect_to(&options, &evil.database).await.unwrap();
+        let path: String = sqlx::query_scalar("SHOW search_path").fetch_one(&mut ours).await.unwrap();
+        assert_eq!(path, "pg_catalog");
+        sqlx::query("SELECT lower('X'::varchar)").execute(&mut ours).await.unwrap();
+        drop(ours);
         let clean = harm(&env, &evil, &victim).await;
         assert!(clean.loot.is_empty() && clean.role_attributes.iter().all(|(_, a)| !a), "{clean:?}");
         assert_eq!(clean.victim_rows, vec!["victim data"]);

@@ -53,8 +53,13 @@ impl SecretKey {
 
     /// Reads a key file.
     pub fn read(path: &Path) -> Result<SecretKey> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Invalid(format!("cannot read the secret key file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the secret key file {}: {e} (make one with `tenantctl key generate --file {}`, or set TENANT_MASTER_SECRET_KEY_FILE)",
+                path.display(),
+                path.display()
+            ))
+        })?;
         SecretKey::parse(&text, &path.display().to_string())
     }
 

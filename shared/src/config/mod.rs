@@ -43,7 +43,8 @@ pub struct Config {
     /// Outgoing mail.
     pub mail: MailConfig,
     /// The key file that seals tenant passwords at rest; never inside the control plane.
-    /// Env: `TENANT_MASTER_SECRET_KEY_FILE`, or the key itself in `TENANT_MASTER_SECRET_KEY`.
+    /// Default `data/secret.key` (made by `deploy/run-local.sh`). Env:
+    /// `TENANT_MASTER_SECRET_KEY_FILE` (empty: none), or the key itself in `TENANT_MASTER_SECRET_KEY`.
     pub secret_key_file: Option<PathBuf>,
     /// The previous key while `tenantctl key rotate` re-seals. Env: `TENANT_MASTER_OLD_SECRET_KEY_FILE`.
     pub old_secret_key_file: Option<PathBuf>,
@@ -159,7 +160,7 @@ impl Default for Config {
             backups: BackupConfig::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
-            secret_key_file: None,
+            secret_key_file: Some(PathBuf::from("data/secret.key")),
             old_secret_key_file: None,
             secret_key: None,
         }
@@ -230,8 +231,8 @@ impl Config {
         if let Some(v) = get("TENANT_MASTER_SECRET_KEY").filter(|v| !v.is_empty()) {
             self.secret_key = Some(v);
         }
-        if let Some(v) = get("TENANT_MASTER_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
-            self.secret_key_file = Some(PathBuf::from(v));
+        if let Some(v) = get("TENANT_MASTER_SECRET_KEY_FILE") {
+            self.secret_key_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = get("TENANT_MASTER_OLD_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
             self.old_secret_key_file = Some(PathBuf::from(v));

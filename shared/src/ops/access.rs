@@ -88,7 +88,8 @@ pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option
     tenants::get(&mut cp, slug).await
 }
 
-/// No new sessions for the tenant's role, and the open ones ended.
+/// No new sessions for the tenant's role, and the open ones ended. Admin statements on
+/// the role and the server's session list: no tenant object is involved.
 pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()> {
     ddl(admin, "ALTER ROLE %I NOLOGIN", &[&tenant.role]).await?;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")

@@ -80,7 +80,8 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
                     }
                 }
                 ledger::forget(&mut db, &tenant.schema).await?;
-                // What is left of the roles here (grants, default privileges) goes with them.
+                // What is left of the roles here (grants, default privileges) goes with them;
+                // DROP OWNED drops and revokes, which runs no tenant code.
                 for role in [&operator, &tenant.role] {
                     if guard::role_is_ours(&mut server, role, &marker).await? {
                         ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
