@@ -230,7 +230,7 @@ async fn a_hostile_tenant_gains_nothing_from_any_job() {
         check("resume").await;
         std::fs::remove_file(&third).unwrap();
 
-        delete::delete(&app, &evil.slug, &format!("delete-{plan}"), "test").await.unwrap();
+        delete::delete(&app, &evil.slug, Some(evil.id), &format!("delete-{plan}"), "test").await.unwrap();
         let after = harm(&env, &evil, &victim).await;
         assert_eq!((after.victim_rows, after.victim_ledger), (clean.victim_rows.clone(), clean.victim_ledger.clone()), "{plan}: delete");
         assert!(after.role_attributes.iter().all(|(name, a)| name == &victim.role && !a), "{plan}: delete: {:?}", after.role_attributes);

@@ -177,7 +177,7 @@ async fn two_deployments_with_one_prefix_never_touch_each_others_objects() {
     let err = provision::provision(&app, &new, "test").await.unwrap_err();
     assert!(err.to_string().contains("not made by this Tenant Master deployment"), "{err}");
     provision::mark_failed(&app, &slug, &err.to_string()).await.unwrap();
-    delete::delete(&app, &slug, "job-delete", "test").await.unwrap();
+    delete::delete(&app, &slug, None, "job-delete", "test").await.unwrap();
     let mut conn = second.pool.acquire().await.unwrap();
     assert_eq!(tenants::get(&mut conn, &slug).await.unwrap().status, "deleted");
     let left: serde_json::Value = sqlx::query_scalar(

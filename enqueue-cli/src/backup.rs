@@ -62,8 +62,9 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             }
             let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id)).await?;
             if let Some(dead) = finished.iter().find(|j| j.status != "done") {
+                // The job's own error says what state the live data is in.
                 bail!(
-                    "restore of backup {backup_id} into '{slug}' failed, the live data is as it was: {}",
+                    "restore of backup {backup_id} into '{slug}' failed: {}; `tenantctl jobs show {job_id}` has the details",
                     dead.last_error.as_deref().unwrap_or("no error recorded")
                 );
             }

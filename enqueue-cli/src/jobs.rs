@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use tenant_master::{
+    activity,
+    jobs::cancel,
     queue::{self, JobFilter, JobInfo},
     Error,
 };
@@ -51,11 +53,16 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Cancel { id } => {
-            let job = queue::cancel(&pool, &id).await?;
+            let done = cancel::cancel(&pool, &id, &activity::default_actor()).await?;
+            let job = done.job;
             if ctx.json {
-                println!("{}", serde_json::json!({ "cancelled": job.id }));
+                println!("{}", serde_json::json!({ "cancelled": job.id, "tenant": job.tenant, "tenant_note": done.tenant_note }));
             } else {
-                println!("cancelled {} ({} {})", job.id, job.job_type, job.tenant.as_deref().unwrap_or(""));
+                let tenant = job.tenant.as_deref().map(|t| format!(" of '{t}'")).unwrap_or_default();
+                match done.tenant_note {
+                    Some(note) => println!("cancelled {} ({}{tenant}); {note}", job.id, job.job_type),
+                    None => println!("cancelled {} ({}{tenant})", job.id, job.job_type),
+                }
             }
         }
     }

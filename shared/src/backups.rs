@@ -17,6 +17,8 @@ pub enum Kind {
     PreRestore,
     PreDelete,
     PreMove,
+    /// Taken by `maintenance --backup-first` before a cleanup or vacuum.
+    PreMaintenance,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::PreRestore => "pre_restore",
             Kind::PreDelete => "pre_delete",
             Kind::PreMove => "pre_move",
+            Kind::PreMaintenance => "pre_maintenance",
         }
     }
 
@@ -78,6 +81,12 @@ pub async fn list(conn: &mut PgConnection, tenant_id: i64) -> Result<Vec<Backup>
     .fetch_all(conn)
     .await
     .context("failed to list backups")
+}
+
+/// The newest finished routine (scheduled or manual) backup of a tenant: what
+/// `restore --latest` means. Safety copies are restored by id only.
+pub async fn latest_routine(conn: &mut PgConnection, tenant_id: i64) -> Result<Option<Backup>> {
+    Ok(list(conn, tenant_id).await?.into_iter().find(|b| matches!(b.kind.as_str(), "scheduled" | "manual")))
 }
 
 /// One finished backup of a tenant.

@@ -17,9 +17,13 @@ pub enum Error {
     /// A state that retrying will not change (foreign role in the way, changed migration).
     #[error("{0}")]
     Fatal(String),
-    /// Another job holds the tenant; retry later.
+    /// Another job holds the tenant, or the host has no free heavy slot: retry later,
+    /// at no attempt's cost.
     #[error("{0}")]
     Busy(String),
+    /// A run took longer than its job type allows.
+    #[error("{0}")]
+    TimedOut(String),
     /// A test stopped the operation here, as if the process had died (see `fault`).
     #[error("{0}")]
     Injected(String),
@@ -49,7 +53,7 @@ impl Error {
     /// Whether running the same job again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Busy(_) | Error::Io { .. } | Error::Tool(_) | Error::Injected(_) => true,
+            Error::Busy(_) | Error::TimedOut(_) | Error::Io { .. } | Error::Tool(_) | Error::Injected(_) => true,
             Error::Database { source, .. } => !is_permanent_db_error(source),
             Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) => false,
         }

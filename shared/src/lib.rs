@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod naming;
 pub mod ops;
+pub mod outcomes;
 pub mod password;
 pub mod pg_tools;
 pub mod products;

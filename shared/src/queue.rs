@@ -159,6 +159,19 @@ pub async fn defer(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Runs a job again after `delay` without spending an attempt (it waited for the tenant
+/// or a host slot, no fault of its own): the queue counts the attempt, so the budget grows
+/// by one.
+pub async fn postpone(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
+    sqlx::query("UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2), max_attempts = max_attempts + 1 WHERE id = $1")
+        .bind(id)
+        .bind(delay.as_secs_f64())
+        .execute(pool)
+        .await
+        .context("failed to postpone the job")?;
+    Ok(())
+}
+
 /// The retry limit stored with a job.
 pub async fn max_attempts(pool: &PgPool, id: &str) -> Result<usize> {
     let max: i32 = sqlx::query_scalar("SELECT max_attempts FROM apalis.jobs WHERE id = $1")

@@ -100,7 +100,11 @@ fn validate_email(email: &str) -> Result<()> {
 /// Returns the row and whether this call created it.
 pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant) -> Result<(Tenant, bool)> {
     if let Some(existing) = find(conn, new.slug.as_str()).await? {
-        return Ok((existing, false));
+        if existing.status != "deleted" {
+            return Ok((existing, false));
+        }
+        refuse_while_backups_remain(conn, config, &existing).await?;
+        release_job_keys(conn, &existing.slug).await?;
     }
     let product_known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.products WHERE name = $1)")
         .bind(&new.product)
@@ -131,7 +135,7 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
         "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
                                             role_name, role_password, owner_email)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (slug) DO NOTHING
+         ON CONFLICT (slug) WHERE status <> 'deleted' DO NOTHING
          RETURNING ",
         tenant_columns!()
     ))
@@ -161,7 +165,11 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
 pub async fn create(conn: &mut PgConnection, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
     let (tenant, created) = register(conn, config, new).await?;
     if !created {
-        return Err(Error::Conflict(format!("slug '{}' is already taken (that tenant is {})", tenant.slug, tenant.status)));
+        let hint = match tenant.status.as_str() {
+            "failed" => format!("; delete it with `tenantctl tenant delete {} --yes` to free the slug", tenant.slug),
+            _ => String::new(),
+        };
+        return Err(Error::Conflict(format!("slug '{}' is already taken (that tenant is {}){hint}", tenant.slug, tenant.status)));
     }
     let job = ProvisionTenant::from(new);
     let job_id = queue::enqueue(conn, &job).await?;
@@ -177,13 +185,53 @@ pub async fn create_in_new_transaction(pool: &PgPool, config: &Config, new: &New
     Ok(created)
 }
 
-/// The tenant with this slug, if any.
-pub async fn find(conn: &mut PgConnection, slug: &str) -> Result<Option<Tenant>> {
-    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenant_master.tenants WHERE slug = $1"))
-        .bind(slug)
-        .fetch_optional(conn)
+/// A deleted tenant's slug is free again once its backups are pruned (`PruneJobs`, after
+/// `[backups] keep_deleted_days`): until then its folder and rows still carry the slug.
+async fn refuse_while_backups_remain(conn: &mut PgConnection, config: &Config, deleted: &Tenant) -> Result<()> {
+    let backups: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.backups WHERE tenant_id = $1")
+        .bind(deleted.id)
+        .fetch_one(&mut *conn)
         .await
-        .context("failed to read the tenant")
+        .context("failed to count the deleted tenant's backups")?;
+    if backups == 0 {
+        return Ok(());
+    }
+    let deleted_at = deleted.deleted_at.unwrap_or(deleted.updated_at);
+    let frees = deleted_at + chrono::Duration::days(config.backups.keep_deleted_days as i64);
+    Err(Error::Conflict(format!(
+        "slug '{}' belonged to a tenant deleted on {}; its {backups} backup(s) are kept until {} ([backups] keep_deleted_days), and the slug frees up when they are pruned",
+        deleted.slug,
+        deleted_at.format("%Y-%m-%d"),
+        frees.format("%Y-%m-%d")
+    )))
+}
+
+/// Frees the idempotency keys the deleted tenant's finished jobs hold (`provision:<slug>`,
+/// `delete:<slug>`), so the new tenant's jobs are enqueued rather than taken for theirs.
+async fn release_job_keys(conn: &mut PgConnection, slug: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET idempotency_key = NULL
+         WHERE idempotency_key IN ('provision:' || $1, 'delete:' || $1)
+           AND tenant_master.job_status(status, attempts, max_attempts, lock_at, done_at) IN ('done', 'dead')",
+    )
+    .bind(slug)
+    .execute(conn)
+    .await
+    .context("failed to release the deleted tenant's job keys")?;
+    Ok(())
+}
+
+/// The tenant with this slug, if any: the live one, else the latest deleted one.
+pub async fn find(conn: &mut PgConnection, slug: &str) -> Result<Option<Tenant>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenant_master.tenants WHERE slug = $1 ORDER BY status = 'deleted', id DESC LIMIT 1"
+    ))
+    .bind(slug)
+    .fetch_optional(conn)
+    .await
+    .context("failed to read the tenant")
 }
 
 /// The tenant with this slug, or a clear "no such tenant".

@@ -162,7 +162,11 @@ impl TestEnv {
 
     /// The status of tenant `slug` in the registry, if it exists.
     pub async fn tenant_status(&self, slug: &str) -> Option<String> {
-        sqlx::query_scalar("SELECT status FROM tenant_master.tenants WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await.unwrap()
+        sqlx::query_scalar("SELECT status FROM tenant_master.tenants WHERE slug = $1 ORDER BY status = 'deleted', id DESC LIMIT 1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Number of rows in the queue.

@@ -32,7 +32,7 @@ pub struct ScheduleConfig {
     /// Jobs of one fan-out start spread over this many minutes, not all at the slot.
     #[serde(default = "default_spread")]
     pub spread_minutes: u32,
-    /// backup: routine backups to keep.
+    /// backup: routine backups to keep; none: each tenant's plan decides.
     #[serde(default)]
     pub keep: Option<u32>,
     /// vacuum: what to run.
@@ -89,7 +89,8 @@ pub fn defaults() -> BTreeMap<String, ScheduleConfig> {
         prune_jobs: false,
     };
     BTreeMap::from([
-        ("nightly_backup".into(), ScheduleConfig { keep: Some(7), ..base("0 0 2 * * *", "backup") }),
+        // No `keep`: each tenant keeps what its plan says ([backups] keep, keep_per_plan).
+        ("nightly_backup".into(), base("0 0 2 * * *", "backup")),
         ("weekly_maintenance".into(), ScheduleConfig { vacuum: true, analyze: true, reindex: true, ..base("0 0 4 * * Sun", "vacuum") }),
         ("monthly_vacuum".into(), ScheduleConfig { vacuum: true, ..base("0 0 3 1 * *", "vacuum") }),
         (

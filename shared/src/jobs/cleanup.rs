@@ -18,7 +18,7 @@ pub struct Cleanup {
     /// Only count what would be deleted.
     #[serde(default)]
     pub dry_run: bool,
-    /// Take a manual backup before deleting anything.
+    /// Take a safety backup (`pre_maintenance`) before deleting anything.
     #[serde(default)]
     pub backup_first: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,6 +29,7 @@ pub struct Cleanup {
 
 impl Job for Cleanup {
     const TYPE: &'static str = "Cleanup";
+    const HEAVY: bool = true;
     const TIMEOUT_SECS: u64 = 7200;
 
     fn idempotency_key(&self) -> Option<String> {
@@ -41,7 +42,7 @@ impl Job for Cleanup {
 
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
         if self.backup_first && !self.dry_run {
-            backup::backup(app, &self.slug, Kind::Manual, None, &run.job_id).await?;
+            backup::backup(app, &self.slug, Kind::PreMaintenance, None, &run.job_id).await?;
         }
         let actor = if self.schedule.is_some() { "scheduler" } else { "worker" };
         let report = maintenance::cleanup(app, &self.slug, self.older_than_days, self.dry_run, actor).await?;

@@ -14,12 +14,16 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteTenant {
     pub slug: String,
+    /// The tenant's id, so a late rerun never touches a newer tenant with the same slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<i64>,
     /// Who asked, for the activity log.
     pub actor: String,
 }
 
 impl Job for DeleteTenant {
     const TYPE: &'static str = "DeleteTenant";
+    const HEAVY: bool = true;
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {
@@ -31,7 +35,7 @@ impl Job for DeleteTenant {
     }
 
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
-        delete::delete(app, &self.slug, &run.job_id, &self.actor).await?;
+        delete::delete(app, &self.slug, self.tenant_id, &run.job_id, &self.actor).await?;
         Ok(json!({ "status": "deleted" }))
     }
 }
@@ -42,7 +46,8 @@ pub async fn request(pool: &sqlx::PgPool, slug: &str, actor: &str) -> Result<Str
     let tenant = tenants::get(&mut tx, slug).await?;
     delete::check(&tenant)?;
     tenants::set_status(&mut tx, &tenant, "deleting", None, actor).await?;
-    let job_id = queue::enqueue(&mut tx, &DeleteTenant { slug: slug.to_owned(), actor: actor.to_owned() }).await?;
+    let job = DeleteTenant { slug: slug.to_owned(), tenant_id: Some(tenant.id), actor: actor.to_owned() };
+    let job_id = queue::enqueue(&mut tx, &job).await?;
     tx.commit().await.context("failed to commit the request")?;
     Ok(job_id)
 }

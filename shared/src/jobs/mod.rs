@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod backup_tenant;
+pub mod cancel;
 pub mod cleanup;
 pub mod delete_tenant;
 pub mod noop;
@@ -28,8 +29,9 @@ use tracing::Instrument;
 
 use crate::{
     config::Config,
+    error::Context as _,
     error::{Error, Result},
-    lock::TenantLock,
+    lock::{HostSlot, TenantLock},
     metrics::{Metrics, Outcome},
     queue,
 };
@@ -69,6 +71,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
 
     /// A run taking longer than this is failed (and retried); `[worker.timeouts]` overrides.
     const TIMEOUT_SECS: u64 = 3600;
+
+    /// Heavy jobs (dumps, restores, maintenance) take one of their database host's
+    /// `heavy_jobs_per_host` slots first, and only then the tenant's lock: waiting for a
+    /// slot never holds the tenant nor takes it offline.
+    const HEAVY: bool = false;
 
     /// The key that makes a second enqueue of the same work a no-op.
     fn idempotency_key(&self) -> Option<String>;
@@ -116,7 +123,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     let limit = app.timeout::<J>();
     let outcome = tokio::time::timeout(limit, AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind())
         .await
-        .unwrap_or_else(|_| Ok(Err(Error::Busy(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))));
+        .unwrap_or_else(|_| Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))));
     let error = match outcome {
         Ok(Ok(value)) => {
             app.metrics.finished(J::TYPE, Outcome::Succeeded, started.elapsed());
@@ -126,6 +133,14 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         Ok(Err(e)) if !e.is_retryable() => {
             app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
             return Err(give_up(job, app, e.to_string()).await);
+        }
+        // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
+        Ok(Err(Error::Busy(reason))) => {
+            let delay = queue::backoff(app.config.worker.retry_base_secs, 1);
+            tracing::info!(reason = %reason, retry_in_s = delay.as_secs(), "job postponed");
+            app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
+            queue::postpone(&app.pool, id, delay).await?;
+            return Err(reason.into());
         }
         Ok(Err(e)) => e.to_string(),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
@@ -143,6 +158,13 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
 }
 
 async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
+    let slot = match (J::HEAVY, job.tenant()) {
+        (true, Some(slug)) => match host_of(app, slug).await? {
+            Some(host) => Some(HostSlot::acquire(&app.config, &host).await?),
+            None => None,
+        },
+        _ => None,
+    };
     let lock = match job.tenant() {
         Some(slug) => Some(TenantLock::acquire(&app.config, slug).await?),
         None => None,
@@ -151,7 +173,16 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
     if let Some(lock) = lock {
         lock.release().await;
     }
+    if let Some(slot) = slot {
+        slot.release().await;
+    }
     result
+}
+
+/// The database host of tenant `slug` (none if there is no such tenant: the job says so).
+async fn host_of(app: &App, slug: &str) -> Result<Option<String>> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    Ok(crate::tenants::find(&mut cp, slug).await?.map(|t| t.host))
 }
 
 /// Final failure: run the job's hook, log once, and tell apalis not to retry.

@@ -11,7 +11,7 @@ use crate::{
     queue, tenants,
 };
 
-/// Enqueues a restore of backup `backup_id` (or the newest finished one) of `slug`;
+/// Enqueues a restore of backup `backup_id` (or the newest routine one) of `slug`;
 /// returns the backup id and the job id.
 pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, actor: &str) -> Result<(i64, String)> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
@@ -26,11 +26,13 @@ pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, ac
         Some(id) => backups::get(&mut tx, tenant.id, id)
             .await
             .map_err(|_| Error::NotFound(format!("tenant '{slug}' has no finished backup {id}")))?,
-        None => backups::list(&mut tx, tenant.id)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::NotFound(format!("tenant '{slug}' has no backup to restore")))?,
+        // --latest: the newest routine backup, never a safety copy (restoring twice would
+        // otherwise restore the first restore's own pre_restore copy).
+        None => backups::latest_routine(&mut tx, tenant.id).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "tenant '{slug}' has no routine backup to restore: `tenantctl backup list {slug}` shows its safety backups, restorable with --backup ID"
+            ))
+        })?,
     };
     let job_id = queue::enqueue(&mut tx, &RestoreTenant { slug: slug.to_owned(), backup_id: backup.id }).await?;
     activity::record(&mut tx, actor, Some(tenant.id), "restore.requested", serde_json::json!({ "backup_id": backup.id, "job_id": job_id }))
@@ -52,6 +54,7 @@ pub struct RestoreTenant {
 
 impl Job for RestoreTenant {
     const TYPE: &'static str = "RestoreTenant";
+    const HEAVY: bool = true;
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {

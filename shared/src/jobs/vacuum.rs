@@ -91,6 +91,7 @@ pub struct Vacuum {
 
 impl Job for Vacuum {
     const TYPE: &'static str = "Vacuum";
+    const HEAVY: bool = true;
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {
@@ -103,7 +104,7 @@ impl Job for Vacuum {
 
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
         if self.backup_first {
-            backup::backup(app, &self.slug, Kind::Manual, None, &run.job_id).await?;
+            backup::backup(app, &self.slug, Kind::PreMaintenance, None, &run.job_id).await?;
         }
         let actor = if self.schedule.is_some() { "scheduler" } else { "worker" };
         let report = maintenance::maintain(app, &self.slug, self.tasks, actor).await?;

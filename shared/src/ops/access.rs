@@ -88,6 +88,16 @@ pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option
     tenants::get(&mut cp, slug).await
 }
 
+/// Whether the tenant's role may log in right now.
+pub async fn can_log_in(admin: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
+    sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+        .bind(&tenant.role)
+        .fetch_optional(admin)
+        .await
+        .context("failed to read the tenant role")
+        .map(|can| can.unwrap_or(false))
+}
+
 /// No new sessions for the tenant's role, and the open ones ended. Admin statements on
 /// the role and the server's session list: no tenant object is involved.
 pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()> {

@@ -17,9 +17,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::App,
-    ledger,
-    lock::HostSlot,
-    pg_tools,
+    ledger, pg_tools,
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
@@ -27,20 +25,30 @@ use crate::{
 /// Takes a backup of `slug` on behalf of job `job_id`; a rerun of the same job returns the
 /// backup it finished before instead of taking another.
 pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str) -> Result<Backup> {
+    take(app, slug, kind, keep, job_id, true).await
+}
+
+/// Takes a new backup of `slug` even if job `job_id` finished one before (a safety copy
+/// must hold what the tenant wrote since).
+pub async fn backup_fresh(app: &App, slug: &str, kind: Kind, job_id: &str) -> Result<Backup> {
+    take(app, slug, kind, None, job_id, false).await
+}
+
+async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str, reuse: bool) -> Result<Backup> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended" | "deleting") {
         return Err(Error::Conflict(format!("tenant '{slug}' is {}: there is nothing to back up", tenant.status)));
     }
-    let finished = backups::of_job(&mut cp, tenant.id, job_id, kind).await?.into_iter().find(|b| b.finished_at.is_some());
+    let finished = match reuse {
+        true => backups::of_job(&mut cp, tenant.id, job_id, kind).await?.into_iter().find(|b| b.finished_at.is_some()),
+        false => None,
+    };
     let backup = match finished {
         Some(done) => done,
         None => {
             discard_unfinished(&mut cp, &tenant, &app.config.backup_dir).await?;
-            let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
-            let result = dump(app, &mut cp, &tenant, kind, job_id).await;
-            slot.release().await;
-            result?
+            dump(app, &mut cp, &tenant, kind, job_id).await?
         }
     };
     if kind.is_routine() {

@@ -4,7 +4,7 @@
 //! what is left, so a rerun after a crash finishes the job.
 
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{Acquire, PgConnection};
 
 use crate::{
     activity,
@@ -17,6 +17,7 @@ use crate::{
     ledger,
     naming::{aside_schema, operator_role, Isolation},
     ops::{access, backup},
+    outcomes,
     tenants::{self, Tenant},
 };
 
@@ -33,10 +34,19 @@ pub fn check(tenant: &Tenant) -> Result<()> {
     }
 }
 
-/// Deletes `slug` on behalf of job `job_id`.
-pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<()> {
+/// Deletes `slug` on behalf of job `job_id`; `tenant_id`, when the job names it, keeps a
+/// late rerun from touching a newer tenant that took the slug again. Once that job
+/// finished, running it again changes nothing.
+pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str, actor: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let mut tenant = tenants::get(&mut cp, slug).await?;
+    if outcomes::finished(&mut cp, job_id, tenant.id).await?.is_some() {
+        return Ok(());
+    }
+    if tenant_id.is_some_and(|id| id != tenant.id) {
+        tracing::info!("the tenant this delete was for is gone; '{slug}' is another tenant now: nothing to do");
+        return Ok(());
+    }
     match tenant.status.as_str() {
         "deleted" => return Ok(()),
         "deleting" => {}
@@ -48,9 +58,13 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
     }
     let marker = deployment::marker(&mut cp, slug).await?;
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-    let operator = operator_role(&tenant.role);
     let role_is_ours = guard::role_is_ours(&mut server, &tenant.role, &marker).await?;
 
+    // The tenant is held first, so the safety copy has every row it ever wrote. (A
+    // deleting tenant cannot be resumed, so a rerun may reuse this job's copy.)
+    if role_is_ours {
+        access::block_login(&mut server, &tenant).await?;
+    }
     // Only a schema of our role is ours to back up; another deployment's is left alone below.
     if role_is_ours && schema_exists(&mut cp, app, &tenant).await? {
         let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
@@ -58,24 +72,40 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
         activity::record(&mut cp, actor, Some(tenant.id), "tenant.pre_delete_backup", json!({ "backup_id": safety.id })).await?;
     }
     fault::point(slug, "delete:backup")?;
+    drop_everything(app, &mut cp, &mut server, &tenant, &marker, job_id, actor).await.map_err(|e| match e {
+        Error::Injected(_) => e,
+        e => Error::Tool(format!(
+            "the delete of '{slug}' stopped part way (its login is held, its pre_delete backup is taken, some of its data or roles may be dropped already): {e}; `tenantctl jobs retry {job_id}` finishes it"
+        )),
+    })
+}
 
-    if role_is_ours {
-        access::block_login(&mut server, &tenant).await?;
-    }
+/// Drops the tenant's data and roles (only what is ours), then marks it deleted.
+async fn drop_everything(
+    app: &App,
+    cp: &mut PgConnection,
+    server: &mut PgConnection,
+    tenant: &Tenant,
+    marker: &str,
+    job_id: &str,
+    actor: &str,
+) -> Result<()> {
+    let (slug, operator) = (tenant.slug.as_str(), operator_role(&tenant.role));
+    let role_is_ours = guard::role_is_ours(server, &tenant.role, marker).await?;
     // Only what carries this deployment's marker is dropped; each check sits right before
     // its DROP, and what is not ours is left in place and named in the activity log.
     let mut left_in_place = Vec::new();
     match Isolation::parse(&tenant.isolation)? {
         Isolation::Database => {
-            if guard::drop_database(&mut server, &tenant.database, &marker).await?.left_in_place() {
+            if guard::drop_database(server, &tenant.database, marker).await?.left_in_place() {
                 left_in_place.push(format!("database {}", tenant.database));
             }
         }
         Isolation::Schema => {
-            if db::database_exists(&mut server, &tenant.database).await? {
-                let mut db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+            if db::database_exists(server, &tenant.database).await? {
+                let mut db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;
                 for schema in [aside_schema(&tenant.schema), tenant.schema.clone()] {
-                    if guard::drop_schema(&mut db, &mut server, &schema, &tenant.role, &marker).await?.left_in_place() {
+                    if guard::drop_schema(&mut db, server, &schema, &tenant.role, marker).await?.left_in_place() {
                         left_in_place.push(format!("schema {schema}"));
                     }
                 }
@@ -83,33 +113,38 @@ pub async fn delete(app: &App, slug: &str, job_id: &str, actor: &str) -> Result<
                 // What is left of the roles here (grants, default privileges) goes with them;
                 // DROP OWNED drops and revokes, which runs no tenant code.
                 for role in [&operator, &tenant.role] {
-                    if guard::role_is_ours(&mut server, role, &marker).await? {
+                    if guard::role_is_ours(server, role, marker).await? {
                         ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
                     }
                 }
                 if role_is_ours {
-                    ddl(&mut server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
+                    ddl(server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
                 }
             }
         }
     }
     fault::point(slug, "delete:data")?;
     for role in [&operator, &tenant.role] {
-        if guard::drop_role(&mut server, role, &marker).await?.left_in_place() {
+        if guard::drop_role(server, role, marker).await?.left_in_place() {
             left_in_place.push(format!("role {role}"));
         }
     }
     if !left_in_place.is_empty() {
         tracing::warn!(left_in_place = ?left_in_place, "not this deployment's objects: left in place");
     }
+    // Marked deleted and recorded as this job's outcome in one transaction.
+    let mut tx = cp.begin().await.context("failed to start a transaction")?;
     sqlx::query(
         "UPDATE tenant_master.tenants SET status = 'deleted', deleted_at = now(), updated_at = now(), role_password = NULL WHERE id = $1",
     )
     .bind(tenant.id)
-    .execute(&mut *cp)
+    .execute(&mut *tx)
     .await
     .context("failed to mark the tenant deleted")?;
-    activity::record(&mut cp, actor, Some(tenant.id), "tenant.deleted", json!({ "from": "deleting", "left_in_place": left_in_place })).await
+    let details = json!({ "from": "deleting", "left_in_place": left_in_place });
+    outcomes::record(&mut tx, job_id, "DeleteTenant", tenant.id, &details).await?;
+    activity::record(&mut tx, actor, Some(tenant.id), "tenant.deleted", details).await?;
+    tx.commit().await.context("failed to commit the deletion")
 }
 
 async fn schema_exists(cp: &mut PgConnection, app: &App, tenant: &Tenant) -> Result<bool> {

@@ -18,7 +18,6 @@ use crate::{
     activity,
     error::{Context as _, Error, Result},
     jobs::App,
-    lock::HostSlot,
     naming::quote_ident,
     products,
     tenant_session::TenantAccess,
@@ -80,10 +79,7 @@ pub async fn maintain(app: &App, slug: &str, tasks: Tasks, actor: &str) -> Resul
     .fetch_all(&mut db)
     .await
     .context("failed to list the tenant's tables")?;
-    let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
-    let result = run_tasks(&mut db, &tenant, &tables, tasks).await;
-    slot.release().await;
-    result?;
+    run_tasks(&mut db, &tenant, &tables, tasks).await?;
     let report = MaintenanceReport { tables: tables.len(), duration_ms: started.elapsed().as_millis() as u64 };
     activity::record(
         &mut cp,
@@ -127,7 +123,6 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     let cutoff = Utc::now() - chrono::Duration::days(older_than_days as i64);
     let mut db = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?.connect().await?;
-    let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
     let mut tables = Vec::new();
     for prunable in &product.prunable {
         let count = if dry_run {
@@ -137,26 +132,16 @@ pub async fn cleanup(app: &App, slug: &str, older_than_days: u32, dry_run: bool,
                 quote_ident(&prunable.table),
                 quote_ident(&prunable.column)
             );
-            let counted = sqlx::query_scalar(AssertSqlSafe(sql)).bind(cutoff).fetch_one(&mut db).await;
-            match counted {
-                Ok(n) => n,
-                Err(e) => {
-                    slot.release().await;
-                    return Err(e).context(format!("failed to count old rows of {}", prunable.table));
-                }
-            }
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(cutoff)
+                .fetch_one(&mut db)
+                .await
+                .context(format!("failed to count old rows of {}", prunable.table))?
         } else {
-            match delete_in_batches(&mut db, &tenant, &prunable.table, &prunable.column, cutoff).await {
-                Ok(n) => n,
-                Err(e) => {
-                    slot.release().await;
-                    return Err(e);
-                }
-            }
+            delete_in_batches(&mut db, &tenant, &prunable.table, &prunable.column, cutoff).await?
         };
         tables.push((prunable.table.clone(), count));
     }
-    slot.release().await;
     let report = CleanupReport { cutoff, dry_run, tables };
     activity::record(&mut cp, actor, Some(tenant.id), "tenant.cleanup", serde_json::to_value(&report).expect("report serializes")).await?;
     Ok(report)

@@ -23,25 +23,38 @@ use crate::{
     hosts,
     jobs::App,
     ledger,
-    lock::HostSlot,
     naming::aside_schema,
     ops::{access, backup, migrations},
-    products,
+    outcomes, products,
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
 
 /// What a restore did.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Restored {
     pub backup_id: i64,
     pub safety_backup_id: i64,
+    /// True when this run found the restore finished by an earlier run and did nothing.
+    #[serde(default)]
+    pub already_done: bool,
 }
 
-/// Restores backup `backup_id` of `slug` in place of its live schema.
+/// Restores backup `backup_id` of `slug` in place of its live schema, on behalf of job
+/// `job_id`. Once that job finished, running it again changes nothing.
 pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Result<Restored> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
+    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
+    if let Some(done) = outcomes::finished(&mut cp, job_id, tenant.id).await? {
+        // A rerun of a finished restore (a lost acknowledgement, the orphan sweep, `jobs
+        // retry`): the data stays as it is; only the login is left as the status says, as
+        // the first run would have left it had it not stopped after recording.
+        give_login_back(&mut server, &tenant).await?;
+        let done: Restored =
+            serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded restore outcome is unreadable: {e}")))?;
+        return Ok(Restored { already_done: true, ..done });
+    }
     if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
         return Err(Error::Conflict(format!(
             "tenant '{slug}' is {}: only an active, paused or suspended tenant can be restored",
@@ -50,34 +63,51 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     }
     let chosen = backups::get(&mut cp, tenant.id, backup_id).await?;
     backup::verify_file(&chosen).await?;
-
-    let safety = backup::backup(app, slug, Kind::PreRestore, None, job_id).await?;
-    fault::point(slug, "restore:safety_backup")?;
-
     let marker = deployment::marker(&mut cp, slug).await?;
-    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+
+    // The tenant is held first, so the safety copy has every row it ever wrote. If its
+    // login was held already (an earlier run of this job stopped, or the tenant is paused),
+    // nothing was written since that run's copy, which is reused; else a fresh copy.
+    let could_log_in = access::can_log_in(&mut tenant_db, &tenant).await?;
     access::block_login(&mut tenant_db, &tenant).await?;
-    let outcome = replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker).await;
-    if let Err(e) = outcome {
-        // A simulated crash leaves things as a real one would, for the rerun to find.
-        if !e.is_injected() {
-            // Whatever failed, the live data must be back under its own name before we return.
-            put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
-            give_login_back(&mut tenant_db, &tenant).await?;
-        }
-        return Err(e);
+    let outcome = async {
+        let safety = match could_log_in {
+            true => backup::backup_fresh(app, slug, Kind::PreRestore, job_id).await?,
+            false => backup::backup(app, slug, Kind::PreRestore, None, job_id).await?,
+        };
+        fault::point(slug, "restore:safety_backup")?;
+        replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker).await?;
+        Ok::<_, Error>(safety)
     }
+    .await;
+    let safety = match outcome {
+        Ok(safety) => safety,
+        Err(e) => {
+            // A simulated crash leaves things as a real one would, for the rerun to find.
+            if !e.is_injected() {
+                // Whatever failed, the live data is back under its own name and the login as
+                // the status says before we return.
+                put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
+                give_login_back(&mut tenant_db, &tenant).await?;
+            }
+            return Err(e);
+        }
+    };
+    let restored = Restored { backup_id: chosen.id, safety_backup_id: safety.id, already_done: false };
+    // Recorded before the login is given back: a rerun from here on changes nothing.
+    outcomes::record(&mut cp, job_id, "RestoreTenant", tenant.id, &json!(restored)).await?;
+    fault::point(slug, "restore:recorded")?;
     give_login_back(&mut tenant_db, &tenant).await?;
     activity::record(
         &mut cp,
         "worker",
         Some(tenant.id),
         "tenant.restored",
-        json!({ "backup_id": chosen.id, "safety_backup_id": safety.id }),
+        json!({ "backup_id": chosen.id, "safety_backup_id": safety.id, "job_id": job_id }),
     )
     .await?;
-    Ok(Restored { backup_id: chosen.id, safety_backup_id: safety.id })
+    Ok(restored)
 }
 
 /// Undoes an interrupted restore (used when a restore job gives up): live data back
@@ -141,15 +171,22 @@ async fn replace_schema(
     }
     if stage != Stage::Restored {
         let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
-        let slot = HostSlot::acquire(&app.config, &tenant.host).await?;
         // As the tenant: COPY evaluates the tenant's CHECK, default and index functions.
         let result = access.tool_target()?.restore_into_schema(&chosen.path(), &tenant.schema).await;
-        slot.release().await;
         result.map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
     }
     fault::point(&tenant.slug, "restore:restored")?;
-    drop_aside(tenant_db, server, tenant, &aside, marker).await?;
-    bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
+    let finish = async {
+        drop_aside(tenant_db, server, tenant, &aside, marker).await?;
+        bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
+    };
+    finish.await.map_err(|e| match e {
+        Error::Injected(_) => e,
+        e => Error::Tool(format!(
+            "the restore of backup {} into '{}' committed (the tenant now holds that backup's data), then failed: {e}; a retry of the job takes a new safety backup and restores again",
+            chosen.id, tenant.slug
+        )),
+    })
 }
 
 /// The restored schema has the migrations it had at backup time; record exactly those,
