@@ -140,7 +140,7 @@ async fn backup_commands_through_the_worker() {
     assert!(stderr(&out).contains("--yes"));
     let out = env.tenantctl(&["backup", "restore", &a, "--latest", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("has no backup to restore"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no routine backup to restore"), "{}", stderr(&out));
     assert_eq!(env.job_count().await, jobs_before);
 
     let run = |args: Vec<String>| {
