@@ -207,3 +207,64 @@ async fn two_scheduler_processes_enqueue_each_tenant_once_per_slot() {
         assert_eq!(tenants, slugs.len(), "slot {slot} covers every tenant");
     }
 }
+
+/// Jobs started per job id, from the workers' logs ("job started" lines carry `job.id`).
+fn starts(logs: &[std::path::PathBuf]) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    for log in logs {
+        for line in std::fs::read_to_string(log).unwrap().lines().filter(|l| l.contains("job started")) {
+            if let Some(id) = line.split("job.id=").nth(1).and_then(|rest| rest.split([' ', '}']).next()) {
+                *seen.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Old code: a worker with all slots busy and more jobs fetched than it could start
+/// skipped its heartbeats, and the other worker's orphan sweep ran its jobs again
+/// (attempts 2, two runs each), live ones included; a drain added an attempt to jobs that
+/// never started.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_jobs_on_two_workers_run_exactly_once_and_a_drain_costs_no_attempt() {
+    let env = TestEnv::new().await; // orphan timeout: 1 s x 3
+    let logs = TempDir::new("logs");
+    let settings = [("TENANT_MASTER_WORKER_CONCURRENCY", "2"), ("TENANT_MASTER_WORKER_BATCH_SIZE", "10")];
+    let paths: Vec<_> = (0..2).map(|i| logs.path().join(format!("worker-{i}.log"))).collect();
+    let mut workers: Vec<_> = paths.iter().map(|p| env.spawn_worker_with(p, &settings)).collect();
+    // Each job lasts several orphan timeouts.
+    let slow = tenant_master::jobs::noop::Noop { note: None, sleep_ms: Some(7000) };
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![slow.clone(); 12]).await.unwrap();
+    eventually(Duration::from_secs(150), "12 slow jobs to finish on two workers", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE status = 'done'").fetch_one(&env.pool).await.unwrap();
+        done == 12
+    })
+    .await;
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM apalis.jobs ORDER BY id").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(attempts, vec![1; 12], "every job ran once");
+    let started = starts(&paths);
+    assert_eq!(started.len(), 12, "{started:?}");
+    assert!(started.values().all(|n| *n == 1), "one run each: {started:?}");
+
+    // SIGTERM while 4 of 12 more run: they finish; the 8 that never started keep attempts 0.
+    sqlx::query("DELETE FROM apalis.jobs").execute(&env.pool).await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![slow; 12]).await.unwrap();
+    eventually(Duration::from_secs(60), "4 jobs to run", || async {
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE status = 'running'").fetch_one(&env.pool).await.unwrap();
+        running == 4
+    })
+    .await;
+    for worker in &workers {
+        Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    }
+    for worker in &mut workers {
+        assert!(worker.wait().unwrap().success(), "a drained worker exits 0");
+    }
+    let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM tenant_master.jobs ORDER BY id").fetch_all(&env.pool).await.unwrap();
+    let done = rows.iter().filter(|(s, a)| s == "done" && *a == 1).count();
+    let untouched = rows.iter().filter(|(s, a)| s == "pending" && *a == 0).count();
+    assert_eq!((done, untouched), (4, 8), "{rows:?}");
+}

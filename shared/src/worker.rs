@@ -63,20 +63,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         job_types = ?JOB_TYPES, concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
         "worker pool starting"
     );
+    if w.batch_size > w.concurrency {
+        tracing::warn!(
+            batch_size = w.batch_size,
+            concurrency = w.concurrency,
+            "batch_size is larger than concurrency: fetching {} at a time, so no fetched job waits unstarted",
+            w.concurrency
+        );
+    }
     let app = Arc::new(App::new(config, pool));
     let _metrics_server = serve_metrics(&app).await?;
     let run = run_number();
-    let monitor = register::<ProvisionTenant>(Monitor::new(), &app, run);
-    let monitor = register::<BackupTenant>(monitor, &app, run);
-    let monitor = register::<RestoreTenant>(monitor, &app, run);
-    let monitor = register::<Vacuum>(monitor, &app, run);
-    let monitor = register::<Cleanup>(monitor, &app, run);
-    let monitor = register::<PruneJobs>(monitor, &app, run);
-    let monitor = register::<SendWelcomeMail>(monitor, &app, run);
-    let monitor = register::<PauseTenant>(monitor, &app, run);
-    let monitor = register::<ResumeTenant>(monitor, &app, run);
-    let monitor = register::<DeleteTenant>(monitor, &app, run);
-    let monitor = register::<Noop>(monitor, &app, run);
+    let live = LiveWorkers::default();
+    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(app.clone())));
+    let monitor = register::<ProvisionTenant>(Monitor::new(), &app, run, &live);
+    let monitor = register::<BackupTenant>(monitor, &app, run, &live);
+    let monitor = register::<RestoreTenant>(monitor, &app, run, &live);
+    let monitor = register::<Vacuum>(monitor, &app, run, &live);
+    let monitor = register::<Cleanup>(monitor, &app, run, &live);
+    let monitor = register::<PruneJobs>(monitor, &app, run, &live);
+    let monitor = register::<SendWelcomeMail>(monitor, &app, run, &live);
+    let monitor = register::<PauseTenant>(monitor, &app, run, &live);
+    let monitor = register::<ResumeTenant>(monitor, &app, run, &live);
+    let monitor = register::<DeleteTenant>(monitor, &app, run, &live);
+    let monitor = register::<Noop>(monitor, &app, run, &live);
     monitor
         .on_event(|worker, event| {
             if let Event::Error(e) = event {
@@ -91,11 +101,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     Ok(())
 }
 
-fn register<J: Job>(monitor: Monitor, app: &Arc<App>, run: usize) -> Monitor {
+/// The names of this process's live workers, kept alive by a heartbeat of our own.
+///
+/// apalis-postgres 1.0 skips a worker's heartbeat while it holds fetched jobs it has no
+/// free slot for; past the orphan timeout another worker's sweep then re-runs every job of
+/// the silent one, running ones included (measured; see the apalis notes). Our heartbeat
+/// runs on its own task whatever the workers do, so a worker's jobs are only ever taken
+/// over when its process is gone. (Fetching at most `concurrency` jobs at a time, as
+/// `register` does, also means no fetched job waits unstarted, so a drain adds no attempt.)
+#[derive(Clone, Default)]
+struct LiveWorkers(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl LiveWorkers {
+    /// Records that worker `slot` (type and index) now runs under `name`.
+    fn set(&self, slot: String, name: String) {
+        self.0.lock().expect("worker names lock").insert(slot, name);
+    }
+
+    /// Marks every live worker as seen, every heartbeat, until aborted.
+    async fn beat(self, app: Arc<App>) {
+        let every = Duration::from_secs(app.config.worker.heartbeat_secs.max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let names: Vec<String> = self.0.lock().expect("worker names lock").values().cloned().collect();
+            let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&app.pool).await;
+            if let Err(e) = beat {
+                tracing::warn!(error = %e, "heartbeat failed; will try again");
+            }
+        }
+    }
+}
+
+fn register<J: Job>(monitor: Monitor, app: &Arc<App>, run: usize, live: &LiveWorkers) -> Monitor {
     let w = &app.config.worker;
     let queue_config = apalis_postgres::Config::default()
         .queue(J::TYPE)
-        .batch_size(w.batch_size)
+        .batch_size(w.batch_size.min(w.concurrency))
         .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
         .missed_heartbeats(w.missed_heartbeats)
         // No extra UPDATE to 'Running' per job: a fetched job stays 'Queued' (our status
@@ -110,8 +151,11 @@ fn register<J: Job>(monitor: Monitor, app: &Arc<App>, run: usize) -> Monitor {
     let prefix = format!("{}-{host}-{}-{run}", J::TYPE, std::process::id());
     // Throughput grows with workers per queue (each fetches its own batches), not with
     // concurrency inside one worker (measured in the apalis notes).
+    let live = live.clone();
     monitor.register_n(app.config.worker.workers_per_type, move |index, restarts| {
-        WorkerBuilder::new(format!("{prefix}-{index}-{restarts}"))
+        let name = format!("{prefix}-{index}-{restarts}");
+        live.set(format!("{}-{index}", J::TYPE), name.clone());
+        WorkerBuilder::new(name)
             .backend(backend.clone())
             .data(app.clone())
             .catch_panic()
@@ -136,7 +180,11 @@ async fn serve_metrics(app: &Arc<App>) -> Result<Option<AbortOnDrop>> {
     if addr.is_empty() {
         return Ok(None);
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.context(format!("failed to listen on metrics_addr {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::Fatal(format!(
+            "cannot serve /healthz and /metrics on {addr}: {e}; set metrics_addr (env TENANT_MASTER_METRICS_ADDR) to a free address, or to an empty value to turn it off"
+        ))
+    })?;
     tracing::info!(addr = %addr, "serving /healthz and /metrics");
     Ok(Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(listener, app.metrics.clone(), app.pool.clone())))))
 }

@@ -129,12 +129,19 @@ impl TestEnv {
 
     /// Starts `tenant-worker` as a child process, logging to `log`.
     pub fn spawn_worker(&self, log: &Path) -> std::process::Child {
+        self.spawn_worker_with(log, &[])
+    }
+
+    /// Starts `tenant-worker` with extra environment variables (settings) on top of this
+    /// control plane's.
+    pub fn spawn_worker_with(&self, log: &Path, extra: &[(&str, &str)]) -> std::process::Child {
         let file = std::fs::File::create(log).unwrap();
         let mut cmd = Command::new(binary("tenant-worker"));
         cmd.env_remove("TENANT_MASTER_CONFIG").stdout(file.try_clone().unwrap()).stderr(file);
         for (k, v) in self.env_vars() {
             cmd.env(k, v);
         }
+        cmd.envs(extra.iter().copied());
         cmd.spawn().expect("start tenant-worker")
     }
 

@@ -7,11 +7,14 @@ use serde_json::Value;
 use super::{App, Job, Run};
 use crate::error::Result;
 
-/// Payload: free-form, ignored.
+/// Payload: a free-form note (ignored) and how long to take, for a slow canary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Noop {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Sleep this long before finishing (at most the type's 60 s timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<u64>,
 }
 
 impl Job for Noop {
@@ -28,6 +31,9 @@ impl Job for Noop {
 
     /// Returns when it ran (RFC 3339, microseconds): the end point of pickup latency.
     async fn run(&self, _app: &App, _run: &Run) -> Result<Value> {
+        if let Some(ms) = self.sleep_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         Ok(Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
     }
 }
