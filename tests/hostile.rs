@@ -237,3 +237,118 @@ async fn a_hostile_tenant_gains_nothing_from_any_job() {
         assert_eq!(after.memberships, vec![format!("{0}__op in {0}", victim.role)], "{plan}: delete left memberships");
     }
 }
+
+/// The operator role, as an admin sees it: may it log in, its settings anywhere, its sessions.
+async fn operator_state(env: &TestEnv, tenant: &Tenant) -> (bool, i64, i64) {
+    let mut server = env.admin("postgres").await;
+    sqlx::query_as(
+        "SELECT r.rolcanlogin,
+                (SELECT count(*) FROM pg_db_role_setting s WHERE s.setrole = r.oid),
+                (SELECT count(*) FROM pg_stat_activity a WHERE a.usename = r.rolname)
+         FROM pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(format!("{}__op", tenant.role))
+    .fetch_one(&mut server)
+    .await
+    .unwrap()
+}
+
+/// Tenant code runs in the operator's session during a job, so it can change that role's
+/// password and settings (any role may) and keep a session of it open. When the job is
+/// over none of that lasts: no login, no settings, no session; and holding the tenant's
+/// login (pause) holds the operator's too.
+#[tokio::test]
+async fn tenant_code_cannot_keep_the_operator_role() {
+    let env = TestEnv::new().await;
+    let app = env.app();
+    let evil = env.provisioned(&env.slug("keep"), "starter").await;
+    let mut own = env.as_tenant(&evil.slug).await;
+    let plant = format!(
+        r#"CREATE TABLE {s}.loot (what text);
+        CREATE FUNCTION {s}.keep() RETURNS trigger LANGUAGE plpgsql AS $f$
+        BEGIN
+            INSERT INTO {s}.loot VALUES (current_user);
+            EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, 'known to the tenant');
+            EXECUTE format('ALTER ROLE %I SET work_mem = %L', current_user, '64kB');
+            EXECUTE format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = 1', current_user, current_database());
+            RETURN OLD;
+        END $f$;
+        CREATE TRIGGER keep BEFORE DELETE ON {s}.events FOR EACH ROW EXECUTE FUNCTION {s}.keep();
+        INSERT INTO {s}.events (kind, created_at) VALUES ('ancient', now() - interval '2 years');"#,
+        s = evil.schema
+    );
+    sqlx::raw_sql(AssertSqlSafe(plant)).execute(&mut own).await.unwrap();
+    drop(own);
+
+    // The cleanup job, as the worker runs it: inside the job's scope.
+    let limit = std::time::Duration::from_secs(600);
+    let cleaned = tenant_master::tenant_session::scoped(limit, maintenance::cleanup(&app, &evil.slug, 365, false, "test")).await.unwrap();
+    assert_eq!(cleaned.tables, vec![("events".to_owned(), 1)]);
+    // The attack ran, as the operator role: it did change that role's password and settings.
+    let mut admin = env.admin(&evil.database).await;
+    let ran_as: Vec<String> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT what FROM {}.loot", evil.schema))).fetch_all(&mut admin).await.unwrap();
+    assert_eq!(ran_as, vec![format!("{}__op", evil.role)]);
+    // ... and none of it lasts past the job.
+    assert_eq!(operator_state(&env, &evil).await, (false, 0, 0), "operator login, settings, sessions after the job");
+    let options = tenant_master::db::options(&tenant_master_tests::server_url())
+        .unwrap()
+        .username(&format!("{}__op", evil.role))
+        .password("known to the tenant")
+        .database(&evil.database);
+    let err = PgConnection::connect_with(&options).await.unwrap_err();
+    assert!(err.to_string().contains("not permitted to log in"), "{err}");
+
+    // An operator session open outside a job scope (an admin command) ends with a pause.
+    let access = {
+        let mut cp = env.pool.acquire().await.unwrap();
+        tenant_master::tenant_session::TenantAccess::prepare(&app.config, &mut cp, &evil).await.unwrap()
+    };
+    let valid_until: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1")
+        .bind(access.role())
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let valid_until = valid_until.expect("an operator login always ends");
+    assert!(valid_until > chrono::Utc::now() && valid_until < chrono::Utc::now() + chrono::Duration::hours(7), "{valid_until}");
+    let mut session = access.connect().await.unwrap();
+    assert_eq!(operator_state(&env, &evil).await, (true, 0, 1));
+    access::change_access(&app, &evil.slug, Change::Pause, None, "test").await.unwrap();
+    assert!(sqlx::query("SELECT 1").execute(&mut session).await.is_err(), "the operator's session survived the pause");
+    assert_eq!(operator_state(&env, &evil).await, (false, 0, 0));
+}
+
+/// A tenant that takes read rights on its own tables away from itself cannot make its
+/// backups, and so its own delete, fail: the dump reads everything, and a table that
+/// forces row-level security on its owner is refused in one sentence, not half dumped.
+#[tokio::test]
+async fn a_tenant_cannot_make_its_backup_fail_or_miss_rows() {
+    let env = TestEnv::new().await;
+    let app = env.app();
+    let evil = env.provisioned(&env.slug("hide"), "starter").await;
+    let mut own = env.as_tenant(&evil.slug).await;
+    sqlx::query("INSERT INTO projects (name) VALUES ('kept')").execute(&mut own).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("REVOKE ALL ON {s}.projects FROM {s}; REVOKE ALL ON {s}.projects FROM PUBLIC", s = evil.schema)))
+        .execute(&mut own)
+        .await
+        .unwrap();
+    // Without our repair the tenant's own rights no longer read the table.
+    let err = sqlx::query("SELECT count(*) FROM projects").execute(&mut own).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    drop(own);
+    let taken = backup::backup(&app, &evil.slug, Kind::Manual, None, "hide-backup").await.unwrap();
+    let list = tenant_master::pg_tools::list_archive(&taken.path()).await.unwrap();
+    assert!(list.contains("TABLE DATA") && list.contains("projects"), "{list}");
+
+    let mut own = env.as_tenant(&evil.slug).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER TABLE {s}.projects ENABLE ROW LEVEL SECURITY; ALTER TABLE {s}.projects FORCE ROW LEVEL SECURITY",
+        s = evil.schema
+    )))
+    .execute(&mut own)
+    .await
+    .unwrap();
+    drop(own);
+    let err = backup::backup(&app, &evil.slug, Kind::Manual, None, "hide-forced").await.unwrap_err();
+    assert!(err.to_string().contains("force row-level security") && err.to_string().contains("projects"), "{err}");
+}

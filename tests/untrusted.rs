@@ -227,3 +227,45 @@ async fn tenant_roles_reach_their_own_database_only_after_lockdown() {
     let reach = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "reach:default").unwrap().clone();
     assert!(!reach["warning"].as_bool().unwrap(), "{reach}");
 }
+
+/// A database that happens to carry a product's shared-database name but was not made by
+/// this deployment (another application's, or another deployment's with the same prefix)
+/// is never adopted: no tenant schema lands in it and its CONNECT rights stay as they were.
+#[tokio::test]
+async fn a_foreign_database_with_a_shared_name_is_not_adopted() {
+    let env = TestEnv::new().await;
+    let shared = format!("{}demo_shared", env.config.database_prefix);
+    let mut server = env.admin("postgres").await;
+    tenant_master::db::ddl(&mut server, "CREATE DATABASE %I", &[&shared]).await.unwrap();
+    let mut foreign = env.admin(&shared).await;
+    sqlx::raw_sql("CREATE TABLE public.orders (id int); INSERT INTO public.orders VALUES (1)").execute(&mut foreign).await.unwrap();
+    drop(foreign);
+
+    let app = env.app();
+    let slug = env.slug("adopt");
+    let new = NewTenant::parse(&slug, "demo", "starter", "o@example.com", None, None).unwrap();
+    let err = provision::provision(&app, &new, "test").await.unwrap_err();
+    assert!(err.to_string().contains("not made by this Tenant Master deployment"), "{err}");
+    let public_connect: bool = sqlx::query_scalar("SELECT has_database_privilege('public', $1, 'CONNECT')")
+        .bind(&shared)
+        .fetch_one(&mut server)
+        .await
+        .unwrap();
+    assert!(public_connect, "the foreign database's rights were changed");
+    let mut foreign = env.admin(&shared).await;
+    let schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetch_one(&mut foreign).await.unwrap();
+    assert_eq!(schemas, 0);
+
+    // A shared database this deployment made is marked, and takes the next tenant.
+    drop(foreign);
+    tenant_master::db::ddl(&mut server, "DROP DATABASE %I WITH (FORCE)", &[&shared]).await.unwrap();
+    provision::mark_failed(&app, &slug, "test").await.unwrap();
+    let tenant = provision::provision(&app, &new, "test").await.unwrap();
+    let marker: String = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
+        .bind(&tenant.database)
+        .fetch_one(&mut server)
+        .await
+        .unwrap();
+    assert!(marker.starts_with("tenant-master:") && marker.ends_with(":shared"), "{marker}");
+    env.provisioned(&env.slug("second"), "starter").await;
+}

@@ -91,6 +91,23 @@ pub async fn drop_schema(
         Some(_) => Ok(Dropped::NotOurs),
     }
 }
+
+/// Whether every schema of `database` (besides `public`, the system's and our migration
+/// ledger's) is owned by a role carrying a marker of `deployment`, and `public` holds nothing.
+pub async fn holds_only_ours(host: &PgConnectOptions, database: &str, deployment: &str) -> Result<bool> {
+    let mut conn = db::connect_to(host, database).await?;
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_namespace n
+                            WHERE nspname NOT IN ('public', 'information_schema', 'tenant_master_meta') AND nspname !~ '^pg_'
+                              AND NOT starts_with(COALESCE(shobj_description(n.nspowner, 'pg_authid'), ''), $1))
+            AND NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public')",
+    )
+    .bind(crate::naming::owner_marker(deployment, ""))
+    .fetch_one(&mut conn)
+    .await
+    .context("failed to look into a database")
+}
+
 /// Whether `database` holds nothing but the schemas every new database has.
 pub async fn database_is_empty(host: &PgConnectOptions, database: &str) -> Result<bool> {
     let mut conn = db::connect_to(host, database).await?;

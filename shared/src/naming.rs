@@ -208,13 +208,19 @@ impl TenantNames {
 
 /// A database prefix may be empty or use the slug alphabet.
 pub fn validate_database_prefix(prefix: &str) -> Result<()> {
+    // `__` splits a dedicated database name into product and slug: the prefix may not hold
+    // it, so the first `__` of every name we make is that split.
     let ok = prefix.len() <= 20
         && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && (prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_lowercase()));
+        && (prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_lowercase()))
+        && !prefix.contains("__");
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("invalid database_prefix '{}': use up to 20 characters a-z, 0-9 and '_'", printable(prefix))))
+        Err(Error::Invalid(format!(
+            "invalid database_prefix '{}': use up to 20 characters a-z, 0-9 and '_', starting with a letter, without '__'",
+            printable(prefix)
+        )))
     }
 }
 

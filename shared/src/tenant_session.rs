@@ -13,10 +13,19 @@
 //! - a login of its own, so the tenant's login can be held (pause, restore, delete) while
 //!   we work;
 //! - its password is derived from the secret key, so nothing stores it, every worker knows
-//!   it, and it is set again (with the attributes) each time a session is prepared.
+//!   it, and it is set again (with the attributes) each time a session is prepared;
+//! - it may log in only while a job works on the tenant: [`TenantAccess::prepare`] gives
+//!   it LOGIN with `VALID UNTIL` the end of the job's time limit, and [`scoped`] takes
+//!   LOGIN away and ends its sessions when the job is over. Tenant code running in an
+//!   operator session can change that role's password or settings (any role may), but not
+//!   its `VALID UNTIL`; prepare resets password and settings, so what tenant code did there
+//!   lasts until the job ends at most, and never lets anyone in while the tenant is
+//!   paused or suspended.
 //!
 //! Every session here pins `search_path` to `pg_catalog`, so a function or operator the
 //! tenant named like a built-in can never stand in for it.
+
+use std::{cell::RefCell, future::Future, time::Duration};
 
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
 
@@ -50,8 +59,12 @@ impl TenantAccess {
         let password = keys.current()?.derive_password(&format!("operator:{}", role));
         let marker = deployment::marker(cp, &tenant.slug).await?;
         let admin_url = hosts::admin_url(cp, config, &tenant.host).await?;
-        let mut admin = hosts::connect_admin(cp, config, &tenant.host).await?;
-        ensure_operator(&mut admin, tenant, &role, &marker, &password).await?;
+        let admin_options = hosts::admin_options(cp, config, &tenant.host).await?;
+        let mut admin = db::connect_to(&admin_options, admin_options.get_database().unwrap_or("postgres")).await?;
+        let valid_for = OPENED.try_with(|o| o.borrow().valid_for).unwrap_or(UNSCOPED_VALIDITY);
+        let valid_until = (chrono::Utc::now() + valid_for).to_rfc3339();
+        ensure_operator(&mut admin, tenant, &role, &marker, &password, &valid_until).await?;
+        let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options, &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
         Ok(TenantAccess { options: db::pin_search_path(options), admin_url, role, password })
     }
@@ -78,9 +91,99 @@ impl TenantAccess {
     }
 }
 
+/// How long an operator login prepared outside [`scoped`] (an admin command) stays valid.
+const UNSCOPED_VALIDITY: Duration = Duration::from_secs(6 * 3600);
+
+/// The operator roles given LOGIN while a job runs, to take it away when the job is over.
+struct Opened {
+    valid_for: Duration,
+    roles: Vec<(PgConnectOptions, String)>,
+}
+
+impl Opened {
+    fn remember(&mut self, admin: PgConnectOptions, role: &str) {
+        if !self.roles.iter().any(|(_, r)| r == role) {
+            self.roles.push((admin, role.to_owned()));
+        }
+    }
+}
+
+tokio::task_local! {
+    static OPENED: RefCell<Opened>;
+}
+
+/// Runs `work` (one job, at most `limit` long) and then closes every operator login it
+/// prepared: NOLOGIN, sessions ended. Runs under the tenant's lock, so no other job of
+/// the tenant is using the role meanwhile.
+pub async fn scoped<F: Future>(limit: Duration, work: F) -> F::Output {
+    let opened = RefCell::new(Opened { valid_for: limit, roles: Vec::new() });
+    let (output, roles) = OPENED
+        .scope(opened, async {
+            let output = work.await;
+            (output, OPENED.with(|o| std::mem::take(&mut o.borrow_mut().roles)))
+        })
+        .await;
+    for (admin, role) in roles {
+        if let Err(e) = close_operator(&admin, &role).await {
+            tracing::warn!(role = %role, error = %e, "could not take the operator role's login away; its VALID UNTIL ends it");
+        }
+    }
+    output
+}
+
+async fn close_operator(admin: &PgConnectOptions, role: &str) -> Result<()> {
+    let mut admin = db::connect_to(admin, admin.get_database().unwrap_or("postgres")).await?;
+    end_operator_sessions(&mut admin, role).await
+}
+
+/// NOLOGIN for `role` (if it exists) and its open sessions ended. Admin statements on a
+/// role and the server's session list: no tenant object is involved.
+pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(&mut *admin)
+        .await
+        .context("failed to look up the operator role")?;
+    if exists {
+        ddl(admin, "ALTER ROLE %I NOLOGIN", &[role]).await?;
+        reset_settings(admin, role).await?;
+    }
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
+        .bind(role)
+        .execute(admin)
+        .await
+        .context("failed to end the operator role's sessions")?;
+    Ok(())
+}
+
+/// Removes the settings tenant code may have given the operator role (`ALTER ROLE
+/// CURRENT_USER [IN DATABASE ...] SET ...` is open to every role), in every database.
+async fn reset_settings(admin: &mut PgConnection, role: &str) -> Result<()> {
+    ddl(admin, "ALTER ROLE %I RESET ALL", &[role]).await?;
+    let databases: Vec<String> = sqlx::query_scalar(
+        "SELECT d.datname::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+         JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1",
+    )
+    .bind(role)
+    .fetch_all(&mut *admin)
+    .await
+    .context("failed to read the operator role's settings")?;
+    for database in databases {
+        ddl(admin, "ALTER ROLE %I IN DATABASE %I RESET ALL", &[role, &database]).await?;
+    }
+    Ok(())
+}
+
 /// Creates or repairs the operator role of `tenant` over an admin connection to its host.
 /// Refuses a role of that name that this deployment did not make.
-async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, marker: &str, password: &str) -> Result<()> {
+async fn ensure_operator(
+    admin: &mut PgConnection,
+    tenant: &Tenant,
+    role: &str,
+    marker: &str,
+    password: &str,
+    valid_until: &str,
+) -> Result<()> {
     let existing: Option<(Option<String>, bool)> = sqlx::query_as(
         "SELECT shobj_description(oid, 'pg_authid'), rolsuper OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = $1",
     )
@@ -137,6 +240,12 @@ async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, 
         ddl(admin, "REVOKE %I FROM %I", &[role, &member]).await?;
     }
     ddl(admin, "GRANT %I TO %I", &[&tenant.role, role]).await?;
+    reset_settings(admin, role).await?;
     let verifier = password::scram_verifier(password);
-    ddl(admin, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L", &[role, &verifier]).await
+    ddl(
+        admin,
+        "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L",
+        &[role, &verifier, valid_until],
+    )
+    .await
 }

@@ -169,7 +169,8 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
         Some(slug) => Some(TenantLock::acquire(&app.config, slug).await?),
         None => None,
     };
-    let result = job.run(app, run).await;
+    // Operator logins the job opened are closed before the tenant's lock goes.
+    let result = crate::tenant_session::scoped(app.timeout::<J>(), job.run(app, run)).await;
     if let Some(lock) = lock {
         lock.release().await;
     }

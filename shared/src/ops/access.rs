@@ -98,14 +98,14 @@ pub async fn can_log_in(admin: &mut PgConnection, tenant: &Tenant) -> Result<boo
         .map(|can| can.unwrap_or(false))
 }
 
-/// No new sessions for the tenant's role, and the open ones ended. Admin statements on
-/// the role and the server's session list: no tenant object is involved.
+/// No new sessions for the tenant's role or its operator role, and the open ones ended.
+/// Admin statements on roles and the server's session list: no tenant object is involved.
 pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()> {
     ddl(admin, "ALTER ROLE %I NOLOGIN", &[&tenant.role]).await?;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(&tenant.role)
-        .execute(admin)
+        .execute(&mut *admin)
         .await
         .context("failed to end the tenant's sessions")?;
-    Ok(())
+    crate::tenant_session::end_operator_sessions(admin, &crate::naming::operator_role(&tenant.role)).await
 }

@@ -14,6 +14,7 @@ use sqlx::PgConnection;
 use crate::{
     activity,
     backups::{self, Backup, Kind},
+    db::ddl,
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::App,
@@ -79,6 +80,7 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         .context("failed to read the server version")?;
     pg_tools::ensure_tools_match(server_major as u32).await?;
     let versions = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?;
+    readable_by_owner(&mut tenant_db, tenant).await?;
     drop(tenant_db);
 
     let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
@@ -113,6 +115,34 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         .await?;
     tracing::info!(backup.id = id, backup.bytes = bytes, "backup written to {}", path.display());
     backups::get(cp, tenant.id, id).await
+}
+
+/// Gives the tenant role back the right to read everything in its schema, which it may
+/// have revoked from itself (a tenant could otherwise make every backup, and so its own
+/// delete, fail), and refuses tables that force row-level security on their owner: a dump
+/// would miss the rows the tenant's policies hide. GRANT and a catalog read over an admin
+/// connection: no tenant object is involved.
+async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    for what in ["TABLES", "SEQUENCES"] {
+        ddl(tenant_db, &format!("GRANT SELECT ON ALL {what} IN SCHEMA %I TO %I"), &[&tenant.schema, &tenant.role]).await?;
+    }
+    ddl(tenant_db, "GRANT USAGE ON SCHEMA %I TO %I", &[&tenant.schema, &tenant.role]).await?;
+    let forced: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relforcerowsecurity ORDER BY 1",
+    )
+    .bind(&tenant.schema)
+    .fetch_all(&mut *tenant_db)
+    .await
+    .context("failed to read the tenant's row-level security settings")?;
+    if !forced.is_empty() {
+        return Err(Error::Fatal(format!(
+            "cannot back up '{}': table(s) {} force row-level security on their owner, so a dump would miss rows; run ALTER TABLE ... NO FORCE ROW LEVEL SECURITY on them (the tenant or an administrator), then retry the job",
+            tenant.slug,
+            forced.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Removes what earlier, interrupted backups of this tenant left: unfinished rows with

@@ -16,7 +16,7 @@ use crate::{
     fault, guard, hosts,
     jobs::{send_welcome_mail::SendWelcomeMail, App},
     ledger,
-    naming::Isolation,
+    naming::{self, Isolation},
     ops::migrations,
     password, products, queue,
     tenant_session::TenantAccess,
@@ -40,13 +40,14 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
 
     let host = hosts::admin_options(&mut cp, &app.config, &tenant.host).await?;
     let mut admin = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-    let marker = deployment::marker(&mut cp, slug).await?;
+    let deployment = deployment::id(&mut cp).await?;
+    let marker = naming::owner_marker(&deployment, slug);
 
     let created = ensure_role(&app.config, &mut cp, &mut admin, &tenant, &marker).await?;
     log_step(&mut cp, &tenant, "role", created).await?;
     fault::point(slug, "role")?;
 
-    let created = ensure_database(&mut admin, &host, &tenant, &marker).await?;
+    let created = ensure_database(&mut admin, &host, &tenant, &deployment).await?;
     log_step(&mut cp, &tenant, "database", created).await?;
     fault::point(slug, "database")?;
 
@@ -130,26 +131,34 @@ async fn ensure_role(config: &Config, cp: &mut PgConnection, admin: &mut PgConne
 }
 
 /// The database holding the tenant's schema, closed to everyone but its tenants.
-/// A dedicated database carries the marker; an existing one without it is adopted only if
+/// Every database we make carries a marker; an existing one without it is adopted only if
 /// it is empty (a run that stopped between CREATE DATABASE, which cannot share a
-/// transaction, and its COMMENT), never if it holds anything.
-async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOptions, tenant: &Tenant, marker: &str) -> Result<bool> {
+/// transaction, and its COMMENT), never if it holds anything not ours.
+async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOptions, tenant: &Tenant, deployment: &str) -> Result<bool> {
     let created = db::create_database_if_missing(admin, &tenant.database).await?;
-    if Isolation::parse(&tenant.isolation)? == Isolation::Database {
-        let comment: Option<String> =
-            sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
-                .bind(&tenant.database)
-                .fetch_one(&mut *admin)
-                .await
-                .context("failed to read the database's marker")?;
-        match comment {
-            Some(c) if c == marker => {}
-            Some(_) => return Err(foreign_database(tenant)),
-            None if created || guard::database_is_empty(host, &tenant.database).await? => {
-                ddl(admin, "COMMENT ON DATABASE %I IS %L", &[&tenant.database, marker]).await?;
-            }
-            None => return Err(foreign_database(tenant)),
-        }
+    // A dedicated database carries its tenant's marker, a product's shared one the
+    // deployment's `shared` marker (`shared` is a reserved slug, so no tenant has it).
+    let isolation = Isolation::parse(&tenant.isolation)?;
+    let marker = match isolation {
+        Isolation::Database => naming::owner_marker(deployment, &tenant.slug),
+        Isolation::Schema => naming::owner_marker(deployment, "shared"),
+    };
+    let comment: Option<String> = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
+        .bind(&tenant.database)
+        .fetch_one(&mut *admin)
+        .await
+        .context("failed to read the database's marker")?;
+    let adopt = match comment {
+        Some(c) if c == marker => false,
+        Some(_) => return Err(foreign_database(tenant)),
+        None if created || guard::database_is_empty(host, &tenant.database).await? => true,
+        // A shared database made before shared databases were marked holds only schemas
+        // of this deployment's tenant roles.
+        None if isolation == Isolation::Schema && guard::holds_only_ours(host, &tenant.database, deployment).await? => true,
+        None => return Err(foreign_database(tenant)),
+    };
+    if adopt {
+        ddl(admin, "COMMENT ON DATABASE %I IS %L", &[&tenant.database, &marker]).await?;
     }
     ddl(admin, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&tenant.database]).await?;
     ddl(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", &[&tenant.database, &tenant.role]).await?;
