@@ -99,7 +99,7 @@ async fn a_failing_job_backs_off_is_listed_and_retried_at_once() {
     // The job waits ~16 s for its next attempt; retry it once the idle worker listens.
     let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
     let listening = || async {
-        // Every job type's listener of the new worker (not the earlier worker's).
+        // The wake-up listener of the new worker (not the earlier worker's).
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND backend_start > $1",
         )
@@ -107,7 +107,7 @@ async fn a_failing_job_backs_off_is_listed_and_retried_at_once() {
         .fetch_one(&env.pool)
         .await
         .unwrap();
-        n >= tenant_master::worker::JOB_TYPES.len() as i64
+        n >= 1
     };
     // Evidence of the wake-up is the fetch (lock_at after the retry): the attempt's result
     // is acknowledged by apalis only at the worker's next poll, a minute away here.

@@ -268,3 +268,107 @@ async fn long_jobs_on_two_workers_run_exactly_once_and_a_drain_costs_no_attempt(
     let untouched = rows.iter().filter(|(s, a)| s == "pending" && *a == 0).count();
     assert_eq!((done, untouched), (4, 8), "{rows:?}");
 }
+
+/// The worker's connections to its control-plane database, as the server sees them.
+async fn worker_connections(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tenant-worker'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
+/// An idle worker holds at most 3 control-plane connections, whatever the number of job
+/// types (11) and workers per type; the first design held one LISTEN per worker plus the pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_worker_holds_three_connections_at_most() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("logs");
+    let mut worker = env.spawn_worker_with(&logs.path().join("worker.log"), &[("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", "2")]);
+    assert!(tenant_master::worker::JOB_TYPES.len() > 3);
+    // Some work first, so every worker has fetched and acknowledged.
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![tenant_master::jobs::noop::Noop { note: None, sleep_ms: None }; 50]).await.unwrap();
+    eventually(Duration::from_secs(60), "50 jobs done", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE status = 'done'").fetch_one(&env.pool).await.unwrap();
+        done == 50
+    })
+    .await;
+    // Idle for several heartbeats and polls (1 s and 200 ms here): sample the count.
+    let mut most = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        most = most.max(worker_connections(&env).await);
+    }
+    let seen: Vec<(String, String)> =
+        sqlx::query_as("SELECT coalesce(application_name, ''), coalesce(query, '') FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let log = std::fs::read_to_string(logs.path().join("worker.log")).unwrap_or_default();
+    assert!(most >= 1, "the worker is not connected at all: {seen:?}\n{log}");
+    assert!(most <= 3, "an idle worker held {most} control-plane connections: {seen:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// A PostgreSQL restart (fast shutdown, as a failover or a minor upgrade does) while the
+/// worker drains thousands of jobs and provisions tenants: the same process waits for the
+/// server, carries on, finishes everything (none dead) and takes new work afterwards.
+/// Before, the pool stopped and the process exited 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_survives_a_server_restart() {
+    let server = tenant_master_tests::private_server::PrivateServer::start();
+    let env = TestEnv::on_server(&server.url()).await;
+    let logs = TempDir::new("logs");
+    let log = logs.path().join("worker.log");
+    let mut worker = env.spawn_worker(&log);
+    let noop = tenant_master::jobs::noop::Noop { note: None, sleep_ms: Some(2) };
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![noop.clone(); 3000]).await.unwrap();
+    drop(conn);
+    let slugs: Vec<String> = (0..4).map(|i| env.slug(&format!("rs{i}"))).collect();
+    for (i, slug) in slugs.iter().enumerate() {
+        let plan = if i % 2 == 0 { "starter" } else { "enterprise" };
+        let out = env.tenantctl(&["tenant", "create", slug, "--product", "demo", "--plan", plan, "--owner-email", "o@example.com"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let done = |env: &TestEnv| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenant_master.jobs WHERE status = 'done' AND type = 'Noop'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+        }
+    };
+    eventually(Duration::from_secs(120), "some jobs done before the restart", || async { done(&env).await >= 200 }).await;
+    server.restart();
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited with the server");
+
+    eventually(Duration::from_secs(240), "every job done after the restart", || async {
+        let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants WHERE status = 'active'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0);
+        done(&env).await == 3000 && active == 4
+    })
+    .await;
+    let dead: Vec<(String, String)> =
+        sqlx::query_as("SELECT type, coalesce(last_error, '') FROM tenant_master.jobs WHERE status IN ('dead', 'failed')")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    // The same process takes new work.
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &[tenant_master::jobs::noop::Noop { note: Some("after".into()), sleep_ms: None }])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "a new job after the restart", || async { done(&env).await == 3001 }).await;
+    assert!(worker.try_wait().unwrap().is_none(), "the worker is still the same process");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the database is back") || text.contains("reconnecting"), "no sign of the outage in the log:\n{text}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}

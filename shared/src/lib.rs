@@ -41,6 +41,7 @@ pub mod system;
 pub mod telemetry;
 pub mod tenant_session;
 pub mod tenants;
+pub mod wakeups;
 pub mod worker;
 
 pub use config::Config;

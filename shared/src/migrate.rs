@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "fan_out_ids_from_caller", include_str!("../../migrations/0007_fan_out_ids_from_caller.sql")),
     (8, "untrusted_tenants", include_str!("../../migrations/0008_untrusted_tenants.sql")),
     (9, "lose_nothing", include_str!("../../migrations/0009_lose_nothing.sql")),
+    (10, "wakeups", include_str!("../../migrations/0010_wakeups.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

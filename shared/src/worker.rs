@@ -1,9 +1,14 @@
 //! `tenant-worker`: an apalis Monitor with one worker per job type.
 //!
 //! Per the measured traps of apalis-postgres 1.0 (shared/notes/apalis-1.0.md): every queue
-//! name is explicit, every worker name is unique per process (`<type>-<host>-<pid>-<restart>`),
-//! LISTEN/NOTIFY wakes workers at once and an interval poll catches delayed and retried jobs,
-//! and all workers share one heartbeat setting so none steals another's live jobs.
+//! name is explicit, every worker name is unique per process
+//! (`<type>-<host>-<pid>-<run>-<index>-<restart>`), one LISTEN connection per process wakes
+//! the workers at once and an interval poll catches delayed and retried jobs (see
+//! `wakeups`), and all workers share one heartbeat setting, beaten from a task of their
+//! own, so none steals another's live jobs.
+//!
+//! Connections: the queue machinery holds [`QUEUE_CONNECTIONS`]; running jobs borrow from a
+//! pool of at most [`job_connections`] that empties when idle.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -12,6 +17,7 @@ use apalis_postgres::PostgresStorage;
 
 use crate::{
     config::Config,
+    wakeups::Wakeups,
     db,
     error::{Context as _, Error, Result},
     jobs::{
@@ -45,22 +51,45 @@ pub const JOB_TYPES: &[&str] = &[
     Noop::TYPE,
 ];
 
+/// Connections the queue machinery holds (the wake-up listener and two for fetching,
+/// acknowledging and heartbeats), whatever the number of job types and workers.
+pub const QUEUE_CONNECTIONS: u32 = 3;
+
+/// Connections running jobs may borrow at most (on top of [`QUEUE_CONNECTIONS`]); idle
+/// ones are closed after [`JOB_CONNECTION_IDLE`]. A job's tenant lock and host slot hold
+/// one more each, outside this pool.
+pub fn job_connections(config: &Config) -> u32 {
+    (2 * config.worker.concurrency * config.worker.workers_per_type + 2) as u32
+}
+
+/// How long a job connection stays open unused.
+pub const JOB_CONNECTION_IDLE: Duration = Duration::from_secs(30);
+
 /// Runs the pool until `shutdown` resolves, then drains: no new jobs, running ones finish
-/// (up to `shutdown_timeout_secs`).
+/// (up to `shutdown_timeout_secs`). When the database goes away (a restart, a failover,
+/// a lost network), the pool stops, waits for the database with backoff and starts again
+/// in this process; only a failure that waiting cannot fix ends it with an error.
 pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
     let w = &config.worker;
-    // Each job type's worker holds one LISTEN connection; running jobs share the rest
-    // (a job waits for a connection rather than failing when all are busy).
-    let pool_size = (JOB_TYPES.len() * w.workers_per_type + 2 * w.concurrency * w.workers_per_type + 4) as u32;
-    let pool = db::pool_options(pool_size)
-        .acquire_timeout(Duration::from_secs(120))
-        .connect_with(db::options(&config.database_url)?)
+    let options = db::options(&config.database_url)?.application_name("tenant-worker");
+    let connect_hint = "failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)";
+    let queue_pool = db::pool_options(QUEUE_CONNECTIONS)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
         .await
-        .context("failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)")?;
-    ensure_migrated(&pool).await?;
-    let shutdown_timeout = Duration::from_secs(w.shutdown_timeout_secs);
+        .context(connect_hint)?;
+    // Running jobs wait for a connection rather than fail when all are busy.
+    // Opened lazily: an idle worker holds none of these.
+    let job_pool = db::pool_options(job_connections(&config))
+        .min_connections(0)
+        .idle_timeout(JOB_CONNECTION_IDLE)
+        .acquire_timeout(Duration::from_secs(120))
+        .connect_lazy_with(options);
+    ensure_migrated(&queue_pool).await?;
     tracing::info!(
         job_types = ?JOB_TYPES, concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
+        queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(&config),
         "worker pool starting"
     );
     if w.batch_size > w.concurrency {
@@ -71,34 +100,143 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
             w.concurrency
         );
     }
-    let app = Arc::new(App::new(config, pool));
+    let app = Arc::new(App::new(config, job_pool));
     let _metrics_server = serve_metrics(&app).await?;
-    let run = run_number();
+    let wakeups = Wakeups::new(JOB_TYPES);
+    let _listener = AbortOnDrop(tokio::spawn(wakeups.clone().listen(queue_pool.clone())));
     let live = LiveWorkers::default();
-    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(app.clone())));
-    let monitor = register::<ProvisionTenant>(Monitor::new(), &app, run, &live);
-    let monitor = register::<BackupTenant>(monitor, &app, run, &live);
-    let monitor = register::<RestoreTenant>(monitor, &app, run, &live);
-    let monitor = register::<Vacuum>(monitor, &app, run, &live);
-    let monitor = register::<Cleanup>(monitor, &app, run, &live);
-    let monitor = register::<PruneJobs>(monitor, &app, run, &live);
-    let monitor = register::<SendWelcomeMail>(monitor, &app, run, &live);
-    let monitor = register::<PauseTenant>(monitor, &app, run, &live);
-    let monitor = register::<ResumeTenant>(monitor, &app, run, &live);
-    let monitor = register::<DeleteTenant>(monitor, &app, run, &live);
-    let monitor = register::<Noop>(monitor, &app, run, &live);
-    monitor
-        .on_event(|worker, event| {
-            if let Event::Error(e) = event {
-                tracing::error!(worker = %worker.name(), error = %e, "worker error");
+    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), app.config.worker.heartbeat_secs)));
+
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let _signal = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = shutdown.await {
+            tracing::error!(error = %e, "could not wait for the shutdown signal; stopping");
+        }
+        let _ = stop_tx.send(true);
+    }));
+    let mut delay = OUTAGE_FIRST_WAIT;
+    loop {
+        let started = std::time::Instant::now();
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let pool = Pools { app: app.clone(), queue: queue_pool.clone(), wakeups: wakeups.clone(), live: live.clone(), run: run_number() };
+        let monitor = pool.monitor(lost.clone());
+        let mut stop_signal = stop.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = stop_signal.wait_for(|stop| *stop) => {}
+                _ = lost.notified() => tracing::error!("a worker lost the database: stopping the pool to start it again"),
             }
-        })
-        .shutdown_timeout(shutdown_timeout)
-        .run_with_signal(shutdown)
-        .await
-        .map_err(|e| Error::Fatal(format!("worker pool stopped with an error: {e}")))?;
+            Ok(())
+        };
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::error!(error = %e, "the worker pool stopped with an error");
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            delay = OUTAGE_FIRST_WAIT;
+        }
+        if !wait_for_database(&queue_pool, &mut stop, &mut delay).await {
+            break;
+        }
+        tracing::info!("the database is back: starting the worker pool again");
+    }
     tracing::info!("worker pool stopped");
     Ok(())
+}
+
+const OUTAGE_FIRST_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits, with growing pauses, until the database answers (true) or a shutdown is
+/// requested (false). `/healthz` says unhealthy meanwhile: it asks the database too.
+async fn wait_for_database(pool: &sqlx::PgPool, stop: &mut tokio::sync::watch::Receiver<bool>, delay: &mut Duration) -> bool {
+    loop {
+        tracing::warn!(retry_in_ms = delay.as_millis() as u64, "waiting for the control-plane database");
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return false,
+            _ = tokio::time::sleep(*delay) => {}
+        }
+        *delay = (*delay * 2).min(Duration::from_secs(30));
+        let ping = tokio::time::timeout(Duration::from_secs(5), sqlx::query("SELECT 1").execute(pool)).await;
+        match ping {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) => tracing::warn!(error = %e, "the control-plane database does not answer yet"),
+            Err(_) => tracing::warn!("the control-plane database does not answer yet (timed out)"),
+        }
+    }
+}
+
+/// What one run of the pool (one apalis Monitor) is made of.
+struct Pools {
+    app: Arc<App>,
+    queue: sqlx::PgPool,
+    wakeups: Wakeups,
+    live: LiveWorkers,
+    run: usize,
+}
+
+impl Pools {
+    /// A Monitor with the workers of every job type; `lost` is notified when one of them
+    /// fails (its backend lost the database), so the whole pool starts again.
+    fn monitor(&self, lost: Arc<tokio::sync::Notify>) -> Monitor {
+        let monitor = self.register::<ProvisionTenant>(Monitor::new());
+        let monitor = self.register::<BackupTenant>(monitor);
+        let monitor = self.register::<RestoreTenant>(monitor);
+        let monitor = self.register::<Vacuum>(monitor);
+        let monitor = self.register::<Cleanup>(monitor);
+        let monitor = self.register::<PruneJobs>(monitor);
+        let monitor = self.register::<SendWelcomeMail>(monitor);
+        let monitor = self.register::<PauseTenant>(monitor);
+        let monitor = self.register::<ResumeTenant>(monitor);
+        let monitor = self.register::<DeleteTenant>(monitor);
+        let monitor = self.register::<Noop>(monitor);
+        monitor
+            .on_event(|worker, event| {
+                if let Event::Error(e) = event {
+                    tracing::error!(worker = %worker.name(), error = %e, "worker error");
+                }
+            })
+            .should_restart(move |worker, error| {
+                tracing::error!(worker = %worker.name(), error = %error, "worker stopped");
+                lost.notify_one();
+                false
+            })
+            .shutdown_timeout(Duration::from_secs(self.app.config.worker.shutdown_timeout_secs))
+    }
+
+    fn register<J: Job>(&self, monitor: Monitor) -> Monitor {
+        let w = &self.app.config.worker;
+        let queue_config = apalis_postgres::Config::default()
+            .queue(J::TYPE)
+            .batch_size(w.batch_size.min(w.concurrency))
+            .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
+            .missed_heartbeats(w.missed_heartbeats)
+            // No extra UPDATE to 'Running' per job: a fetched job stays 'Queued' (our status
+            // view calls it running; the orphan sweep covers Queued rows too).
+            .lock_tasks(false);
+        let (app, queue, wakeups, live) = (self.app.clone(), self.queue.clone(), self.wakeups.clone(), self.live.clone());
+        let (concurrency, poll_interval) = (w.concurrency, Duration::from_millis(w.poll_interval_ms));
+        let host = crate::system::hostname().unwrap_or_else(|| "host".into());
+        let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), self.run);
+        // Throughput grows with workers per queue (each fetches its own batches), not with
+        // concurrency inside one worker (measured in the apalis notes).
+        monitor.register_n(w.workers_per_type, move |index, restarts| {
+            let name = format!("{prefix}-{index}-{restarts}");
+            live.set(format!("{}-{index}", J::TYPE), name.clone());
+            let backend = PostgresStorage::<J>::new(&queue)
+                .with_config(queue_config.clone())
+                .poll_with_stream(wakeups.stream(J::TYPE, poll_interval));
+            WorkerBuilder::new(name)
+                .backend(backend)
+                .data(app.clone())
+                .catch_panic()
+                .concurrency(concurrency)
+                // Handlers on the runtime's threads, not all inside the Monitor's one future.
+                .parallelize(tokio::spawn)
+                .build(execute::<J>)
+        })
+    }
 }
 
 /// The names of this process's live workers, kept alive by a heartbeat of our own.
@@ -119,51 +257,17 @@ impl LiveWorkers {
     }
 
     /// Marks every live worker as seen, every heartbeat, until aborted.
-    async fn beat(self, app: Arc<App>) {
-        let every = Duration::from_secs(app.config.worker.heartbeat_secs.max(1));
+    async fn beat(self, pool: sqlx::PgPool, heartbeat_secs: u64) {
+        let every = Duration::from_secs(heartbeat_secs.max(1));
         loop {
             tokio::time::sleep(every).await;
             let names: Vec<String> = self.0.lock().expect("worker names lock").values().cloned().collect();
-            let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&app.pool).await;
+            let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&pool).await;
             if let Err(e) = beat {
                 tracing::warn!(error = %e, "heartbeat failed; will try again");
             }
         }
     }
-}
-
-fn register<J: Job>(monitor: Monitor, app: &Arc<App>, run: usize, live: &LiveWorkers) -> Monitor {
-    let w = &app.config.worker;
-    let queue_config = apalis_postgres::Config::default()
-        .queue(J::TYPE)
-        .batch_size(w.batch_size.min(w.concurrency))
-        .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
-        .missed_heartbeats(w.missed_heartbeats)
-        // No extra UPDATE to 'Running' per job: a fetched job stays 'Queued' (our status
-        // view calls it running; the orphan sweep covers Queued rows too).
-        .lock_tasks(false);
-    let backend = PostgresStorage::<J>::new(&app.pool)
-        .with_config(queue_config)
-        .with_pubsub()
-        .poll_with_interval(Duration::from_millis(w.poll_interval_ms));
-    let (app, concurrency) = (app.clone(), w.concurrency);
-    let host = crate::system::hostname().unwrap_or_else(|| "host".into());
-    let prefix = format!("{}-{host}-{}-{run}", J::TYPE, std::process::id());
-    // Throughput grows with workers per queue (each fetches its own batches), not with
-    // concurrency inside one worker (measured in the apalis notes).
-    let live = live.clone();
-    monitor.register_n(app.config.worker.workers_per_type, move |index, restarts| {
-        let name = format!("{prefix}-{index}-{restarts}");
-        live.set(format!("{}-{index}", J::TYPE), name.clone());
-        WorkerBuilder::new(name)
-            .backend(backend.clone())
-            .data(app.clone())
-            .catch_panic()
-            .concurrency(concurrency)
-            // Handlers on the runtime's threads, not all inside the Monitor's one future.
-            .parallelize(tokio::spawn)
-            .build(execute::<J>)
-    })
 }
 
 /// Counts pools started in this process, so worker names stay unique when one process

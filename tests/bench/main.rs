@@ -367,7 +367,7 @@ async fn main() {
 
     // 1 + 6: queue drain beside the raw SKIP LOCKED loop; worker memory.
     let mut worker = spawn_worker(&env, &logs.path().join("drain.log"), true);
-    wait_listening(&env, (tenant_master::worker::JOB_TYPES.len() * 4) as i64).await;
+    wait_listening(&env, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = memory_kb(worker.id(), "VmRSS:") / 1024.0;
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
@@ -392,7 +392,7 @@ async fn main() {
     let _ = worker.wait();
     clear_noops(&env).await;
     let mut worker = spawn_worker(&env, &logs.path().join("pickup.log"), true);
-    wait_listening(&env, (tenant_master::worker::JOB_TYPES.len() * 4) as i64).await;
+    wait_listening(&env, 1).await;
     eprintln!("  pickup latency");
     let lat = pickup_latencies(&env, o.pickups).await;
     rows.push([
@@ -448,7 +448,7 @@ async fn main() {
     // 4 + 5: provisioning in both modes, then a backup fan-out beside a pg_dump loop,
     // with the worker's default settings (concurrency 4, heavy jobs 2 per host).
     let mut worker = spawn_worker(&env, &logs.path().join("provision.log"), false);
-    wait_listening(&env, tenant_master::worker::JOB_TYPES.len() as i64).await;
+    wait_listening(&env, 1).await;
     for (plan, mode) in [("starter", "schema"), ("enterprise", "database")] {
         eprintln!("  provisioning {} tenants ({mode})", o.tenants);
         let rate = provision_rate(&env, plan, o.tenants).await;

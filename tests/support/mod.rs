@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod private_server;
 pub mod smtp;
 
 use rand::Rng;
@@ -29,6 +30,8 @@ pub struct TestEnv {
     /// Appended to every slug of this test, so role names never clash across tests.
     pub suffix: String,
     control_db: String,
+    /// The server this control plane (and its local host's tenants) lives on.
+    server: String,
     _products: Option<TempDir>,
     _backups: TempDir,
     _mail: TempDir,
@@ -50,11 +53,20 @@ impl TestEnv {
         TestEnv::build(None, false).await
     }
 
+    /// A migrated control plane on another server (e.g. a [`private_server::PrivateServer`]).
+    pub async fn on_server(server: &str) -> TestEnv {
+        TestEnv::build_on(server.to_owned(), None, true).await
+    }
+
     async fn build(products: Option<TempDir>, migrated: bool) -> TestEnv {
+        TestEnv::build_on(server_url(), products, migrated).await
+    }
+
+    async fn build_on(server: String, products: Option<TempDir>, migrated: bool) -> TestEnv {
         let suffix = random_suffix();
         let control_db = format!("tm_test_{suffix}");
         let mut config = Config {
-            database_url: url_with_database(&server_url(), &control_db),
+            database_url: url_with_database(&server, &control_db),
             database_prefix: format!("tt{suffix}_"),
             products_dir: match &products {
                 Some(dir) => dir.path().to_owned(),
@@ -84,7 +96,7 @@ impl TestEnv {
             db::create_database_if_missing(&mut conn, &control_db).await.unwrap();
         }
         let pool = db::connect_pool(&config.database_url, 5).await.expect("connect to the test control plane");
-        TestEnv { config, pool, suffix, control_db, _products: products, _backups: backups, _mail: mail }
+        TestEnv { config, pool, suffix, control_db, server, _products: products, _backups: backups, _mail: mail }
     }
 
     /// A slug unique to this test: `<base>_<suffix>`.
@@ -183,7 +195,7 @@ impl TestEnv {
 
     /// An admin connection to `database` on the test server.
     pub async fn admin(&self, database: &str) -> PgConnection {
-        let options: PgConnectOptions = db::options(&server_url()).unwrap().database(database);
+        let options: PgConnectOptions = db::options(&self.server).unwrap().database(database);
         PgConnection::connect_with(&options).await.expect("admin connection")
     }
 }
@@ -194,17 +206,18 @@ impl Drop for TestEnv {
             let _ = std::fs::remove_file(key);
         }
         let (control_db, prefix, suffix) = (self.control_db.clone(), self.config.database_prefix.clone(), self.suffix.clone());
+        let server = self.server.clone();
         // Async cleanup from Drop: a thread with its own runtime, joined before returning.
         std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(&control_db, &prefix, &suffix))
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(&server, &control_db, &prefix, &suffix))
         })
         .join()
         .expect("cleanup thread");
     }
 }
 
-async fn cleanup(control_db: &str, prefix: &str, suffix: &str) {
-    let options = db::options(&server_url()).unwrap().database("postgres");
+async fn cleanup(server: &str, control_db: &str, prefix: &str, suffix: &str) {
+    let options = db::options(server).unwrap().database("postgres");
     let Ok(mut conn) = PgConnection::connect_with(&options).await else { return };
     let databases: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = $1 OR starts_with(datname, $2)")
         .bind(control_db)
