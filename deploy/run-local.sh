@@ -16,13 +16,31 @@ $bin/tenantctl host lockdown default --yes
 $bin/tenantctl check
 $bin/tenant-worker > data/worker.log 2>&1 &
 worker=$!
-trap 'kill -TERM $worker 2>/dev/null; wait $worker' INT TERM
+trap 'kill -TERM $worker 2>/dev/null; wait $worker; exit 0' INT TERM
+# Stops this script, with the worker's last words, if the worker is gone.
+worker_alive() {
+  kill -0 "$worker" 2>/dev/null && return 0
+  status=0; wait "$worker" || status=$?
+  [ "$status" -eq 0 ] && { echo "tenant-worker stopped"; exit 0; }
+  echo "tenant-worker stopped (exit status $status); the end of data/worker.log:" >&2
+  tail -n 15 data/worker.log >&2
+  exit 1
+}
+sleep 1; worker_alive
 echo "tenant-worker started (pid $worker, log data/worker.log)"
 slug=${DEMO_TENANT:-demo_acme}
 if $bin/tenantctl tenant show "$slug" >/dev/null 2>&1; then
   echo "demo tenant '$slug' exists already"
 else
-  $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait >/dev/null
+  # In the background, so a dead worker or a signal stops the wait at once.
+  $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait >/dev/null &
+  create=$!
+  while kill -0 "$create" 2>/dev/null; do
+    kill -0 "$worker" 2>/dev/null || kill "$create" 2>/dev/null
+    worker_alive
+    sleep 0.5
+  done
+  wait "$create"
 fi
 $bin/tenantctl tenant show "$slug"
 cat <<TXT
@@ -32,4 +50,4 @@ The worker is running. In another terminal:
   psql "\$($bin/tenantctl tenant credentials $slug)" -c 'select * from projects'
 Ctrl-C here stops the worker (it finishes running jobs first).
 TXT
-wait $worker
+while true; do worker_alive; sleep 1; done

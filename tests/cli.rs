@@ -210,3 +210,23 @@ async fn check_refuses_a_pg_dump_older_than_the_server() {
     assert_eq!(pg_dump["ok"], false);
     assert!(pg_dump["detail"].as_str().unwrap().contains("older than the server"));
 }
+
+/// `check --workers N` compares what N workers (plus a scheduler and tenantctl) may open
+/// with what the server gives, and fails when it would not be enough.
+#[tokio::test]
+async fn check_compares_the_workers_connections_with_max_connections() {
+    let env = TestEnv::new().await;
+    let connections = |workers: &str| {
+        let out = env.tenantctl(&["check", "--json", "--workers", workers]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let item = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "connections").unwrap().clone();
+        (out.status.code(), item)
+    };
+    let (code, one) = connections("1");
+    assert_eq!((code, &one["ok"]), (Some(0), &serde_json::json!(true)), "{one}");
+    let peak = tenant_master::worker::peak_control_plane_connections(&env.config);
+    assert!(one["detail"].as_str().unwrap().contains(&format!("1 worker(s) x ({peak} control plane")), "{one}");
+    let (code, many) = connections("1000");
+    assert_eq!((code, &many["ok"]), (Some(1), &serde_json::json!(false)), "{many}");
+    assert!(many["detail"].as_str().unwrap().contains("raise max_connections"), "{many}");
+}

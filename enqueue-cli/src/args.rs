@@ -25,8 +25,14 @@ pub struct Cli {
 pub enum Command {
     /// Create or upgrade the control-plane database (ours and the queue's migrations).
     Migrate,
-    /// Check the database, migrations, client tools, backup and mail settings.
-    Check,
+    /// Check the database, migrations, client tools, backup and mail settings, and whether
+    /// the server has connections enough for the workers.
+    Check {
+        /// How many tenant-worker processes will run against this database (for the
+        /// connection budget).
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+    },
     /// Create, list and inspect tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),

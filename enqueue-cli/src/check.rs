@@ -23,7 +23,7 @@ impl Item {
     }
 }
 
-pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
     let mut items = Vec::new();
     let config = &ctx.config;
     let mut server_major = None;
@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             items.push(Item::new("database", true, format!("{} (PostgreSQL {version})", redact_url(&config.database_url))));
             let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.deployment') IS NOT NULL").fetch_one(&pool).await?;
             items.push(Item::new("migrations", migrated, if migrated { "applied" } else { "missing: run `tenantctl migrate`" }));
+            items.push(connection_budget(ctx, &pool, workers).await?);
             if migrated {
                 items.extend(reach(ctx, &pool).await?);
             }
@@ -88,6 +89,32 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether the server can give `workers` worker processes, a scheduler and a few
+/// `tenantctl` runs the connections they may open at most (the README's formula). Tenant
+/// sessions count too when tenants live on this same server, as with the default host.
+async fn connection_budget(ctx: &Ctx, pool: &PgPool, workers: u32) -> anyhow::Result<Item> {
+    use tenant_master::worker::{peak_control_plane_connections, peak_tenant_host_connections};
+    let (max, reserved): (String, String) =
+        sqlx::query_as("SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')").fetch_one(pool).await?;
+    let available = max.parse::<u32>()?.saturating_sub(reserved.parse::<u32>()?);
+    let (control, tenants) = (peak_control_plane_connections(&ctx.config), peak_tenant_host_connections(&ctx.config));
+    const SCHEDULER: u32 = 4;
+    const TENANTCTL: u32 = 2 * 3;
+    let need = workers * (control + tenants) + SCHEDULER + TENANTCTL;
+    let detail = format!(
+        "{workers} worker(s) x ({control} control plane + {tenants} tenant sessions) + {SCHEDULER} scheduler + {TENANTCTL} for tenantctl = {need} at most, of {available} the server gives (max_connections {max} - {reserved} reserved)"
+    );
+    Ok(match need {
+        n if n > available => Item::new(
+            "connections",
+            false,
+            format!("{detail}: raise max_connections, or lower worker.concurrency / workers_per_type, or run fewer workers"),
+        ),
+        n if n * 5 > available * 4 => Item { warning: true, ..Item::new("connections", true, format!("{detail}: over 80 %")) },
+        _ => Item::new("connections", true, detail),
+    })
 }
 
 /// Per enabled host: which databases every role, and so every tenant role, may connect to.

@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::migrate_report(&ctx, &report);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => check::run(&ctx).await,
+        Command::Check { workers } => check::run(&ctx, workers).await,
         Command::Tenant(cmd) => tenant::run(&ctx, cmd).await,
         Command::Backup(cmd) => backup::run(&ctx, cmd).await,
         Command::Maintenance(args) => maintenance::run(&ctx, args).await,

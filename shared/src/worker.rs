@@ -62,6 +62,23 @@ pub fn job_connections(config: &Config) -> u32 {
     (2 * config.worker.concurrency * config.worker.workers_per_type + 2) as u32
 }
 
+/// The most connections one worker process opens to the control-plane database: the
+/// queue machinery, the job pool, and for each running job its tenant lock and heavy-job
+/// slot (each a session of its own, so a crash releases them).
+pub fn peak_control_plane_connections(config: &Config) -> u32 {
+    QUEUE_CONNECTIONS + job_connections(config) + 2 * running_jobs(config)
+}
+
+/// The most sessions one worker process opens on tenant hosts: per running job an admin
+/// session, an operator session and a `pg_dump` / `pg_restore`.
+pub fn peak_tenant_host_connections(config: &Config) -> u32 {
+    3 * running_jobs(config)
+}
+
+fn running_jobs(config: &Config) -> u32 {
+    (config.worker.concurrency * config.worker.workers_per_type) as u32
+}
+
 /// How long a job connection stays open unused.
 pub const JOB_CONNECTION_IDLE: Duration = Duration::from_secs(30);
 

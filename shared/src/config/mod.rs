@@ -172,7 +172,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: 4,
             workers_per_type: 1,
-            batch_size: 10,
+            batch_size: 4,
             poll_interval_ms: 1000,
             heartbeat_secs: 5,
             missed_heartbeats: 4,
