@@ -246,14 +246,12 @@ async fn a_foreign_database_with_a_shared_name_is_not_adopted() {
     let new = NewTenant::parse(&slug, "demo", "starter", "o@example.com", None, None).unwrap();
     let err = provision::provision(&app, &new, "test").await.unwrap_err();
     assert!(err.to_string().contains("not made by this Tenant Master deployment"), "{err}");
-    let public_connect: bool = sqlx::query_scalar("SELECT has_database_privilege('public', $1, 'CONNECT')")
-        .bind(&shared)
-        .fetch_one(&mut server)
-        .await
-        .unwrap();
+    let public_connect: bool =
+        sqlx::query_scalar("SELECT has_database_privilege('public', $1, 'CONNECT')").bind(&shared).fetch_one(&mut server).await.unwrap();
     assert!(public_connect, "the foreign database's rights were changed");
     let mut foreign = env.admin(&shared).await;
-    let schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetch_one(&mut foreign).await.unwrap();
+    let schemas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'").fetch_one(&mut foreign).await.unwrap();
     assert_eq!(schemas, 0);
 
     // A shared database this deployment made is marked, and takes the next tenant.

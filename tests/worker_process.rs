@@ -263,7 +263,8 @@ async fn long_jobs_on_two_workers_run_exactly_once_and_a_drain_costs_no_attempt(
     for worker in &mut workers {
         assert!(worker.wait().unwrap().success(), "a drained worker exits 0");
     }
-    let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM tenant_master.jobs ORDER BY id").fetch_all(&env.pool).await.unwrap();
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, attempts FROM tenant_master.jobs ORDER BY id").fetch_all(&env.pool).await.unwrap();
     let done = rows.iter().filter(|(s, a)| s == "done" && *a == 1).count();
     let untouched = rows.iter().filter(|(s, a)| s == "pending" && *a == 0).count();
     assert_eq!((done, untouched), (4, 8), "{rows:?}");
@@ -300,11 +301,12 @@ async fn an_idle_worker_holds_three_connections_at_most() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         most = most.max(worker_connections(&env).await);
     }
-    let seen: Vec<(String, String)> =
-        sqlx::query_as("SELECT coalesce(application_name, ''), coalesce(query, '') FROM pg_stat_activity WHERE datname = current_database()")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
+    let seen: Vec<(String, String)> = sqlx::query_as(
+        "SELECT coalesce(application_name, ''), coalesce(query, '') FROM pg_stat_activity WHERE datname = current_database()",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
     let log = std::fs::read_to_string(logs.path().join("worker.log")).unwrap_or_default();
     assert!(most >= 1, "the worker is not connected at all: {seen:?}\n{log}");
     assert!(most <= 3, "an idle worker held {most} control-plane connections: {seen:?}");

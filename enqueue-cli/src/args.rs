@@ -93,7 +93,13 @@ pub enum TenantCommand {
         product: Option<String>,
         #[arg(long)]
         plan: Option<String>,
+        /// Only tenants behind their product's migrations.
+        #[arg(long)]
+        outdated: bool,
     },
+    /// Roll a product's new migrations out to existing tenants: one MigrateTenant job per
+    /// tenant with something pending (a canary: name slugs or use --limit; then --all).
+    Migrate(MigrateArgs),
     /// Show one tenant and its recent history.
     Show { slug: String },
     /// Print the tenant role's connection URL (contains its password).
@@ -129,6 +135,39 @@ pub enum TenantCommand {
         #[command(flatten)]
         request: Request,
     },
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The tenants to migrate (e.g. a canary); or --all.
+    pub slugs: Vec<String>,
+    /// Every live tenant (active, paused, suspended) matching the filters.
+    #[arg(long)]
+    pub all: bool,
+    /// Only tenants of this product.
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Only tenants on this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Only tenants on this database host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// At most this many tenants with something pending.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Migrate up to this version (default: the product's latest).
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// List, per tenant, the migrations that would run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for every job, with progress; exit 1 if any tenant failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Who is asking, for the activity log (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 /// Options of every command that enqueues a job.

@@ -97,7 +97,9 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
 async fn connection_budget(ctx: &Ctx, pool: &PgPool, workers: u32) -> anyhow::Result<Item> {
     use tenant_master::worker::{peak_control_plane_connections, peak_tenant_host_connections};
     let (max, reserved): (String, String) =
-        sqlx::query_as("SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')").fetch_one(pool).await?;
+        sqlx::query_as("SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')")
+            .fetch_one(pool)
+            .await?;
     let available = max.parse::<u32>()?.saturating_sub(reserved.parse::<u32>()?);
     let (control, tenants) = (peak_control_plane_connections(&ctx.config), peak_tenant_host_connections(&ctx.config));
     const SCHEDULER: u32 = 4;

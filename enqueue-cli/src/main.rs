@@ -8,6 +8,7 @@ mod host;
 mod jobs;
 mod maintenance;
 mod output;
+mod rollout;
 mod tenant;
 mod wait;
 

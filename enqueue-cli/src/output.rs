@@ -27,6 +27,13 @@ pub fn migrate_report(ctx: &Ctx, report: &Report) {
     if report.markers_upgraded > 0 {
         println!("marked {} role(s) and database(s) of the first release as this deployment's", report.markers_upgraded);
     }
+    match report.tenants_behind {
+        Some(0) => {}
+        Some(n) => println!(
+            "{n} tenant(s) lack product migrations: see `tenantctl tenant migrate --all --dry-run`, then roll them out with `tenantctl tenant migrate --all --wait`"
+        ),
+        None => println!("could not read every tenant's migration ledger (see the log): `tenantctl tenant migrate --all --dry-run` says which tenant failed"),
+    }
 }
 
 pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {
@@ -38,16 +45,52 @@ pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {
     }
 }
 
+/// How many product migrations a tenant lacks, from its last known version and the
+/// product's files (read once per product); none when either is unknown.
+pub struct Pending<'a> {
+    config: &'a tenant_master::Config,
+    latest: std::collections::HashMap<String, Option<Vec<i64>>>,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(config: &'a tenant_master::Config) -> Pending<'a> {
+        Pending { config, latest: Default::default() }
+    }
+
+    pub fn count(&mut self, tenant: &Tenant) -> Option<usize> {
+        if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+            return None;
+        }
+        let config = self.config;
+        let versions = self.latest.entry(tenant.product.clone()).or_insert_with(|| {
+            tenant_master::products::load(&config.products_dir, &tenant.product)
+                .ok()
+                .map(|p| p.migrations.iter().map(|m| m.version).collect())
+        });
+        let version = tenant.schema_version?;
+        versions.as_ref().map(|v| v.iter().filter(|m| **m > version).count())
+    }
+}
+
 #[derive(Serialize)]
 struct TenantWithHistory<'a> {
     #[serde(flatten)]
     tenant: &'a Tenant,
+    pending: Option<usize>,
     recent_activity: &'a [Entry],
 }
 
+#[derive(Serialize)]
+struct TenantWithPending<'a> {
+    #[serde(flatten)]
+    tenant: &'a Tenant,
+    pending: Option<usize>,
+}
+
 pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry]) {
+    let pending = Pending::new(&ctx.config).count(tenant);
     if ctx.json {
-        return print_json(&TenantWithHistory { tenant, recent_activity: history });
+        return print_json(&TenantWithHistory { tenant, pending, recent_activity: history });
     }
     let rows = [
         ("slug", tenant.slug.clone()),
@@ -68,9 +111,21 @@ pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry]) {
         ("role", tenant.role.clone()),
         ("owner", tenant.owner_email.clone()),
         ("created", tenant.created_at.to_rfc3339()),
+        (
+            "version",
+            match (tenant.schema_version, pending) {
+                (Some(v), Some(0)) => format!("{v:04} (up to date)"),
+                (Some(v), Some(n)) => format!("{v:04} ({n} pending: `tenantctl tenant migrate {}`)", tenant.slug),
+                (Some(v), None) => format!("{v:04}"),
+                (None, _) => "unknown (run `tenantctl migrate` to read it)".to_owned(),
+            },
+        ),
     ];
     for (k, v) in rows {
         println!("{k:<10} {v}");
+    }
+    if let Some(error) = &tenant.migration_error {
+        println!("{:<10} the last rollout failed: {error}", "migration");
     }
     if !history.is_empty() {
         println!("\nrecent activity:");
@@ -80,17 +135,29 @@ pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry]) {
     }
 }
 
-pub fn tenant_list(ctx: &Ctx, list: &[Tenant]) {
+pub fn tenant_list(ctx: &Ctx, list: &[(Tenant, Option<usize>)]) {
     if ctx.json {
-        return print_json(&list);
+        let rows: Vec<_> = list.iter().map(|(tenant, pending)| TenantWithPending { tenant, pending: *pending }).collect();
+        return print_json(&rows);
     }
     if list.is_empty() {
         println!("no tenants");
         return;
     }
-    println!("{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} HOST", "SLUG", "STATUS", "PLAN", "PRODUCT", "ISOLATION", "DATABASE");
-    for t in list {
-        println!("{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {}", t.slug, t.status, t.plan, t.product, t.isolation, t.database, t.host);
+    println!(
+        "{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {:<8} HOST",
+        "SLUG", "STATUS", "PLAN", "PRODUCT", "ISOLATION", "DATABASE", "VERSION"
+    );
+    for (t, pending) in list {
+        let version = match (t.schema_version, pending) {
+            (Some(v), Some(n)) if *n > 0 => format!("{v:04}+{n}"),
+            (Some(v), _) => format!("{v:04}"),
+            (None, _) => "-".to_owned(),
+        };
+        println!(
+            "{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {:<8} {}",
+            t.slug, t.status, t.plan, t.product, t.isolation, t.database, version, t.host
+        );
     }
 }
 

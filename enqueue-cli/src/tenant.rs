@@ -69,12 +69,22 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::tenant(ctx, &tenant, &[]);
             Ok(ExitCode::SUCCESS)
         }
-        TenantCommand::List { status, product, plan } => {
+        TenantCommand::List { status, product, plan, outdated } => {
             let pool = ctx.pool().await?;
             let list = tenants::list(&pool, &ListFilter { status, product, plan }).await?;
+            let mut pending = output::Pending::new(&ctx.config);
+            let list: Vec<_> = list
+                .into_iter()
+                .map(|t| {
+                    let n = pending.count(&t);
+                    (t, n)
+                })
+                .filter(|(_, n)| !outdated || n.is_some_and(|n| n > 0))
+                .collect();
             output::tenant_list(ctx, &list);
             Ok(ExitCode::SUCCESS)
         }
+        TenantCommand::Migrate(args) => crate::rollout::run(ctx, args).await,
         TenantCommand::Show { slug } => {
             let pool = ctx.pool().await?;
             let mut conn = pool.acquire().await?;

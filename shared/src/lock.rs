@@ -51,25 +51,43 @@ impl TenantLock {
 /// First half of the advisory keys of heavy-job slots: "tmhs" (Tenant Master host slot).
 const HOST_SLOT_CLASS: i32 = 0x746d_6873;
 
-/// One of the `heavy_jobs_per_host` slots of a database host, held until dropped, so a
-/// fan-out over hundreds of tenants runs at most that many dumps or restores per server,
-/// across all worker processes.
+/// What a host slot is for: each kind has its own number of slots per host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Dumps, restores, maintenance, deletes: `heavy_jobs_per_host`.
+    Heavy,
+    /// Product migrations of a rollout: `migrations_per_host`.
+    Migration,
+}
+
+/// One of the slots of a database host, held until dropped, so a fan-out over hundreds of
+/// tenants runs at most that many dumps, restores or migrations per server, across all
+/// worker processes.
 pub struct HostSlot {
     conn: PgConnection,
 }
 
 impl HostSlot {
-    /// Waits for a free slot of `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
+    /// Waits for a free heavy-job slot of `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
     pub async fn acquire(config: &Config, host: &str) -> Result<HostSlot> {
+        HostSlot::acquire_kind(config, host, SlotKind::Heavy).await
+    }
+
+    /// Waits for a free slot of `kind` on `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
+    pub async fn acquire_kind(config: &Config, host: &str, kind: SlotKind) -> Result<HostSlot> {
         let options = db::options(&config.database_url)?;
         let mut conn = PgConnection::connect_with(&options).await.context("failed to open the host slot connection")?;
         let started = std::time::Instant::now();
         let wait = Duration::from_secs(config.worker.heavy_slot_wait_secs);
+        let (slots, label) = match kind {
+            SlotKind::Heavy => (config.worker.heavy_jobs_per_host, ""),
+            SlotKind::Migration => (config.worker.migrations_per_host, "migrate:"),
+        };
         loop {
-            for slot in 0..config.worker.heavy_jobs_per_host.max(1) {
+            for slot in 0..slots.max(1) {
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
                     .bind(HOST_SLOT_CLASS)
-                    .bind(format!("{host}:{slot}"))
+                    .bind(format!("{host}:{label}{slot}"))
                     .fetch_one(&mut conn)
                     .await
                     .context("failed to take a host slot")?;
@@ -78,7 +96,8 @@ impl HostSlot {
                 }
             }
             if started.elapsed() > wait {
-                return Err(Error::Busy(format!("host '{host}' had no free slot for heavy jobs for {}s; will retry", wait.as_secs())));
+                let what = if kind == SlotKind::Heavy { "heavy jobs" } else { "migrations" };
+                return Err(Error::Busy(format!("host '{host}' had no free slot for {what} for {}s; will retry", wait.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (8, "untrusted_tenants", include_str!("../../migrations/0008_untrusted_tenants.sql")),
     (9, "lose_nothing", include_str!("../../migrations/0009_lose_nothing.sql")),
     (10, "wakeups", include_str!("../../migrations/0010_wakeups.sql")),
+    (11, "rollouts", include_str!("../../migrations/0011_rollouts.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.
@@ -44,6 +45,8 @@ pub struct Report {
     pub passwords_sealed: usize,
     /// Roles and databases whose first-release marker now names this deployment.
     pub markers_upgraded: usize,
+    /// Live tenants lacking product migrations (read from their ledgers), if they could be read.
+    pub tenants_behind: Option<usize>,
 }
 
 /// Everything: create the database if missing, queue, registry, views, products.
@@ -64,9 +67,18 @@ pub async fn run(config: &Config) -> Result<Report> {
     // Tenant roles live on this server too: they must not even connect to the registry.
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
     db::ddl(&mut conn, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&database]).await?;
+    // Reading every ledger also refreshes the registry's cached versions. Migrating them
+    // is a decision for an admin (`tenantctl tenant migrate`), never a side effect here.
+    let tenants_behind = match crate::ops::rollout::plan(&mut conn, config, &Default::default()).await {
+        Ok(plans) => Some(plans.iter().filter(|p| !p.pending.is_empty()).count()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read every tenant's migration ledger");
+            None
+        }
+    };
     drop(conn);
     pool.close().await;
-    Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded })
+    Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded, tenants_behind })
 }
 
 /// The queue library's own migrations.

@@ -242,10 +242,5 @@ async fn ensure_operator(
     ddl(admin, "GRANT %I TO %I", &[&tenant.role, role]).await?;
     reset_settings(admin, role).await?;
     let verifier = password::scram_verifier(password);
-    ddl(
-        admin,
-        "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L",
-        &[role, &verifier, valid_until],
-    )
-    .await
+    ddl(admin, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L", &[role, &verifier, valid_until]).await
 }

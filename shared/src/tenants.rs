@@ -40,13 +40,19 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The highest product migration applied to its schema (as last seen; its ledger is
+    /// the truth), none before the first is known.
+    #[serde(rename = "version")]
+    pub schema_version: Option<i64>,
+    /// Why the last rollout of product migrations to it failed, until one succeeds.
+    pub migration_error: Option<String>,
 }
 
 /// The columns of [`Tenant`], as a literal so queries stay `&'static str`.
 macro_rules! tenant_columns {
     () => {
         "id, slug, display_name, product, plan, isolation, host, database_name, schema_name, role_name, \
-         owner_email, status, status_reason, size_bytes, created_at, updated_at, deleted_at"
+         owner_email, status, status_reason, size_bytes, created_at, updated_at, deleted_at, schema_version, migration_error"
     };
 }
 
@@ -276,6 +282,33 @@ pub async fn select(conn: &mut PgConnection, selection: &Selection, doing: &str)
         }
     };
     Ok(rows.into_iter().map(|(id, slug, _)| (id, slug)).collect())
+}
+
+/// Live tenants (active, paused, suspended), by slug: these `slugs` only unless empty,
+/// and matching the other filters when given.
+pub async fn list_live(
+    conn: &mut PgConnection,
+    slugs: &[String],
+    product: Option<&str>,
+    plan: Option<&str>,
+    host: Option<&str>,
+) -> Result<Vec<Tenant>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenant_master.tenants
+         WHERE status IN ('active', 'paused', 'suspended')
+           AND (cardinality($1::text[]) = 0 OR slug = ANY($1))
+           AND ($2::text IS NULL OR product = $2) AND ($3::text IS NULL OR plan = $3) AND ($4::text IS NULL OR host = $4)
+         ORDER BY slug"
+    ))
+    .bind(slugs)
+    .bind(product)
+    .bind(plan)
+    .bind(host)
+    .fetch_all(conn)
+    .await
+    .context("failed to list tenants")
 }
 
 /// Filters of `tenantctl tenant list`.

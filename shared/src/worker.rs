@@ -17,7 +17,6 @@ use apalis_postgres::PostgresStorage;
 
 use crate::{
     config::Config,
-    wakeups::Wakeups,
     db,
     error::{Context as _, Error, Result},
     jobs::{
@@ -26,6 +25,7 @@ use crate::{
         cleanup::Cleanup,
         delete_tenant::DeleteTenant,
         execute,
+        migrate_tenant::MigrateTenant,
         noop::Noop,
         provision_tenant::ProvisionTenant,
         prune_jobs::PruneJobs,
@@ -34,6 +34,7 @@ use crate::{
         vacuum::Vacuum,
         App, Job,
     },
+    wakeups::Wakeups,
 };
 
 /// The job types this worker runs.
@@ -48,6 +49,7 @@ pub const JOB_TYPES: &[&str] = &[
     PauseTenant::TYPE,
     ResumeTenant::TYPE,
     DeleteTenant::TYPE,
+    MigrateTenant::TYPE,
     Noop::TYPE,
 ];
 
@@ -118,6 +120,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         );
     }
     let app = Arc::new(App::new(config, job_pool));
+    if app.config.products.auto_migrate {
+        auto_migrate(&app).await;
+    }
     let _metrics_server = serve_metrics(&app).await?;
     let wakeups = Wakeups::new(JOB_TYPES);
     let _listener = AbortOnDrop(tokio::spawn(wakeups.clone().listen(queue_pool.clone())));
@@ -161,6 +166,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     }
     tracing::info!("worker pool stopped");
     Ok(())
+}
+
+/// `[products] auto_migrate`: enqueues the rollout of pending product migrations to every
+/// live tenant, as `tenantctl tenant migrate --all` would. A failure is logged, not fatal:
+/// the worker has other work to do.
+async fn auto_migrate(app: &App) {
+    let result = async {
+        let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+        let plans = crate::ops::rollout::plan(&mut cp, &app.config, &Default::default()).await?;
+        crate::ops::rollout::enqueue(&app.pool, &plans, "worker (auto_migrate)").await
+    }
+    .await;
+    match result {
+        Ok(enqueued) => tracing::info!(jobs = enqueued.jobs.len(), up_to_date = enqueued.up_to_date, "auto_migrate: rollout enqueued"),
+        Err(e) => tracing::error!(error = %e, "auto_migrate: could not enqueue the rollout; run `tenantctl tenant migrate --all`"),
+    }
 }
 
 const OUTAGE_FIRST_WAIT: Duration = Duration::from_millis(500);
@@ -207,6 +228,7 @@ impl Pools {
         let monitor = self.register::<PauseTenant>(monitor);
         let monitor = self.register::<ResumeTenant>(monitor);
         let monitor = self.register::<DeleteTenant>(monitor);
+        let monitor = self.register::<MigrateTenant>(monitor);
         let monitor = self.register::<Noop>(monitor);
         monitor
             .on_event(|worker, event| {

@@ -221,8 +221,13 @@ async fn peer_drain(env: &TestEnv, n: usize, run: usize) -> f64 {
         let _ = stop_rx.await;
         Ok(())
     }));
-    wait_until(&env.pool, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'BenchPeer' AND status = 'Done'", n as i64, Duration::from_secs(600))
-        .await;
+    wait_until(
+        &env.pool,
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'BenchPeer' AND status = 'Done'",
+        n as i64,
+        Duration::from_secs(600),
+    )
+    .await;
     let elapsed = started.elapsed();
     let _ = stop_tx.send(());
     let _ = running.await;

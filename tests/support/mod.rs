@@ -209,7 +209,12 @@ impl Drop for TestEnv {
         let server = self.server.clone();
         // Async cleanup from Drop: a thread with its own runtime, joined before returning.
         std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(&server, &control_db, &prefix, &suffix))
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(
+                &server,
+                &control_db,
+                &prefix,
+                &suffix,
+            ))
         })
         .join()
         .expect("cleanup thread");

@@ -51,7 +51,8 @@ impl PrivateServer {
     }
 
     fn pg_ctl(&self, action: &[&str]) {
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100", self.port, self.dir.display());
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100", self.port, self.dir.display());
         let log = self.dir.join("server.log").display().to_string();
         let data = self.data();
         let mut args = vec!["-D", &data, "-w", "-t", "60", "-l", &log, "-o", &options];
@@ -110,7 +111,8 @@ fn bindir() -> PathBuf {
 }
 
 fn running_as_root() -> bool {
-    Path::new("/proc/self").exists() && std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    Path::new("/proc/self").exists()
+        && std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
 
 fn free_port() -> u16 {

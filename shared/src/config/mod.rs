@@ -38,6 +38,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Backup retention.
     pub backups: BackupConfig,
+    /// `[products]`: how product migrations reach existing tenants.
+    pub products: ProductsConfig,
     /// `tenant-scheduler`'s schedules.
     pub scheduler: SchedulerConfig,
     /// Outgoing mail.
@@ -90,6 +92,16 @@ impl fmt::Debug for MailConfig {
     }
 }
 
+/// `[products]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProductsConfig {
+    /// When a worker starts, roll pending product migrations out to every live tenant (as
+    /// `tenantctl tenant migrate --all` would). Off by default: a rollout is an admin's
+    /// decision. Env: `TENANT_MASTER_AUTO_MIGRATE` (`true` / `false`).
+    pub auto_migrate: bool,
+}
+
 /// How many routine (scheduled and manual) backups each tenant keeps.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +152,8 @@ pub struct WorkerConfig {
     pub heavy_jobs_per_host: u32,
     /// How long a heavy job waits for a free slot before retrying later.
     pub heavy_slot_wait_secs: u64,
+    /// Tenants migrated at once per database host by a rollout, over all workers.
+    pub migrations_per_host: u32,
     /// First retry delay; each further one is 4 times longer (capped at an hour).
     pub retry_base_secs: u64,
     /// Per job type, seconds a run may take before it is failed (overrides the built-in ones).
@@ -158,6 +172,7 @@ impl Default for Config {
             database_prefix: String::new(),
             worker: WorkerConfig::default(),
             backups: BackupConfig::default(),
+            products: ProductsConfig::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
             secret_key_file: Some(PathBuf::from("data/secret.key")),
@@ -180,6 +195,7 @@ impl Default for WorkerConfig {
             tenant_lock_wait_secs: 30,
             heavy_jobs_per_host: 2,
             heavy_slot_wait_secs: 1800,
+            migrations_per_host: 4,
             retry_base_secs: 5,
             timeouts: Default::default(),
             metrics_addr: "127.0.0.1:9187".into(),
@@ -257,6 +273,13 @@ impl Config {
                 *slot = parse_number(name, &v)?;
             }
         }
+        if let Some(v) = get("TENANT_MASTER_AUTO_MIGRATE") {
+            self.products.auto_migrate = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" | "" => false,
+                _ => return Err(Error::Invalid(format!("TENANT_MASTER_AUTO_MIGRATE must be true or false, not '{}'", v.escape_debug()))),
+            };
+        }
         if let Some(v) = get("TENANT_MASTER_BACKUP_KEEP") {
             self.backups.keep = parse_number("TENANT_MASTER_BACKUP_KEEP", &v)?;
         }
@@ -268,6 +291,9 @@ impl Config {
         }
         if let Some(v) = get("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST") {
             self.worker.heavy_jobs_per_host = parse_number("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &v)?;
+        }
+        if let Some(v) = get("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST") {
+            self.worker.migrations_per_host = parse_number("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST", &v)?;
         }
         let counts: [(&str, &mut usize); 4] = [
             ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", &mut self.worker.workers_per_type),
@@ -301,6 +327,7 @@ impl Config {
             return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
         }
         if w.heavy_jobs_per_host == 0
+            || w.migrations_per_host == 0
             || w.concurrency == 0
             || w.batch_size == 0
             || w.heartbeat_secs == 0
@@ -308,7 +335,7 @@ impl Config {
             || w.poll_interval_ms == 0
         {
             return Err(Error::Invalid(
-                "worker heavy_jobs_per_host, workers_per_type, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
+                "worker heavy_jobs_per_host, migrations_per_host, workers_per_type, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
             ));
         }
         Ok(())

@@ -47,7 +47,7 @@ pub async fn enqueue_manual(pool: &sqlx::PgPool, selection: Selection, keep: Opt
 
 impl Job for BackupTenant {
     const TYPE: &'static str = "BackupTenant";
-    const HEAVY: bool = true;
+    const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {

@@ -29,7 +29,7 @@ pub struct Cleanup {
 
 impl Job for Cleanup {
     const TYPE: &'static str = "Cleanup";
-    const HEAVY: bool = true;
+    const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 7200;
 
     fn idempotency_key(&self) -> Option<String> {

@@ -23,7 +23,7 @@ pub struct DeleteTenant {
 
 impl Job for DeleteTenant {
     const TYPE: &'static str = "DeleteTenant";
-    const HEAVY: bool = true;
+    const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {

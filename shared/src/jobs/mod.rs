@@ -11,6 +11,7 @@ pub mod backup_tenant;
 pub mod cancel;
 pub mod cleanup;
 pub mod delete_tenant;
+pub mod migrate_tenant;
 pub mod noop;
 pub mod provision_tenant;
 pub mod prune_jobs;
@@ -31,7 +32,7 @@ use crate::{
     config::Config,
     error::Context as _,
     error::{Error, Result},
-    lock::{HostSlot, TenantLock},
+    lock::{HostSlot, SlotKind, TenantLock},
     metrics::{Metrics, Outcome},
     queue,
 };
@@ -73,9 +74,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     const TIMEOUT_SECS: u64 = 3600;
 
     /// Heavy jobs (dumps, restores, maintenance) take one of their database host's
-    /// `heavy_jobs_per_host` slots first, and only then the tenant's lock: waiting for a
-    /// slot never holds the tenant nor takes it offline.
-    const HEAVY: bool = false;
+    /// `heavy_jobs_per_host` slots first (rollout migrations one of `migrations_per_host`),
+    /// and only then the tenant's lock: waiting for a slot never holds the tenant nor takes
+    /// it offline.
+    const SLOT: Option<SlotKind> = None;
 
     /// The key that makes a second enqueue of the same work a no-op.
     fn idempotency_key(&self) -> Option<String>;
@@ -158,9 +160,9 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
 }
 
 async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
-    let slot = match (J::HEAVY, job.tenant()) {
-        (true, Some(slug)) => match host_of(app, slug).await? {
-            Some(host) => Some(HostSlot::acquire(&app.config, &host).await?),
+    let slot = match (J::SLOT, job.tenant()) {
+        (Some(kind), Some(slug)) => match host_of(app, slug).await? {
+            Some(host) => Some(HostSlot::acquire_kind(&app.config, &host, kind).await?),
             None => None,
         },
         _ => None,

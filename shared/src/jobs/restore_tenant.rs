@@ -54,7 +54,7 @@ pub struct RestoreTenant {
 
 impl Job for RestoreTenant {
     const TYPE: &'static str = "RestoreTenant";
-    const HEAVY: bool = true;
+    const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {

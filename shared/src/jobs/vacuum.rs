@@ -91,7 +91,7 @@ pub struct Vacuum {
 
 impl Job for Vacuum {
     const TYPE: &'static str = "Vacuum";
-    const HEAVY: bool = true;
+    const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 
     fn idempotency_key(&self) -> Option<String> {

@@ -10,11 +10,13 @@
 use sqlx::{Acquire, AssertSqlSafe, PgConnection};
 
 use crate::{
+    activity,
     error::{Context as _, Error, Result},
     hosts,
     jobs::App,
     ledger,
     naming::quote_ident,
+    ops::rollout,
     products::{self, ProductMigration},
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
@@ -66,21 +68,61 @@ pub async fn apply(
 /// Applies every product migration tenant `slug` lacks, in order; returns their labels.
 /// A paused or suspended tenant is migrated too (the operator role logs in regardless).
 pub async fn migrate_tenant(app: &App, slug: &str) -> Result<Vec<String>> {
+    migrate_tenant_to(app, slug, None, None, "worker").await
+}
+
+/// Applies the product migrations up to version `to` (all if none) that tenant `slug`
+/// lacks, records the version it is at, and clears its last rollout error. With
+/// `tenant_id`, a tenant that is gone or is another tenant by now is left alone. A deleted
+/// tenant is never migrated.
+pub async fn migrate_tenant_to(app: &App, slug: &str, tenant_id: Option<i64>, to: Option<i64>, actor: &str) -> Result<Vec<String>> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
+    if tenant_id.is_some_and(|id| id != tenant.id) {
+        tracing::info!("the tenant this rollout was for is gone; '{slug}' is another tenant now: nothing to do");
+        return Ok(Vec::new());
+    }
     if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
         return Err(Error::Conflict(format!("tenant '{slug}' is {}: only a live tenant is migrated", tenant.status)));
     }
     let product = products::load(&app.config.products_dir, &tenant.product)?;
+    if let Some(to) = to {
+        if !product.migrations.iter().any(|m| m.version == to) {
+            return Err(Error::Fatal(format!("product '{}' has no migration {to:04} (was its file removed?)", tenant.product)));
+        }
+    }
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
     let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
     ledger::ensure(&mut tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
     let mut applied = Vec::new();
-    for migration in &product.migrations {
+    for migration in product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)) {
         if apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
             applied.push(migration.label());
         }
+        crate::fault::point(slug, &format!("migrate:{:04}", migration.version))?;
+    }
+    let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
+    rollout::record_version(&mut cp, tenant.id, version).await?;
+    if !applied.is_empty() {
+        activity::record(&mut cp, actor, Some(tenant.id), "tenant.migrated", serde_json::json!({ "applied": applied, "version": version }))
+            .await?;
     }
     Ok(applied)
+}
+
+/// Keeps why a rollout gave up on the tenant, for `tenant show` (its version stays).
+pub async fn record_failure(app: &App, slug: &str, tenant_id: Option<i64>, error: &str) -> Result<()> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    sqlx::query(
+        "UPDATE tenant_master.tenants SET migration_error = $3
+         WHERE slug = $1 AND status <> 'deleted' AND ($2::bigint IS NULL OR id = $2)",
+    )
+    .bind(slug)
+    .bind(tenant_id)
+    .bind(error)
+    .execute(&mut *cp)
+    .await
+    .context("failed to record the rollout failure")?;
+    Ok(())
 }

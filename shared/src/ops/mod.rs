@@ -9,3 +9,4 @@ pub mod migrations;
 pub mod provision;
 pub mod prune;
 pub mod restore;
+pub mod rollout;

@@ -68,6 +68,8 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
         fault::point(slug, &format!("migration:{:04}", migration.version))?;
     }
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
+    let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
+    crate::ops::rollout::record_version(&mut cp, tenant.id, version).await?;
 
     let tenant = activate(&mut cp, &tenant, actor).await?;
     fault::point(slug, "activate")?;

@@ -206,7 +206,8 @@ async fn bring_migrations_up_to_date(
     for migration in &product.migrations {
         migrations::apply(tenant_db, &mut operator, tenant, migration).await?;
     }
-    Ok(())
+    let version = ledger::applied_versions(tenant_db, &tenant.schema).await?.into_iter().max();
+    crate::ops::rollout::record_version(cp, tenant.id, version).await
 }
 
 /// The number of tables, functions and types in `schema`, or None if it does not exist.

@@ -1,0 +1,217 @@
+//! Rolling a product's new migrations out to existing tenants.
+//!
+//! What a tenant lacks is read from its own ledger (`tenant_master_meta.applied_migrations`
+//! in its database), one query per database however many tenants share it, and compared
+//! with the product's migration files. The registry's `schema_version` is a cache of the
+//! ledger for `tenant list` / `show`, refreshed here and wherever migrations are applied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use sqlx::{Acquire, PgConnection, PgPool};
+
+use crate::{
+    config::Config,
+    error::{Context as _, Error, Result},
+    hosts,
+    jobs::migrate_tenant::MigrateTenant,
+    products::{self, Product},
+    queue,
+    tenants::Tenant,
+};
+
+/// Which tenants a rollout looks at.
+#[derive(Debug, Default, Clone)]
+pub struct RolloutFilter {
+    /// These slugs only (the canary); empty means every live tenant.
+    pub slugs: Vec<String>,
+    pub product: Option<String>,
+    pub plan: Option<String>,
+    pub host: Option<String>,
+    /// At most this many tenants with something pending.
+    pub limit: Option<usize>,
+    /// Up to this migration version (default: the product's latest).
+    pub to: Option<i64>,
+}
+
+/// One tenant's state against its product.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantPlan {
+    pub slug: String,
+    pub product: String,
+    /// The highest version in its ledger (none: no migration recorded yet).
+    pub version: Option<i64>,
+    /// The migrations it lacks, in order, as `0003_name`.
+    pub pending: Vec<String>,
+    /// The version the rollout brings it to.
+    #[serde(skip)]
+    pub target: i64,
+    #[serde(skip)]
+    pub tenant_id: i64,
+}
+
+/// Live tenants (active, paused, suspended) matching `filter`, each with what it lacks;
+/// refreshes the registry's cached versions on the way. Unknown slugs and tenants that are
+/// not live are refused in one sentence.
+pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter) -> Result<Vec<TenantPlan>> {
+    if filter.limit == Some(0) {
+        return Err(Error::Invalid("--limit must be at least 1".into()));
+    }
+    let tenants = select(cp, filter).await?;
+    let applied = applied_versions(cp, config, &tenants).await?;
+    let mut products: HashMap<String, Product> = HashMap::new();
+    let mut plans = Vec::new();
+    for tenant in tenants {
+        if !products.contains_key(&tenant.product) {
+            products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
+        }
+        let product = &products[&tenant.product];
+        let done = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
+        let target = filter.to.unwrap_or_else(|| product.migrations.last().map_or(0, |m| m.version));
+        if let Some(to) = filter.to {
+            if !product.migrations.iter().any(|m| m.version == to) {
+                return Err(Error::Invalid(format!("product '{}' has no migration {to:04}: see its folder in products_dir", product.name)));
+            }
+        }
+        let pending = product.migrations.iter().filter(|m| m.version <= target && !done.contains(&m.version)).map(|m| m.label()).collect();
+        plans.push(TenantPlan {
+            slug: tenant.slug.clone(),
+            product: tenant.product.clone(),
+            version: done.iter().max().copied(),
+            pending,
+            target,
+            tenant_id: tenant.id,
+        });
+    }
+    cache_versions(cp, &plans).await?;
+    let mut with_pending = 0;
+    // `--limit` counts tenants that need something; the others cost nothing anyway.
+    plans.retain(|p| {
+        let keep = p.pending.is_empty() || filter.limit.is_none_or(|limit| with_pending < limit);
+        if !p.pending.is_empty() && keep {
+            with_pending += 1;
+        }
+        keep
+    });
+    Ok(plans)
+}
+
+async fn select(cp: &mut PgConnection, filter: &RolloutFilter) -> Result<Vec<Tenant>> {
+    for slug in &filter.slugs {
+        crate::naming::Slug::parse(slug)?;
+    }
+    let tenants: Vec<Tenant> =
+        crate::tenants::list_live(cp, &filter.slugs, filter.product.as_deref(), filter.plan.as_deref(), filter.host.as_deref()).await?;
+    if let Some(missing) = filter.slugs.iter().find(|s| !tenants.iter().any(|t| &t.slug == *s)) {
+        return Err(Error::NotFound(format!(
+            "there is no live tenant '{missing}' (with these filters): nothing was enqueued; see `tenantctl tenant show {missing}`"
+        )));
+    }
+    Ok(tenants)
+}
+
+/// The versions in the ledgers of `tenants`, by tenant id: one admin connection and one
+/// query per database.
+pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &[Tenant]) -> Result<HashMap<i64, Vec<i64>>> {
+    let mut by_database: BTreeMap<(&str, &str), Vec<&Tenant>> = BTreeMap::new();
+    for tenant in tenants {
+        by_database.entry((tenant.host.as_str(), tenant.database.as_str())).or_default().push(tenant);
+    }
+    let mut applied = HashMap::new();
+    for ((host, database), group) in by_database {
+        let mut db = hosts::connect(cp, config, host, database).await?;
+        let has_ledger: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master_meta.applied_migrations') IS NOT NULL")
+            .fetch_one(&mut db)
+            .await
+            .context(format!("failed to look for the migration ledger in {database}"))?;
+        if !has_ledger {
+            continue;
+        }
+        let schemas: Vec<&str> = group.iter().map(|t| t.schema.as_str()).collect();
+        let rows: Vec<(String, Vec<i64>)> = sqlx::query_as(
+            "SELECT schema_name, array_agg(version ORDER BY version) FROM tenant_master_meta.applied_migrations
+             WHERE schema_name = ANY($1) GROUP BY schema_name",
+        )
+        .bind(&schemas)
+        .fetch_all(&mut db)
+        .await
+        .context(format!("failed to read the migration ledger of {database}"))?;
+        for (schema, versions) in rows {
+            if let Some(tenant) = group.iter().find(|t| t.schema == schema) {
+                applied.insert(tenant.id, versions);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+async fn cache_versions(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result<()> {
+    let ids: Vec<i64> = plans.iter().map(|p| p.tenant_id).collect();
+    let versions: Vec<Option<i64>> = plans.iter().map(|p| p.version).collect();
+    sqlx::query(
+        "UPDATE tenant_master.tenants t SET schema_version = v.version
+         FROM unnest($1::bigint[], $2::bigint[]) AS v(id, version)
+         WHERE t.id = v.id AND t.schema_version IS DISTINCT FROM v.version",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .execute(cp)
+    .await
+    .context("failed to record the tenants' schema versions")?;
+    Ok(())
+}
+
+/// Records that the ledger of tenant `id` now ends at `version`, and clears its last
+/// rollout error.
+pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>) -> Result<()> {
+    sqlx::query("UPDATE tenant_master.tenants SET schema_version = $2, migration_error = NULL WHERE id = $1")
+        .bind(id)
+        .bind(version)
+        .execute(cp)
+        .await
+        .context("failed to record the tenant's schema version")?;
+    Ok(())
+}
+
+/// What a rollout enqueued.
+#[derive(Debug, Default, Serialize)]
+pub struct Enqueued {
+    /// (slug, job id) of every tenant with something pending.
+    pub jobs: Vec<(String, String)>,
+    /// Tenants with nothing pending: no job.
+    pub up_to_date: usize,
+}
+
+/// Enqueues one `MigrateTenant` per tenant with something pending, in one transaction.
+/// The key `migrate:<slug>:<target>` makes a second run while the first is under way a
+/// no-op; a finished job under that key (it failed, or the tenant was restored to an older
+/// backup since) is set aside so the tenant gets a new one.
+pub async fn enqueue(pool: &PgPool, plans: &[TenantPlan], actor: &str) -> Result<Enqueued> {
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let mut tx = conn.begin().await.context("failed to start a transaction")?;
+    let mut out = Enqueued::default();
+    for plan in plans {
+        if plan.pending.is_empty() {
+            out.up_to_date += 1;
+            continue;
+        }
+        let job = MigrateTenant { slug: plan.slug.clone(), tenant_id: Some(plan.tenant_id), to: plan.target, actor: actor.to_owned() };
+        let mut id = queue::enqueue(&mut tx, &job).await?;
+        let finished: bool = sqlx::query_scalar("SELECT status IN ('done', 'dead') FROM tenant_master.jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .context("failed to read the rollout job")?;
+        if finished {
+            sqlx::query("UPDATE apalis.jobs SET idempotency_key = NULL WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .context("failed to set an old rollout job aside")?;
+            id = queue::enqueue(&mut tx, &job).await?;
+        }
+        out.jobs.push((plan.slug.clone(), id));
+    }
+    tx.commit().await.context("failed to commit the rollout")?;
+    Ok(out)
+}
