@@ -59,7 +59,7 @@ async fn restore_brings_back_exactly_the_backed_up_rows_in_both_modes() {
 
         write(&mut own, "DELETE FROM projects WHERE name = 'alpha'; INSERT INTO projects (name) VALUES ('gamma')").await;
         drop(own);
-        let done = restore(&app, &tenant.slug, taken.id, "job-restore").await.unwrap();
+        let done = restore(&app, &tenant.slug, taken.id, &format!("job-restore-{plan}")).await.unwrap();
 
         let mut own = env.as_tenant(&tenant.slug).await;
         assert_eq!(names(&mut own).await, vec!["alpha", "beta"], "{plan}: rows as at backup time");
@@ -72,7 +72,7 @@ async fn restore_brings_back_exactly_the_backed_up_rows_in_both_modes() {
         let safety = finished(&env, &tenant).await.into_iter().find(|b| b.id == done.safety_backup_id).unwrap();
         assert_eq!(safety.kind, "pre_restore");
         drop(own);
-        restore(&app, &tenant.slug, safety.id, "job-undo").await.unwrap();
+        restore(&app, &tenant.slug, safety.id, &format!("job-undo-{plan}")).await.unwrap();
         let mut own = env.as_tenant(&tenant.slug).await;
         assert_eq!(names(&mut own).await, vec!["beta", "gamma"], "{plan}: the pre_restore backup holds the changed state");
         assert_eq!(env.footprint(&tenant.slug, &tenant.database).await.migrations, vec![1, 2]);
@@ -171,7 +171,7 @@ async fn a_crash_at_any_restore_step_never_loses_data_and_a_rerun_finishes() {
         drop(own);
 
         fault::arm(&tenant.slug, step);
-        let err = restore(&app, &tenant.slug, taken.id, "job-r").await.unwrap_err();
+        let err = restore(&app, &tenant.slug, taken.id, &format!("job-r-{i}")).await.unwrap_err();
         assert!(err.is_injected(), "{err}");
         // The live rows exist under the live name or the set-aside name: never dropped.
         let present = schemas(&env, &tenant).await;
@@ -184,7 +184,7 @@ async fn a_crash_at_any_restore_step_never_loses_data_and_a_rerun_finishes() {
         }
         assert!(rows_somewhere >= 1, "{step}: rows still on the server ({present:?})");
 
-        let done = restore(&app, &tenant.slug, taken.id, "job-r").await.unwrap();
+        let done = restore(&app, &tenant.slug, taken.id, &format!("job-r-{i}")).await.unwrap();
         let mut own = env.as_tenant(&tenant.slug).await;
         assert_eq!(names(&mut own).await, vec!["old"], "after a crash at {step}, the rerun restores");
         assert_eq!(schemas(&env, &tenant).await, vec![tenant.schema.clone()]);

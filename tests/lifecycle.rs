@@ -125,7 +125,7 @@ async fn pause_resume_and_delete_take_effect_in_postgres() {
         assert_eq!(rows, 1);
         drop(back);
 
-        delete(&app, &tenant.slug, Some(tenant.id), "job-delete", "alice").await.unwrap();
+        delete(&app, &tenant.slug, Some(tenant.id), &format!("job-delete-{plan}"), "alice").await.unwrap();
         assert!(PgConnection::connect(&url).await.is_err());
         let gone = env.footprint_after_delete(&tenant).await;
         assert_eq!(gone, (0, 0), "{plan}: role and schema/database gone");
@@ -140,7 +140,7 @@ async fn pause_resume_and_delete_take_effect_in_postgres() {
         let pre_delete = kept.iter().find(|b| b.kind == "pre_delete").expect("a pre_delete backup");
         tenant_master::ops::backup::verify_file(pre_delete).await.expect("the pre_delete backup is verified and intact");
         // A rerun of the deletion changes nothing and does not fail.
-        delete(&app, &tenant.slug, Some(tenant.id), "job-delete", "alice").await.unwrap();
+        delete(&app, &tenant.slug, Some(tenant.id), &format!("job-delete-{plan}"), "alice").await.unwrap();
         // Its backups follow the retention for deleted tenants.
         assert_eq!(tenant_master::ops::prune::prune_deleted_tenant_backups(&env.pool, 30).await.unwrap(), 0, "kept for 30 days");
         sqlx::query("UPDATE tenant_master.tenants SET deleted_at = now() - interval '31 days' WHERE id = $1")

@@ -279,12 +279,14 @@ async fn cancelling_lifecycle_jobs_leaves_a_tenant_an_admin_can_act_on() {
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    // One that had begun cannot be cancelled part way.
-    sqlx::query("UPDATE apalis.jobs SET attempts = 1 WHERE id = $1").bind(&delete_id).execute(&env.pool).await.unwrap();
+    // One that had begun (it records so before its first change) cannot be cancelled part way.
+    let begun = "INSERT INTO tenant_master.activity_log (actor, tenant_id, action, details)
+                 SELECT 'test', id, 'tenant.delete_started', jsonb_build_object('job_id', $2::text) FROM tenant_master.tenants WHERE slug = $1 AND status = 'deleting'";
+    sqlx::query(begun).bind(&slug).bind(&delete_id).execute(&env.pool).await.unwrap();
     let out = env.tenantctl(&["jobs", "cancel", &delete_id]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("tenantctl jobs retry {delete_id}")), "{}", stderr(&out));
-    sqlx::query("UPDATE apalis.jobs SET attempts = 0 WHERE id = $1").bind(&delete_id).execute(&env.pool).await.unwrap();
+    sqlx::query("DELETE FROM tenant_master.activity_log WHERE action = 'tenant.delete_started'").execute(&env.pool).await.unwrap();
     let out = env.tenantctl(&["jobs", "cancel", &delete_id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("is active again"), "{}", stdout(&out));

@@ -6,11 +6,12 @@ use sqlx::PgConnection;
 
 use crate::error::{Context as _, Result};
 
-/// The recorded outcome of job `job_id` for tenant `tenant_id`, if it finished.
-pub async fn finished(cp: &mut PgConnection, job_id: &str, tenant_id: i64) -> Result<Option<Value>> {
-    sqlx::query_scalar("SELECT outcome FROM tenant_master.job_outcomes WHERE job_id = $1 AND tenant_id = $2")
+/// The tenant and recorded outcome of job `job_id`, if it finished. A job belongs to one
+/// tenant: callers compare the id with the tenant the slug names today, which may be a
+/// newer one.
+pub async fn finished(cp: &mut PgConnection, job_id: &str) -> Result<Option<(i64, Value)>> {
+    sqlx::query_as("SELECT tenant_id, outcome FROM tenant_master.job_outcomes WHERE job_id = $1")
         .bind(job_id)
-        .bind(tenant_id)
         .fetch_optional(cp)
         .await
         .context("failed to read the job's recorded outcome")

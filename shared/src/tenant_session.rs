@@ -63,6 +63,9 @@ impl TenantAccess {
         let mut admin = db::connect_to(&admin_options, admin_options.get_database().unwrap_or("postgres")).await?;
         let valid_for = OPENED.try_with(|o| o.borrow().valid_for).unwrap_or(UNSCOPED_VALIDITY);
         let valid_until = (chrono::Utc::now() + valid_for).to_rfc3339();
+        // Under the tenant's lock no job of ours has an operator session: any that is open
+        // was opened by someone else (tenant code in an earlier job) and ends now.
+        end_operator_sessions(&mut admin, &role).await?;
         ensure_operator(&mut admin, tenant, &role, &marker, &password, &valid_until).await?;
         let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options, &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);

@@ -24,11 +24,15 @@ pub struct Cancelled {
 pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancelled> {
     let job = queue::get(pool, id).await?;
     let slug = job.tenant.clone().unwrap_or_default();
-    if job.job_type == "DeleteTenant" && job.attempts > 0 {
-        return Err(Error::Conflict(format!(
-            "the delete of '{slug}' has begun ({} attempt(s)) and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it",
-            job.attempts
-        )));
+    // Begun is what the delete recorded before its first change, not the attempts count
+    // (`jobs retry` resets it; waiting for a host slot adds to it and changes nothing).
+    if job.job_type == "DeleteTenant" {
+        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+        if crate::ops::delete::has_started(&mut conn, id).await? {
+            return Err(Error::Conflict(format!(
+                "the delete of '{slug}' has begun and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
+            )));
+        }
     }
     let job = queue::cancel(pool, id).await?;
     let mut tx = pool.begin().await.context("failed to start a transaction")?;

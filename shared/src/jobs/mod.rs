@@ -122,10 +122,8 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     app.metrics.started(J::TYPE);
     let started = std::time::Instant::now();
     let run = Run { job_id: id.to_owned(), attempt };
-    let limit = app.timeout::<J>();
-    let outcome = tokio::time::timeout(limit, AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind())
-        .await
-        .unwrap_or_else(|_| Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))));
+    // Panics while taking locks are caught here, the job's own inside `run_locked`.
+    let outcome = AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind().await.and_then(|inner| inner);
     let error = match outcome {
         Ok(Ok(value)) => {
             app.metrics.finished(J::TYPE, Outcome::Succeeded, started.elapsed());
@@ -159,20 +157,44 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     Err(error.into())
 }
 
-async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Value> {
+type Panic = Box<dyn std::any::Any + Send>;
+
+/// Takes the job's host slot and tenant lock (their waits are bounded by their own
+/// settings), then runs it within its time limit. The time limit and panic capture sit
+/// inside `tenant_session::scoped`, so operator logins are closed whatever the job did,
+/// and before the tenant's lock goes.
+async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Value>, Panic> {
     let slot = match (J::SLOT, job.tenant()) {
-        (Some(kind), Some(slug)) => match host_of(app, slug).await? {
-            Some(host) => Some(HostSlot::acquire_kind(&app.config, &host, kind).await?),
-            None => None,
+        (Some(kind), Some(slug)) => match host_of(app, slug).await {
+            Ok(Some(host)) => match HostSlot::acquire_kind(&app.config, &host, kind).await {
+                Ok(slot) => Some(slot),
+                Err(e) => return Ok(Err(e)),
+            },
+            Ok(None) => None,
+            Err(e) => return Ok(Err(e)),
         },
         _ => None,
     };
-    let lock = match job.tenant() {
-        Some(slug) => Some(TenantLock::acquire(&app.config, slug).await?),
+    let lock = match job.tenant().map(|slug| TenantLock::acquire(&app.config, slug)) {
+        Some(acquiring) => match acquiring.await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                if let Some(slot) = slot {
+                    slot.release().await;
+                }
+                return Ok(Err(e));
+            }
+        },
         None => None,
     };
-    // Operator logins the job opened are closed before the tenant's lock goes.
-    let result = crate::tenant_session::scoped(app.timeout::<J>(), job.run(app, run)).await;
+    let limit = app.timeout::<J>();
+    let bounded = async {
+        match tokio::time::timeout(limit, AssertUnwindSafe(job.run(app, run)).catch_unwind()).await {
+            Ok(finished) => finished,
+            Err(_) => Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))),
+        }
+    };
+    let result = crate::tenant_session::scoped(limit, bounded).await;
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -197,7 +219,7 @@ async fn give_up<J: Job>(job: &J, app: &App, reason: String) -> BoxDynError {
     Box::new(AbortError::new(reason))
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_message(panic: &Panic) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -4,7 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{App, Job, Run};
-use crate::{error::Result, ops::provision, tenants::NewTenant};
+use crate::{
+    error::{Context as _, Error, Result},
+    ops::provision,
+    tenants::{self, NewTenant},
+};
 
 /// Payload: what the producer asked for. Validated by the handler too, since a producer
 /// in another language may enqueue it with SQL alone.
@@ -47,6 +51,19 @@ impl Job for ProvisionTenant {
 
     async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
         let new = NewTenant::parse(&self.slug, &self.product, &self.plan, &self.owner_email, self.name.as_deref(), self.host.as_deref())?;
+        // A rerun of an old job (lost acknowledgement, `jobs retry` weeks later) must not
+        // bring a deleted tenant back: only a person re-creates a slug (`tenant create`
+        // registers the new tenant before it enqueues this job).
+        let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+        if let Some(tenant) = tenants::find(&mut cp, &self.slug).await? {
+            if tenant.status == "deleted" {
+                return Err(Error::Fatal(format!(
+                    "tenant '{}' was deleted; to create it again run `tenantctl tenant create {}`",
+                    self.slug, self.slug
+                )));
+            }
+        }
+        drop(cp);
         let tenant = provision::provision(app, &new, "worker").await?;
         Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))
     }

@@ -30,7 +30,8 @@ pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id
 }
 
 /// Takes a new backup of `slug` even if job `job_id` finished one before (a safety copy
-/// must hold what the tenant wrote since).
+/// must hold what the tenant wrote since); once the new one is safe on disk, the job's
+/// earlier ones of that kind are removed, so a job keeps one copy however often it ran.
 pub async fn backup_fresh(app: &App, slug: &str, kind: Kind, job_id: &str) -> Result<Backup> {
     take(app, slug, kind, None, job_id, false).await
 }
@@ -52,6 +53,12 @@ async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str
             dump(app, &mut cp, &tenant, kind, job_id).await?
         }
     };
+    if !reuse {
+        for older in backups::of_job(&mut cp, tenant.id, job_id, kind).await?.into_iter().filter(|b| b.id != backup.id) {
+            remove_if_present(&older.path()).await?;
+            backups::forget(&mut cp, older.id).await?;
+        }
+    }
     if kind.is_routine() {
         let keep = keep.unwrap_or_else(|| app.config.backups.keep_for(&tenant.plan));
         apply_retention(&mut cp, &tenant, keep).await?;

@@ -39,10 +39,11 @@ pub fn check(tenant: &Tenant) -> Result<()> {
 /// finished, running it again changes nothing.
 pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str, actor: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let mut tenant = tenants::get(&mut cp, slug).await?;
-    if outcomes::finished(&mut cp, job_id, tenant.id).await?.is_some() {
+    // Finished already (for this tenant or one that had the slug before): nothing to do.
+    if outcomes::finished(&mut cp, job_id).await?.is_some() {
         return Ok(());
     }
+    let mut tenant = tenants::get(&mut cp, slug).await?;
     if tenant_id.is_some_and(|id| id != tenant.id) {
         tracing::info!("the tenant this delete was for is gone; '{slug}' is another tenant now: nothing to do");
         return Ok(());
@@ -60,6 +61,8 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let role_is_ours = guard::role_is_ours(&mut server, &tenant.role, &marker).await?;
 
+    // From here on the delete has begun: `jobs cancel` refuses it (see `jobs::cancel`).
+    started(&mut cp, &tenant, job_id, actor).await?;
     // The tenant is held first, so the safety copy has every row it ever wrote. (A
     // deleting tenant cannot be resumed, so a rerun may reuse this job's copy.)
     if role_is_ours {
@@ -78,6 +81,25 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
             "the delete of '{slug}' stopped part way (its login is held, its pre_delete backup is taken, some of its data or roles may be dropped already): {e}; `tenantctl jobs retry {job_id}` finishes it"
         )),
     })
+}
+
+/// Records, once per job, that the delete `job_id` began touching the tenant.
+async fn started(cp: &mut PgConnection, tenant: &Tenant, job_id: &str, actor: &str) -> Result<()> {
+    if !has_started(cp, job_id).await? {
+        activity::record(cp, actor, Some(tenant.id), "tenant.delete_started", json!({ "job_id": job_id })).await?;
+    }
+    Ok(())
+}
+
+/// Whether the delete `job_id` began touching its tenant (then it can only be finished).
+pub async fn has_started(cp: &mut PgConnection, job_id: &str) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = 'tenant.delete_started' AND details ->> 'job_id' = $1)",
+    )
+    .bind(job_id)
+    .fetch_one(cp)
+    .await
+    .context("failed to read whether the delete began")
 }
 
 /// Drops the tenant's data and roles (only what is ours), then marks it deleted.

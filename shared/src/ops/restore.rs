@@ -46,7 +46,10 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-    if let Some(done) = outcomes::finished(&mut cp, job_id, tenant.id).await? {
+    if let Some((owner, done)) = outcomes::finished(&mut cp, job_id).await? {
+        if owner != tenant.id {
+            return Err(Error::Fatal(format!("job {job_id} restored an earlier tenant named '{slug}', which is gone; nothing was done")));
+        }
         // A rerun of a finished restore (a lost acknowledgement, the orphan sweep, `jobs
         // retry`): the data stays as it is; only the login is left as the status says, as
         // the first run would have left it had it not stopped after recording.
@@ -66,15 +69,17 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     let marker = deployment::marker(&mut cp, slug).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
 
-    // The tenant is held first, so the safety copy has every row it ever wrote. If its
-    // login was held already (an earlier run of this job stopped, or the tenant is paused),
-    // nothing was written since that run's copy, which is reused; else a fresh copy.
-    let could_log_in = access::can_log_in(&mut tenant_db, &tenant).await?;
+    // The tenant is held first, so the safety copy has every row it ever wrote. While the
+    // live schema is still in place, the copy is always fresh: a held login says nothing
+    // of what was written between an earlier run of this job and now (an admin may have
+    // resumed and paused the tenant meanwhile). Once an earlier run set the live data
+    // aside, that run's copy has all of it and is reused.
     access::block_login(&mut tenant_db, &tenant).await?;
+    let moved = stage(&mut tenant_db, &tenant).await? != Stage::Start;
     let outcome = async {
-        let safety = match could_log_in {
-            true => backup::backup_fresh(app, slug, Kind::PreRestore, job_id).await?,
-            false => backup::backup(app, slug, Kind::PreRestore, None, job_id).await?,
+        let safety = match moved {
+            false => backup::backup_fresh(app, slug, Kind::PreRestore, job_id).await?,
+            true => backup::backup(app, slug, Kind::PreRestore, None, job_id).await?,
         };
         fault::point(slug, "restore:safety_backup")?;
         replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker).await?;
