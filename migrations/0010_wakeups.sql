@@ -1,8 +1,9 @@
 -- Worker wake-ups: one NOTIFY per statement and job type on a channel of our own, instead
 -- of apalis's one per inserted row (a bulk enqueue of 10,000 jobs sent 10,000 to every
 -- listener, and each one made a worker fetch). The payload is the job type; workers
--- listen on one connection per process and fetch a batch per wake-up.
-DROP TRIGGER IF EXISTS notify_workers ON apalis.jobs;
+-- listen on one connection per process and fetch a batch per wake-up. The trigger that
+-- calls this replaces apalis's on `apalis.jobs` once both schemas exist (`migrate::views`:
+-- ours and the queue's migrations run in either order).
 
 CREATE FUNCTION tenant_master.notify_new_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -11,9 +12,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
-CREATE TRIGGER tenant_master_notify_new_jobs AFTER INSERT ON apalis.jobs
-    REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION tenant_master.notify_new_jobs();
 
 -- `jobs retry` wakes the workers of the retried types at once.
 CREATE OR REPLACE FUNCTION tenant_master.retry_jobs(p_ids text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$

@@ -33,6 +33,14 @@ async fn migrating_twice_in_either_order_is_clean() {
         // The admin view over the queue works once both are in place.
         let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs").fetch_one(&env.pool).await.unwrap();
         assert_eq!(jobs, 0);
+        // One wake-up per statement (ours), not apalis's one per row, whatever the order.
+        let triggers: Vec<String> = sqlx::query_scalar(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'apalis.jobs'::regclass AND NOT tgisinternal ORDER BY 1",
+        )
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(triggers, vec!["tenant_master_notify_new_jobs"]);
     }
 }
 

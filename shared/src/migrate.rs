@@ -136,7 +136,7 @@ pub async fn control_plane(pool: &PgPool) -> Result<Vec<String>> {
     Ok(applied)
 }
 
-/// Views over the queue for admins (needs both histories applied; replaced every run).
+/// Views and the wake-up trigger over the queue (need both histories applied; replaced every run).
 pub async fn views(pool: &PgPool) -> Result<()> {
     sqlx::raw_sql(
         "CREATE OR REPLACE VIEW tenant_master.jobs AS
@@ -152,6 +152,17 @@ pub async fn views(pool: &PgPool) -> Result<()> {
     .execute(pool)
     .await
     .context("failed to create the view tenant_master.jobs")?;
+    // Our statement-level wake-up instead of apalis's per-row one (see migration 0010);
+    // again on every run, as the queue's own migrations may have put theirs back.
+    sqlx::raw_sql(
+        "DROP TRIGGER IF EXISTS notify_workers ON apalis.jobs;
+         DROP TRIGGER IF EXISTS tenant_master_notify_new_jobs ON apalis.jobs;
+         CREATE TRIGGER tenant_master_notify_new_jobs AFTER INSERT ON apalis.jobs
+             REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION tenant_master.notify_new_jobs();",
+    )
+    .execute(pool)
+    .await
+    .context("failed to install the job wake-up trigger")?;
     Ok(())
 }
 

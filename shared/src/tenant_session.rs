@@ -65,7 +65,7 @@ impl TenantAccess {
         let valid_until = (chrono::Utc::now() + valid_for).to_rfc3339();
         // Under the tenant's lock no job of ours has an operator session: any that is open
         // was opened by someone else (tenant code in an earlier job) and ends now.
-        end_operator_sessions(&mut admin, &role).await?;
+        terminate_sessions(&mut admin, &role).await?;
         ensure_operator(&mut admin, tenant, &role, &marker, &password, &valid_until).await?;
         let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options, &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
@@ -151,6 +151,10 @@ pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Resu
         ddl(admin, "ALTER ROLE %I NOLOGIN", &[role]).await?;
         reset_settings(admin, role).await?;
     }
+    terminate_sessions(admin, role).await
+}
+
+async fn terminate_sessions(admin: &mut PgConnection, role: &str) -> Result<()> {
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
         .bind(role)
         .execute(admin)

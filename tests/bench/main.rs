@@ -27,14 +27,23 @@ struct Opts {
     enqueue_jobs: usize,
     fanout_tenants: usize,
     tenants: usize,
+    rollout_tenants: usize,
 }
 
 fn opts() -> Opts {
     let quick = std::env::args().any(|a| a == "--quick");
     if quick {
-        Opts { runs: 3, drain_jobs: 5_000, pickups: 60, enqueue_jobs: 1_000, fanout_tenants: 10_000, tenants: 40 }
+        Opts { runs: 3, drain_jobs: 5_000, pickups: 60, enqueue_jobs: 1_000, fanout_tenants: 10_000, tenants: 40, rollout_tenants: 100 }
     } else {
-        Opts { runs: 3, drain_jobs: 20_000, pickups: 200, enqueue_jobs: 2_000, fanout_tenants: 10_000, tenants: 200 }
+        Opts {
+            runs: 3,
+            drain_jobs: 20_000,
+            pickups: 200,
+            enqueue_jobs: 2_000,
+            fanout_tenants: 10_000,
+            tenants: 200,
+            rollout_tenants: 1_000,
+        }
     }
 }
 
@@ -353,6 +362,47 @@ async fn provision_rate(env: &TestEnv, plan: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Issue 13's targets: `tenant migrate --all` over `n` schema-mode tenants with nothing
+/// pending, then with one new migration (a table and an index) through a worker with the
+/// default settings; seconds, one run each. Its own control plane and products folder.
+async fn rollout_times(n: usize, logs: &std::path::Path) -> (f64, f64) {
+    let products = TempDir::new("bench-products");
+    let demo = products.path().join("demo");
+    std::fs::create_dir_all(&demo).unwrap();
+    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), demo.join(entry.file_name())).unwrap();
+    }
+    let env = TestEnv::with_products(products).await;
+    let mut worker = spawn_worker(&env, &logs.join("rollout.log"), false);
+    wait_listening(&env, 1).await;
+    eprintln!("  rollout: provisioning {n} tenants");
+    provision_rate(&env, "free", n).await;
+    let tenantctl = |args: &[&str]| {
+        let mut cmd = Command::new(sibling("tenantctl"));
+        cmd.env_remove("TENANT_MASTER_CONFIG").args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env.env_vars() {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "tenantctl {args:?} failed");
+        started.elapsed().as_secs_f64()
+    };
+    eprintln!("  rollout: nothing pending");
+    let idle = tenantctl(&["tenant", "migrate", "--all"]);
+    std::fs::write(
+        demo.join("0003_bench_labels.sql"),
+        "CREATE TABLE labels (id bigserial PRIMARY KEY, name text NOT NULL);\nCREATE INDEX ON labels (name);\n",
+    )
+    .unwrap();
+    eprintln!("  rollout: one new migration");
+    let full = tenantctl(&["tenant", "migrate", "--all", "--wait"]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    (idle, full)
+}
+
 /// Backups of every schema-mode tenant through the workers, in seconds.
 async fn backup_fan_out(env: &TestEnv, n: usize) -> f64 {
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' AND status = 'done'")
@@ -546,6 +596,21 @@ async fn main() {
     ]);
     let _ = worker.kill();
     let _ = worker.wait();
+    let (idle, full) = rollout_times(o.rollout_tenants, logs.path()).await;
+    rows.push([
+        format!("tenant migrate --all, {} schema-mode tenants, nothing pending (s, 1 run)", o.rollout_tenants),
+        format!("{idle:.2}"),
+        "-".into(),
+        "-".into(),
+        "< 10 s for 1,000".into(),
+    ]);
+    rows.push([
+        format!("tenant migrate --all --wait, {} tenants, one new table + index (s, 1 run)", o.rollout_tenants),
+        format!("{full:.2}"),
+        "-".into(),
+        "-".into(),
+        "< 60 s for 1,000".into(),
+    ]);
     rows.push([
         "worker RSS, idle / peak during the drain (MB)".into(),
         format!("{idle_rss:.1} / {peak_rss:.1}"),
