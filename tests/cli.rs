@@ -230,3 +230,28 @@ async fn check_compares_the_workers_connections_with_max_connections() {
     assert_eq!((code, &many["ok"]), (Some(1), &serde_json::json!(false)), "{many}");
     assert!(many["detail"].as_str().unwrap().contains("raise max_connections"), "{many}");
 }
+
+/// `tenant change-plan` within one isolation mode changes the registry and keeps the
+/// history; across modes it is refused (the move is not built) and nothing changes.
+#[tokio::test]
+async fn change_plan_keeps_a_history_and_refuses_what_needs_a_move() {
+    let env = TestEnv::new().await;
+    let tenant = env.provisioned(&env.slug("plan"), "starter").await;
+    let out = env.tenantctl(&["tenant", "change-plan", &tenant.slug, "business", "--actor", "billing"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.tenantctl(&["tenant", "change-plan", &tenant.slug, "business"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = env.tenantctl(&["tenant", "change-plan", &tenant.slug, "enterprise"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.tenantctl(&["tenant", "change-plan", &tenant.slug, "gold"]);
+    assert_eq!(out.status.code(), Some(2));
+    let shown = json(&env.tenantctl(&["tenant", "show", &tenant.slug, "--json"]));
+    assert_eq!(shown["plan"], "business");
+    let history = shown["plan_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{shown}");
+    assert_eq!(
+        (&history[0]["from"], &history[0]["to"], &history[0]["actor"]),
+        (&serde_json::json!("starter"), &serde_json::json!("business"), &serde_json::json!("billing"))
+    );
+}

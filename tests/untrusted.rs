@@ -143,7 +143,7 @@ async fn migrate_seals_passwords_stored_by_the_first_release() {
     cmd.env("TENANT_MASTER_SECRET_KEY_FILE", "");
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("1 tenant password(s) are stored unencrypted"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 tenant password(s) or host URL(s) are stored unencrypted"), "{}", stderr(&out));
     let out = env.tenantctl(&["migrate"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -70,6 +70,30 @@ pub enum KeyCommand {
 
 #[derive(Subcommand)]
 pub enum HostCommand {
+    /// Register a PostgreSQL server for tenants. Its admin URL (a role with CREATEDB and
+    /// CREATEROLE) comes from an environment variable or a file, never from argv, and is
+    /// stored sealed with the secret key.
+    Add {
+        /// The host's name (a-z, 0-9, '_', '-').
+        name: String,
+        /// Name of the environment variable holding the admin URL.
+        #[arg(long, conflicts_with = "admin_url_file", required_unless_present = "admin_url_file")]
+        admin_url_env: Option<String>,
+        /// File holding the admin URL (first line).
+        #[arg(long)]
+        admin_url_file: Option<std::path::PathBuf>,
+        /// How many tenants it takes (new tenants go to the host with most room).
+        #[arg(long, default_value_t = 1000)]
+        capacity: i32,
+    },
+    /// Hosts with their tenants, capacity, reachability and server version.
+    List,
+    /// No new tenants on a host (its tenants stay).
+    Disable { name: String },
+    /// New tenants may go to a host again.
+    Enable { name: String },
+    /// Probe one host: reachable, server version, admin rights, databases open to every role.
+    Check { name: String },
     /// Take CONNECT away from PUBLIC on every database of a host that all roles may reach,
     /// so tenant roles reach their own database only (`tenantctl check` lists them).
     Lockdown {
@@ -96,6 +120,16 @@ pub enum TenantCommand {
         /// Only tenants behind their product's migrations.
         #[arg(long)]
         outdated: bool,
+    },
+    /// Put a tenant on another plan of the same isolation (free, starter, business share a
+    /// database; enterprise, lifetime have their own); kept in its plan history.
+    ChangePlan {
+        slug: String,
+        /// free, starter, business, enterprise or lifetime.
+        plan: String,
+        /// Who is asking, for the history (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Roll a product's new migrations out to existing tenants: one MigrateTenant job per
     /// tenant with something pending (a canary: name slugs or use --limit; then --all).

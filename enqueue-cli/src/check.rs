@@ -43,7 +43,11 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
         Err(e) => items.push(Item::new("database", false, e.to_string())),
     }
     items.push(match Keyring::load(&config.key_sources()).and_then(|k| k.current().map(|key| key.id().to_owned())) {
-        Ok(id) => Item::new("secret_key", true, format!("key {id} seals tenant passwords")),
+        Ok(id) => match opens_a_stored_secret(ctx).await {
+            Ok(Some(what)) => Item::new("secret_key", true, format!("key {id} seals tenant passwords and opens {what}")),
+            Ok(None) => Item::new("secret_key", true, format!("key {id} seals tenant passwords")),
+            Err(e) => Item::new("secret_key", false, e.to_string()),
+        },
         Err(e) => Item::new("secret_key", false, e.to_string()),
     });
     items.push(match products::load_all(&config.products_dir) {
@@ -89,6 +93,25 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Opens one stored tenant password, so a wrong key shows here and not in the first job
+/// that needs it; names what it opened (none if there is nothing stored yet).
+async fn opens_a_stored_secret(ctx: &Ctx) -> anyhow::Result<Option<String>> {
+    let Ok(pool) = ctx.pool().await else { return Ok(None) };
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.deployment') IS NOT NULL").fetch_one(&pool).await?;
+    if !migrated {
+        return Ok(None);
+    }
+    let slug: Option<String> =
+        sqlx::query_scalar("SELECT slug FROM tenant_master.tenants WHERE role_password IS NOT NULL ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&pool)
+            .await?;
+    let Some(slug) = slug else { return Ok(None) };
+    let mut conn = pool.acquire().await?;
+    let tenant = tenant_master::tenants::get(&mut conn, &slug).await?;
+    tenant_master::tenants::role_password(&mut conn, &ctx.config, &tenant).await?;
+    Ok(Some(format!("the stored password of '{slug}'")))
 }
 
 /// Whether the server can give `workers` worker processes, a scheduler and a few

@@ -1,4 +1,4 @@
-//! `tenantctl key ...` and `tenantctl host ...`: the secret key and the hosts' reach.
+//! `tenantctl key ...` and `tenantctl host ...`: the secret key and the database hosts.
 
 use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, process::ExitCode};
 
@@ -35,7 +35,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&rotation)?);
             } else {
                 println!(
-                    "re-sealed {} tenant password(s) under key {} ({} were already); the old key is no longer needed",
+                    "re-sealed {} tenant password(s) and host URL(s) under key {} ({} were already); the old key is no longer needed",
                     rotation.resealed, rotation.key_id, rotation.unchanged
                 );
             }
@@ -44,8 +44,94 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The admin URL from `--admin-url-env VAR` or `--admin-url-file F`: never from argv.
+fn admin_url(env: Option<String>, file: Option<std::path::PathBuf>) -> Result<String, Error> {
+    let url = match (env, file) {
+        (Some(var), _) => {
+            std::env::var(&var).map_err(|_| Error::Invalid(format!("environment variable {var} is not set: put the admin URL in it")))?
+        }
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| Error::Invalid(format!("cannot read the admin URL from {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        (None, None) => return Err(Error::Invalid("say where the admin URL is: --admin-url-env VAR or --admin-url-file FILE".into())),
+    };
+    let url = url.trim().to_owned();
+    if url.is_empty() {
+        return Err(Error::Invalid("the admin URL is empty".into()));
+    }
+    Ok(url)
+}
+
+fn print_hosts(ctx: &Ctx, list: &[hosts::HostInfo]) -> anyhow::Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    println!("{:<16} {:<8} {:>8} {:>9} {:<10} {:<10} PROBLEM", "NAME", "ENABLED", "TENANTS", "CAPACITY", "REACHABLE", "VERSION");
+    for h in list {
+        println!(
+            "{:<16} {:<8} {:>8} {:>9} {:<10} {:<10} {}",
+            h.name,
+            if h.enabled { "yes" } else { "no" },
+            h.tenants,
+            h.capacity,
+            if h.reachable { "yes" } else { "NO" },
+            h.server_version.as_deref().unwrap_or("-"),
+            h.problem.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        HostCommand::Add { name, admin_url_env, admin_url_file, capacity } => {
+            let url = admin_url(admin_url_env, admin_url_file)?;
+            let pool = ctx.pool().await?;
+            let added = hosts::add(&pool, &ctx.config, &name, &url, capacity).await?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                println!(
+                    "added host '{name}' (PostgreSQL {}, capacity {capacity}); its admin URL is stored sealed. Run `tenantctl host lockdown {name} --yes` so tenant roles reach their own database only",
+                    added.server_version.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        HostCommand::List => {
+            let pool = ctx.pool().await?;
+            print_hosts(ctx, &hosts::list(&pool, &ctx.config, None).await?)?;
+        }
+        HostCommand::Check { name } => {
+            let pool = ctx.pool().await?;
+            let list = hosts::list(&pool, &ctx.config, Some(&name)).await?;
+            print_hosts(ctx, &list)?;
+            let healthy = list.iter().all(|h| h.reachable && h.problem.is_none());
+            if healthy && !ctx.json {
+                let mut cp = pool.acquire().await?;
+                let mut admin = hosts::connect_admin(&mut cp, &ctx.config, &name).await?;
+                let open = hosts::open_databases(&mut admin).await?;
+                if open.is_empty() {
+                    println!("tenant roles reach their own database only");
+                } else {
+                    println!("tenant roles can connect to {}: run `tenantctl host lockdown {name} --yes`", open.join(", "));
+                }
+            }
+            return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        HostCommand::Disable { name } => {
+            let pool = ctx.pool().await?;
+            hosts::set_enabled(&pool, &name, false).await?;
+            println!("host '{name}' takes no new tenants; its tenants stay (`tenantctl host enable {name}` undoes it)");
+        }
+        HostCommand::Enable { name } => {
+            let pool = ctx.pool().await?;
+            hosts::set_enabled(&pool, &name, true).await?;
+            println!("host '{name}' takes new tenants again");
+        }
         HostCommand::Lockdown { name, yes } => {
             if !yes {
                 return Err(Error::Invalid(format!(

@@ -1,7 +1,7 @@
 //! Printing: one JSON value with `--json` (stable snake_case fields), else short text.
 
 use serde::Serialize;
-use tenant_master::{activity::Entry, backups::Backup, migrate::Report, queue::JobInfo, tenants::Tenant};
+use tenant_master::{activity::Entry, backups::Backup, migrate::Report, plans::PlanChange, queue::JobInfo, tenants::Tenant};
 
 use crate::Ctx;
 
@@ -22,7 +22,7 @@ pub fn migrate_report(ctx: &Ctx, report: &Report) {
     }
     println!("products: {}", report.products.join(", "));
     if report.passwords_sealed > 0 {
-        println!("sealed {} tenant password(s) that were stored unencrypted", report.passwords_sealed);
+        println!("sealed {} tenant password(s) or host URL(s) that were stored unencrypted", report.passwords_sealed);
     }
     if report.markers_upgraded > 0 {
         println!("marked {} role(s) and database(s) of the first release as this deployment's", report.markers_upgraded);
@@ -77,6 +77,7 @@ struct TenantWithHistory<'a> {
     #[serde(flatten)]
     tenant: &'a Tenant,
     pending: Option<usize>,
+    plan_history: &'a [PlanChange],
     recent_activity: &'a [Entry],
 }
 
@@ -87,10 +88,10 @@ struct TenantWithPending<'a> {
     pending: Option<usize>,
 }
 
-pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry]) {
+pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry], plans: &[PlanChange]) {
     let pending = Pending::new(&ctx.config).count(tenant);
     if ctx.json {
-        return print_json(&TenantWithHistory { tenant, pending, recent_activity: history });
+        return print_json(&TenantWithHistory { tenant, pending, plan_history: plans, recent_activity: history });
     }
     let rows = [
         ("slug", tenant.slug.clone()),
@@ -126,6 +127,12 @@ pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry]) {
     }
     if let Some(error) = &tenant.migration_error {
         println!("{:<10} the last rollout failed: {error}", "migration");
+    }
+    if !plans.is_empty() {
+        println!("\nplan history:");
+        for p in plans {
+            println!("  {}  {:<10} {} -> {}", p.changed_at.format("%Y-%m-%d %H:%M:%S"), p.actor, p.from_plan, p.to_plan);
+        }
     }
     if !history.is_empty() {
         println!("\nrecent activity:");

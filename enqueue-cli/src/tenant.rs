@@ -38,7 +38,7 @@ async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option
     }
     let mut conn = pool.acquire().await?;
     let tenant = tenants::get(&mut conn, slug).await?;
-    output::tenant(ctx, &tenant, &[]);
+    output::tenant(ctx, &tenant, &[], &[]);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                     dead.id
                 );
             }
-            output::tenant(ctx, &tenant, &[]);
+            output::tenant(ctx, &tenant, &[], &[]);
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::List { status, product, plan, outdated } => {
@@ -85,12 +85,26 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::Migrate(args) => crate::rollout::run(ctx, args).await,
+        TenantCommand::ChangePlan { slug, plan, actor } => {
+            let pool = ctx.pool().await?;
+            let actor = actor.unwrap_or_else(activity::default_actor);
+            let (tenant, changed) = tenant_master::plans::change(&pool, &slug, &plan, &actor).await?;
+            if ctx.json {
+                println!("{}", serde_json::json!({ "slug": tenant.slug, "plan": tenant.plan, "changed": changed }));
+            } else if changed {
+                println!("'{slug}' is on plan {} now (see its history with `tenantctl tenant show {slug}`)", tenant.plan);
+            } else {
+                println!("'{slug}' is on plan {} already: nothing changed", tenant.plan);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         TenantCommand::Show { slug } => {
             let pool = ctx.pool().await?;
             let mut conn = pool.acquire().await?;
             let tenant = tenants::get(&mut conn, &slug).await?;
             let history = activity::recent(&mut conn, tenant.id, 20).await?;
-            output::tenant(ctx, &tenant, &history);
+            let plans = tenant_master::plans::history(&mut conn, tenant.id).await?;
+            output::tenant(ctx, &tenant, &history, &plans);
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::Pause { slug, reason, request } => lifecycle(ctx, &slug, Some(Change::Pause), reason.as_deref(), request).await,

@@ -35,10 +35,14 @@ pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Ve
                 first.max_attempts
             )
         } else {
-            format!("{} jobs: {done} done, {dead} dead, {} to go", jobs.len(), jobs.len() - done - dead)
+            format!("{} jobs: {done} done, {dead} failed, {} to go", jobs.len(), jobs.len() - done - dead)
         };
         if tty {
-            eprint!("\r\x1b[2K{line} [{:.0}s]", started.elapsed().as_secs_f64());
+            let rate = match jobs.len() {
+                1 => String::new(),
+                _ => format!(", {:.1}/s", (done + dead) as f64 / started.elapsed().as_secs_f64().max(0.001)),
+            };
+            eprint!("\r\x1b[2K{line} [{:.0}s{rate}]", started.elapsed().as_secs_f64());
             let _ = std::io::stderr().flush();
         } else if line != last_line && !ctx.json {
             eprintln!("{line}");

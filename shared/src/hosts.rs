@@ -1,11 +1,13 @@
 //! Database hosts: the PostgreSQL servers that hold tenant data (`tenant_master.db_hosts`).
 
-use sqlx::{postgres::PgConnectOptions, PgConnection};
+use serde::Serialize;
+use sqlx::{postgres::PgConnectOptions, PgConnection, PgPool};
 
 use crate::{
     config::Config,
     db,
     error::{Context as _, Error, Result},
+    secrets::Keyring,
 };
 
 /// The host a new tenant goes to: the one asked for, else the enabled host with the most room.
@@ -18,8 +20,10 @@ pub async fn choose(conn: &mut PgConnection, requested: Option<&str>) -> Result<
             .context("failed to look up the host")?;
         return match enabled {
             Some(true) => Ok(name.to_owned()),
-            Some(false) => Err(Error::Conflict(format!("host '{name}' is disabled"))),
-            None => Err(Error::Invalid(format!("unknown host '{name}'"))),
+            Some(false) => Err(Error::Conflict(format!(
+                "host '{name}' is disabled (no new tenants): choose another, or `tenantctl host enable {name}`"
+            ))),
+            None => Err(Error::Invalid(format!("unknown host '{name}': see `tenantctl host list`"))),
         };
     }
     sqlx::query_scalar(
@@ -31,10 +35,11 @@ pub async fn choose(conn: &mut PgConnection, requested: Option<&str>) -> Result<
     .fetch_optional(conn)
     .await
     .context("failed to choose a host")?
-    .ok_or_else(|| Error::Conflict("no enabled database host: add one to tenant_master.db_hosts".into()))
+    .ok_or_else(|| Error::Conflict("no enabled database host: add one with `tenantctl host add`, or `tenantctl host enable NAME`".into()))
 }
 
-/// Admin URL of a host (a secret); the default host uses the control plane's own URL.
+/// Admin URL of a host (a secret, stored sealed); the default host uses the control
+/// plane's own URL.
 pub async fn admin_url(conn: &mut PgConnection, config: &Config, host: &str) -> Result<String> {
     let url: Option<Option<String>> = sqlx::query_scalar("SELECT admin_url FROM tenant_master.db_hosts WHERE name = $1")
         .bind(host)
@@ -42,9 +47,137 @@ pub async fn admin_url(conn: &mut PgConnection, config: &Config, host: &str) -> 
         .await
         .context("failed to look up the host")?;
     match url {
-        Some(Some(url)) => Ok(url),
+        Some(Some(stored)) if Keyring::is_sealed(&stored) => {
+            Keyring::load(&config.key_sources())?.open_as(&stored, &seal_context(host), &format!("the admin URL of host '{host}'"))
+        }
+        // Added by SQL before URLs were sealed; `tenantctl migrate` seals it.
+        Some(Some(plain)) => Ok(plain),
         Some(None) => Ok(config.database_url.clone()),
-        None => Err(Error::NotFound(format!("unknown host '{host}'"))),
+        None => Err(Error::NotFound(format!("unknown host '{host}': see `tenantctl host list`"))),
+    }
+}
+
+/// What a host's sealed admin URL is bound to (no slug has a ':', so none can open it).
+pub fn seal_context(host: &str) -> String {
+    format!("host:{host}")
+}
+
+/// A database host as `tenantctl host list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub enabled: bool,
+    pub capacity: i32,
+    /// Tenants on it that are not deleted.
+    pub tenants: i64,
+    pub reachable: bool,
+    pub server_version: Option<String>,
+    /// Why it is not reachable, or what is wrong with its admin role.
+    pub problem: Option<String>,
+}
+
+/// Checks that `url` reaches a PostgreSQL server whose role may create databases and roles,
+/// then registers it as host `name` with its URL sealed. The URL never appears in errors.
+pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity: i32) -> Result<HostInfo> {
+    validate_name(name)?;
+    if capacity < 0 {
+        return Err(Error::Invalid("--capacity must be 0 or more".into()));
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::Invalid(format!("the admin URL of host '{name}' must start with postgres:// or postgresql://")));
+    }
+    let options = db::options(url)?;
+    let (version, problem) = probe(&options).await;
+    if let Some(problem) = problem {
+        return Err(Error::Invalid(format!("host '{name}' was not added: {problem}")));
+    }
+    let sealed = Keyring::load(&config.key_sources())?.seal(url, &seal_context(name))?;
+    let inserted =
+        sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&sealed)
+            .bind(capacity)
+            .execute(pool)
+            .await
+            .context("failed to register the host")?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::Conflict(format!("host '{name}' exists already: see `tenantctl host list`")));
+    }
+    Ok(HostInfo { name: name.to_owned(), enabled: true, capacity, tenants: 0, reachable: true, server_version: version, problem: None })
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid host name '{}': use 1 to 40 characters a-z, 0-9, '_' and '-', starting with a letter",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// No new tenants on host `name` (`false`), or again (`true`); its tenants stay where they are.
+pub async fn set_enabled(pool: &PgPool, name: &str, enabled: bool) -> Result<()> {
+    let updated = sqlx::query("UPDATE tenant_master.db_hosts SET enabled = $2 WHERE name = $1")
+        .bind(name)
+        .bind(enabled)
+        .execute(pool)
+        .await
+        .context("failed to update the host")?;
+    if updated.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("unknown host '{name}': see `tenantctl host list`")));
+    }
+    Ok(())
+}
+
+/// Every host (or the one named), each probed: reachable, server version, admin rights.
+pub async fn list(pool: &PgPool, config: &Config, only: Option<&str>) -> Result<Vec<HostInfo>> {
+    let rows: Vec<(String, bool, i32, i64)> = sqlx::query_as(
+        "SELECT h.name, h.enabled, h.capacity, (SELECT count(*) FROM tenant_master.tenants t WHERE t.host = h.name AND t.status <> 'deleted')
+         FROM tenant_master.db_hosts h WHERE $1::text IS NULL OR h.name = $1 ORDER BY h.name",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await
+    .context("failed to list the hosts")?;
+    if let (Some(name), true) = (only, rows.is_empty()) {
+        return Err(Error::NotFound(format!("unknown host '{name}': see `tenantctl host list`")));
+    }
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let mut hosts = Vec::new();
+    for (name, enabled, capacity, tenants) in rows {
+        let (server_version, problem) = match admin_options(&mut conn, config, &name).await {
+            Ok(options) => probe(&options).await,
+            Err(e) => (None, Some(e.to_string())),
+        };
+        hosts.push(HostInfo { reachable: server_version.is_some(), name, enabled, capacity, tenants, server_version, problem });
+    }
+    Ok(hosts)
+}
+
+/// Connects (within 5 s) and reads the server version and whether the role may create
+/// databases and roles: (version if reachable, problem if any).
+async fn probe(options: &PgConnectOptions) -> (Option<String>, Option<String>) {
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let attempt = async {
+        let mut conn = db::connect_to(options, &database).await?;
+        let row: (String, bool) = sqlx::query_as(
+            "SELECT current_setting('server_version'), rolsuper OR (rolcreatedb AND rolcreaterole) FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .context("failed to read the server's version")?;
+        Ok::<_, Error>(row)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok((version, true))) => (Some(version), None),
+        Ok(Ok((version, false))) => (Some(version), Some("its admin role needs CREATEDB and CREATEROLE (or SUPERUSER)".into())),
+        Ok(Err(e)) => (None, Some(e.to_string())),
+        Err(_) => (None, Some(format!("no answer from {}:{} within 5 s", options.get_host(), options.get_port()))),
     }
 }
 

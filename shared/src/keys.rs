@@ -1,5 +1,6 @@
-//! Keeping tenant passwords sealed: sealing plaintext rows left from before encryption
-//! (`tenantctl migrate`) and re-sealing every row under a new key (`tenantctl key rotate`).
+//! Keeping secrets sealed (tenant passwords, the admin URLs of added hosts): sealing
+//! plaintext rows left from before encryption (`tenantctl migrate`) and re-sealing every
+//! row under a new key (`tenantctl key rotate`).
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -24,63 +25,99 @@ pub struct Rotation {
     pub unchanged: usize,
 }
 
-async fn stored_passwords(tx: &mut PgConnection) -> Result<Vec<(i64, String, String)>> {
-    sqlx::query_as("SELECT id, slug, role_password FROM tenant_master.tenants WHERE role_password IS NOT NULL ORDER BY id FOR UPDATE")
-        .fetch_all(tx)
-        .await
-        .context("failed to read the stored tenant passwords")
+/// Where a sealed secret lives.
+enum Row {
+    Tenant(i64),
+    Host(String),
 }
 
-async fn store(tx: &mut PgConnection, id: i64, sealed: &str) -> Result<()> {
-    sqlx::query("UPDATE tenant_master.tenants SET role_password = $2 WHERE id = $1")
-        .bind(id)
-        .bind(sealed)
-        .execute(tx)
-        .await
-        .context("failed to store a sealed password")?;
+/// A stored secret: where, what it is bound to (the seal's context), how errors name it,
+/// and the stored value (sealed, or plaintext from before encryption).
+struct Stored {
+    row: Row,
+    context: String,
+    what: String,
+    value: String,
+}
+
+/// Every stored secret: tenant passwords and the admin URLs of added hosts, locked.
+async fn stored_secrets(tx: &mut PgConnection) -> Result<Vec<Stored>> {
+    let tenants: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, slug, role_password FROM tenant_master.tenants WHERE role_password IS NOT NULL ORDER BY id FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await
+            .context("failed to read the stored tenant passwords")?;
+    let hosts: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, admin_url FROM tenant_master.db_hosts WHERE admin_url IS NOT NULL ORDER BY name FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await
+            .context("failed to read the stored host URLs")?;
+    let tenants = tenants.into_iter().map(|(id, slug, value)| Stored {
+        row: Row::Tenant(id),
+        what: format!("the password of tenant '{slug}'"),
+        context: slug,
+        value,
+    });
+    let hosts = hosts.into_iter().map(|(name, value)| Stored {
+        context: hosts::seal_context(&name),
+        what: format!("the admin URL of host '{name}'"),
+        row: Row::Host(name),
+        value,
+    });
+    Ok(tenants.chain(hosts).collect())
+}
+
+async fn store(tx: &mut PgConnection, row: &Row, sealed: &str) -> Result<()> {
+    let query = match row {
+        Row::Tenant(id) => sqlx::query("UPDATE tenant_master.tenants SET role_password = $2 WHERE id = $1").bind(*id),
+        Row::Host(name) => sqlx::query("UPDATE tenant_master.db_hosts SET admin_url = $2 WHERE name = $1").bind(name),
+    };
+    query.bind(sealed).execute(tx).await.context("failed to store a sealed secret")?;
     Ok(())
 }
 
-/// Seals the passwords stored in plaintext by releases before encryption; returns how many.
-/// Needs the key only when such rows exist.
+/// Seals the tenant passwords and host URLs stored in plaintext before encryption; returns
+/// how many. Needs the key only when such rows exist.
 pub async fn seal_plaintext(pool: &PgPool, config: &Config) -> Result<usize> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    let plain: Vec<(i64, String, String)> =
-        stored_passwords(&mut tx).await?.into_iter().filter(|(_, _, stored)| !Keyring::is_sealed(stored)).collect();
+    let plain: Vec<Stored> = stored_secrets(&mut tx).await?.into_iter().filter(|s| !Keyring::is_sealed(&s.value)).collect();
     if plain.is_empty() {
         return Ok(0);
     }
     let keys = Keyring::load(&config.key_sources())?;
     if keys.current().is_err() {
         return Err(Error::Invalid(format!(
-            "{} tenant password(s) are stored unencrypted: configure the secret key (TENANT_MASTER_SECRET_KEY_FILE) and run `tenantctl migrate` again",
+            "{} tenant password(s) or host URL(s) are stored unencrypted: configure the secret key (TENANT_MASTER_SECRET_KEY_FILE) and run `tenantctl migrate` again",
             plain.len()
         )));
     }
-    for (id, slug, password) in &plain {
-        store(&mut tx, *id, &keys.seal(password, slug)?).await?;
+    for secret in &plain {
+        store(&mut tx, &secret.row, &keys.seal(&secret.value, &secret.context)?).await?;
     }
-    tx.commit().await.context("failed to commit the sealed passwords")?;
+    tx.commit().await.context("failed to commit the sealed secrets")?;
     Ok(plain.len())
 }
 
-/// Re-seals every stored password under the current key, opening each with the current or
+/// Re-seals every stored secret under the current key, opening each with the current or
 /// the old key; all or nothing.
 pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
     let keys = Keyring::load(&config.key_sources())?;
     let current = keys.current()?.id().to_owned();
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let mut rotation = Rotation { key_id: current.clone(), ..Rotation::default() };
-    for (id, slug, stored) in stored_passwords(&mut tx).await? {
-        if Keyring::key_id_of(&stored) == Some(current.as_str()) {
+    for secret in stored_secrets(&mut tx).await? {
+        if Keyring::key_id_of(&secret.value) == Some(current.as_str()) {
             rotation.unchanged += 1;
             continue;
         }
-        let password = if Keyring::is_sealed(&stored) { keys.open(&stored, &slug)? } else { stored };
-        store(&mut tx, id, &keys.seal(&password, &slug)?).await?;
+        let plain = match Keyring::is_sealed(&secret.value) {
+            true => keys.open_as(&secret.value, &secret.context, &secret.what)?,
+            false => secret.value.clone(),
+        };
+        store(&mut tx, &secret.row, &keys.seal(&plain, &secret.context)?).await?;
         rotation.resealed += 1;
     }
-    tx.commit().await.context("failed to commit the re-sealed passwords")?;
+    tx.commit().await.context("failed to commit the re-sealed secrets")?;
     Ok(rotation)
 }
 

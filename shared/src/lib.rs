@@ -31,6 +31,7 @@ pub mod ops;
 pub mod outcomes;
 pub mod password;
 pub mod pg_tools;
+pub mod plans;
 pub mod products;
 pub mod queue;
 pub mod schedule;

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "lose_nothing", include_str!("../../migrations/0009_lose_nothing.sql")),
     (10, "wakeups", include_str!("../../migrations/0010_wakeups.sql")),
     (11, "rollouts", include_str!("../../migrations/0011_rollouts.sql")),
+    (12, "plan_history", include_str!("../../migrations/0012_plan_history.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -172,20 +172,24 @@ impl Keyring {
 
     /// Opens tenant `slug`'s sealed password with whichever configured key sealed it.
     pub fn open(&self, stored: &str, slug: &str) -> Result<String> {
+        self.open_as(stored, slug, &format!("the password of tenant '{slug}'"))
+    }
+
+    /// Opens a value sealed for `context` (a tenant's slug, or `host:<name>`); `what` names
+    /// it in errors ("the admin URL of host 'eu2'").
+    pub fn open_as(&self, stored: &str, context: &str, what: &str) -> Result<String> {
         let Some((id, body)) = stored.strip_prefix(SEALED_PREFIX).and_then(|rest| rest.split_once(':')) else {
-            return Err(Error::Fatal(format!(
-                "the password of tenant '{slug}' is stored unencrypted: run `tenantctl migrate` with the secret key configured"
-            )));
+            return Err(Error::Fatal(format!("{what} is stored unencrypted: run `tenantctl migrate` with the secret key configured")));
         };
         let key = [self.current.as_ref(), self.old.as_ref()].into_iter().flatten().find(|k| k.id == id);
         let Some(key) = key else {
             let configured = self.current.as_ref().map_or("none".to_owned(), |k| k.id.clone());
             return Err(Error::Fatal(format!(
-                "the password of tenant '{slug}' was sealed with key {id}, but the configured key is {configured}: configure key {id} (or pass it as TENANT_MASTER_OLD_SECRET_KEY_FILE and run `tenantctl key rotate`)"
+                "{what} was sealed with key {id}, but the configured key is {configured}: configure key {id} (or pass it as TENANT_MASTER_OLD_SECRET_KEY_FILE and run `tenantctl key rotate`)"
             )));
         };
-        key.open(body, slug).ok_or_else(|| {
-            Error::Fatal(format!("the sealed password of tenant '{slug}' does not open with key {id}: the stored value was altered or copied from another tenant"))
+        key.open(body, context).ok_or_else(|| {
+            Error::Fatal(format!("{what} does not open with key {id}: the stored value was altered or copied from elsewhere"))
         })
     }
 }
