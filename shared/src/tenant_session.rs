@@ -148,8 +148,10 @@ pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Resu
         .await
         .context("failed to look up the operator role")?;
     if exists {
-        ddl(admin, "ALTER ROLE %I NOLOGIN", &[role]).await?;
-        reset_settings(admin, role).await?;
+        let mut tx = Connection::begin(&mut *admin).await.context("failed to start a transaction")?;
+        ddl(&mut tx, "ALTER ROLE %I NOLOGIN", &[role]).await?;
+        reset_settings(&mut tx, role).await?;
+        tx.commit().await.context("failed to commit the operator role")?;
     }
     terminate_sessions(admin, role).await
 }
@@ -166,17 +168,20 @@ async fn terminate_sessions(admin: &mut PgConnection, role: &str) -> Result<()> 
 /// Removes the settings tenant code may have given the operator role (`ALTER ROLE
 /// CURRENT_USER [IN DATABASE ...] SET ...` is open to every role), in every database.
 async fn reset_settings(admin: &mut PgConnection, role: &str) -> Result<()> {
-    ddl(admin, "ALTER ROLE %I RESET ALL", &[role]).await?;
-    let databases: Vec<String> = sqlx::query_scalar(
-        "SELECT d.datname::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-         JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1",
+    // Only where there is something (the common case is nothing: no catalog write at all).
+    let settings: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT d.datname::text FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+         LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = $1",
     )
     .bind(role)
     .fetch_all(&mut *admin)
     .await
     .context("failed to read the operator role's settings")?;
-    for database in databases {
-        ddl(admin, "ALTER ROLE %I IN DATABASE %I RESET ALL", &[role, &database]).await?;
+    for database in settings {
+        match database {
+            None => ddl(admin, "ALTER ROLE %I RESET ALL", &[role]).await?,
+            Some(database) => ddl(admin, "ALTER ROLE %I IN DATABASE %I RESET ALL", &[role, &database]).await?,
+        }
     }
     Ok(())
 }
@@ -212,42 +217,42 @@ async fn ensure_operator(
                 "operator role {role} has SUPERUSER, REPLICATION or BYPASSRLS, which it must never have; an administrator must remove it"
             )))
         }
-        Some(_) => {}
-        None => {
-            // Role and marker in one transaction: there is never an unmarked role of ours.
-            let mut tx = Connection::begin(&mut *admin).await.context("failed to start a transaction")?;
-            ddl(&mut tx, "CREATE ROLE %I NOLOGIN NOCREATEDB NOCREATEROLE INHERIT", &[role]).await?;
-            ddl(&mut tx, "COMMENT ON ROLE %I IS %L", &[role, marker]).await?;
-            tx.commit().await.context("failed to commit the operator role")?;
-        }
+        _ => {}
     }
-    // Memberships other than the tenant's role would widen its rights: take them away.
-    let extra: Vec<String> = sqlx::query_scalar(
-        "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-         WHERE r.rolname = $1 AND g.rolname <> $2",
+    // One transaction for all of it: one commit (and one WAL flush) per job, and never a
+    // role of ours without its marker.
+    let mut tx = Connection::begin(&mut *admin).await.context("failed to start a transaction")?;
+    if existing.is_none() {
+        ddl(&mut tx, "CREATE ROLE %I NOLOGIN NOCREATEDB NOCREATEROLE INHERIT", &[role]).await?;
+        ddl(&mut tx, "COMMENT ON ROLE %I IS %L", &[role, marker]).await?;
+    }
+    // Memberships other than the tenant's role would widen its rights: take them away. Nor
+    // may anyone join it (PostgreSQL 15 lets a session grant its own login role).
+    let (extra, members, joined): (Vec<String>, Vec<String>, bool) = sqlx::query_as(
+        "SELECT
+            ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                  WHERE r.rolname = $1 AND g.rolname <> $2),
+            ARRAY(SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                  WHERE g.rolname = $1),
+            EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                    WHERE r.rolname = $1 AND g.rolname = $2)",
     )
     .bind(role)
     .bind(&tenant.role)
-    .fetch_all(&mut *admin)
+    .fetch_one(&mut *tx)
     .await
     .context("failed to read the operator role's memberships")?;
     for group in extra {
-        ddl(admin, "REVOKE %I FROM %I", &[&group, role]).await?;
+        ddl(&mut tx, "REVOKE %I FROM %I", &[&group, role]).await?;
     }
-    // Nor may anyone join it (PostgreSQL 15 lets a session grant its own login role).
-    let members: Vec<String> = sqlx::query_scalar(
-        "SELECT r.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-         WHERE g.rolname = $1",
-    )
-    .bind(role)
-    .fetch_all(&mut *admin)
-    .await
-    .context("failed to read the operator role's members")?;
     for member in members {
-        ddl(admin, "REVOKE %I FROM %I", &[role, &member]).await?;
+        ddl(&mut tx, "REVOKE %I FROM %I", &[role, &member]).await?;
     }
-    ddl(admin, "GRANT %I TO %I", &[&tenant.role, role]).await?;
-    reset_settings(admin, role).await?;
+    if !joined {
+        ddl(&mut tx, "GRANT %I TO %I", &[&tenant.role, role]).await?;
+    }
+    reset_settings(&mut tx, role).await?;
     let verifier = password::scram_verifier(password);
-    ddl(admin, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L", &[role, &verifier, valid_until]).await
+    ddl(&mut tx, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L", &[role, &verifier, valid_until]).await?;
+    tx.commit().await.context("failed to commit the operator role")
 }
