@@ -21,33 +21,42 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
     let mut conn = pool.acquire().await?;
     let plans = rollout::plan(&mut conn, &ctx.config, &filter).await?;
     drop(conn);
-    let (pending, up_to_date): (Vec<&TenantPlan>, Vec<&TenantPlan>) = plans.iter().partition(|p| !p.pending.is_empty());
+    // A tenant whose database cannot be read is skipped, said so, and makes the exit code 1.
+    let unreachable: Vec<&TenantPlan> = plans.iter().filter(|p| p.unreachable.is_some()).collect();
+    for p in &unreachable {
+        eprintln!(
+            "skipped {}: its database could not be read ({}); run the command again when its host is back",
+            p.slug,
+            p.unreachable.as_deref().unwrap_or("")
+        );
+    }
+    let (pending, up_to_date): (Vec<&TenantPlan>, Vec<&TenantPlan>) =
+        plans.iter().filter(|p| p.unreachable.is_none()).partition(|p| !p.pending.is_empty());
     if a.dry_run {
         if ctx.json {
-            println!("{}", serde_json::to_string_pretty(&json!({ "pending": pending, "up_to_date": up_to_date.len() }))?);
+            let report = json!({ "pending": pending, "up_to_date": up_to_date.len(), "unreachable": unreachable.len() });
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             for p in &pending {
                 let version = p.version.map_or("-".to_owned(), |v| format!("{v:04}"));
                 println!("{:<24} at {version:<5} would apply {}", p.slug, p.pending.join(", "));
             }
             println!(
-                "{} tenant(s) with pending migrations, {} up to date (dry run: nothing was enqueued)",
+                "{} tenant(s) with pending migrations, {} up to date, {} unreachable (dry run: nothing was enqueued)",
                 pending.len(),
-                up_to_date.len()
+                up_to_date.len(),
+                unreachable.len()
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit(unreachable.is_empty()));
     }
     let actor = a.actor.unwrap_or_else(activity::default_actor);
     let enqueued = rollout::enqueue(&pool, &plans, &actor).await?;
     if !a.wait {
         if ctx.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &json!({ "enqueued": enqueued.jobs.iter().map(|(s, id)| json!({ "tenant": s, "job_id": id })).collect::<Vec<_>>(), "up_to_date": enqueued.up_to_date })
-                )?
-            );
+            let jobs: Vec<_> = enqueued.jobs.iter().map(|(s, id)| json!({ "tenant": s, "job_id": id })).collect();
+            let report = json!({ "enqueued": jobs, "up_to_date": enqueued.up_to_date, "unreachable": enqueued.unreachable.len() });
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
                 "enqueued {} MigrateTenant job(s); {} tenant(s) up to date need none; follow with `tenantctl tenant migrate ... --wait` or `tenantctl jobs list --type MigrateTenant`",
@@ -55,7 +64,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
                 enqueued.up_to_date
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit(enqueued.unreachable.is_empty()));
     }
     let ids: Vec<String> = enqueued.jobs.iter().map(|(_, id)| id.clone()).collect();
     let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, &pool, &ids).await? };
@@ -63,10 +72,13 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
     let succeeded = finished.len() - failed.len();
     if ctx.json {
         let failures: Vec<_> = failed.iter().map(|j| json!({ "tenant": j.tenant, "job_id": j.id, "error": j.last_error })).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "succeeded": succeeded, "failed": failures, "up_to_date": enqueued.up_to_date }))?
-        );
+        let report = json!({
+            "succeeded": succeeded,
+            "failed": failures,
+            "up_to_date": enqueued.up_to_date,
+            "unreachable": enqueued.unreachable.len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for j in &failed {
             println!(
@@ -76,10 +88,23 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
                 j.id
             );
         }
-        println!("migrated {succeeded} tenant(s), {} failed, {} up to date", failed.len(), enqueued.up_to_date);
+        println!(
+            "migrated {succeeded} tenant(s), {} failed, {} up to date, {} unreachable",
+            failed.len(),
+            enqueued.up_to_date,
+            enqueued.unreachable.len()
+        );
         if !failed.is_empty() {
             println!("fix the failed tenants (see `tenantctl tenant show SLUG`), then run the same command again: it migrates only what is still pending");
         }
     }
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(exit(failed.is_empty() && enqueued.unreachable.is_empty()))
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -87,10 +87,27 @@ pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity
         return Err(Error::Invalid(format!("the admin URL of host '{name}' must start with postgres:// or postgresql://")));
     }
     let options = db::options(url)?;
-    let (version, problem) = probe(&options).await;
-    if let Some(problem) = problem {
+    let found = probe(&options).await;
+    if let Some(problem) = found.problem {
         return Err(Error::Invalid(format!("host '{name}' was not added: {problem}")));
     }
+    // The same server under two names would get twice its heavy-job and migration slots.
+    if let Some(identity) = &found.identity {
+        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenant_master.db_hosts ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await
+            .context("failed to list the hosts")?;
+        for other in names {
+            let Ok(other_options) = admin_options(&mut conn, config, &other).await else { continue };
+            if probe(&other_options).await.identity.as_ref() == Some(identity) {
+                return Err(Error::Conflict(format!(
+                    "host '{name}' was not added: it is the same PostgreSQL server as host '{other}' (one server, one host, so its limits count once)"
+                )));
+            }
+        }
+    }
+    let version = found.version;
     let sealed = Keyring::load(&config.key_sources())?.seal(url, &seal_context(name))?;
     let inserted =
         sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
@@ -151,7 +168,10 @@ pub async fn list(pool: &PgPool, config: &Config, only: Option<&str>) -> Result<
     let mut hosts = Vec::new();
     for (name, enabled, capacity, tenants) in rows {
         let (server_version, problem) = match admin_options(&mut conn, config, &name).await {
-            Ok(options) => probe(&options).await,
+            Ok(options) => {
+                let found = probe(&options).await;
+                (found.version, found.problem)
+            }
             Err(e) => (None, Some(e.to_string())),
         };
         hosts.push(HostInfo { reachable: server_version.is_some(), name, enabled, capacity, tenants, server_version, problem });
@@ -159,25 +179,42 @@ pub async fn list(pool: &PgPool, config: &Config, only: Option<&str>) -> Result<
     Ok(hosts)
 }
 
-/// Connects (within 5 s) and reads the server version and whether the role may create
-/// databases and roles: (version if reachable, problem if any).
-async fn probe(options: &PgConnectOptions) -> (Option<String>, Option<String>) {
+/// What connecting to a host shows.
+struct Probe {
+    version: Option<String>,
+    problem: Option<String>,
+    /// The cluster's system identifier, if the admin role may read it: two hosts with the
+    /// same one are the same server.
+    identity: Option<String>,
+}
+
+/// Connects (within 5 s) and reads the server version, whether the role may create
+/// databases and roles, and the cluster's identity.
+async fn probe(options: &PgConnectOptions) -> Probe {
     let database = options.get_database().unwrap_or("postgres").to_owned();
     let attempt = async {
         let mut conn = db::connect_to(options, &database).await?;
-        let row: (String, bool) = sqlx::query_as(
+        let (version, rights): (String, bool) = sqlx::query_as(
             "SELECT current_setting('server_version'), rolsuper OR (rolcreatedb AND rolcreaterole) FROM pg_roles WHERE rolname = current_user",
         )
         .fetch_one(&mut conn)
         .await
         .context("failed to read the server's version")?;
-        Ok::<_, Error>(row)
+        let identity: Option<String> =
+            sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()").fetch_one(&mut conn).await.ok();
+        Ok::<_, Error>((version, rights, identity))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
-        Ok(Ok((version, true))) => (Some(version), None),
-        Ok(Ok((version, false))) => (Some(version), Some("its admin role needs CREATEDB and CREATEROLE (or SUPERUSER)".into())),
-        Ok(Err(e)) => (None, Some(e.to_string())),
-        Err(_) => (None, Some(format!("no answer from {}:{} within 5 s", options.get_host(), options.get_port()))),
+        Ok(Ok((version, true, identity))) => Probe { version: Some(version), problem: None, identity },
+        Ok(Ok((version, false, identity))) => {
+            Probe { version: Some(version), problem: Some("its admin role needs CREATEDB and CREATEROLE (or SUPERUSER)".into()), identity }
+        }
+        Ok(Err(e)) => Probe { version: None, problem: Some(e.to_string()), identity: None },
+        Err(_) => Probe {
+            version: None,
+            problem: Some(format!("no answer from {}:{} within 5 s", options.get_host(), options.get_port())),
+            identity: None,
+        },
     }
 }
 

@@ -14,47 +14,74 @@ use crate::{
     error::{Context as _, Result},
 };
 
-/// Serializes creating the ledger in a database (arbitrary constant, "tmmeta").
-const LEDGER_LOCK: i64 = 0x746d_6d65_7461;
-
 /// Creates the ledger and its recording function if missing and lets `operator` record
 /// migrations of its own schema. Runs on an admin connection to the tenant's database.
+///
+/// Nothing here takes a lock a tenant could hold: an advisory lock (any role may take one)
+/// let one tenant stall every migration and provisioning in its shared database. When the
+/// ledger and the grants exist, nothing is written; two of our sessions creating it at once
+/// are told apart by the catalog's unique indexes, and the loser looks again.
 pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
-    let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LEDGER_LOCK).execute(&mut *tx).await.context("failed to lock the ledger setup")?;
-    let missing: bool = sqlx::query_scalar("SELECT to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NULL")
-        .fetch_one(&mut *tx)
+    for attempt in 1..=3 {
+        let (exists, granted): (bool, bool) = sqlx::query_as(
+            "SELECT to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NOT NULL,
+                    CASE WHEN to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NULL
+                              OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) THEN false
+                         ELSE has_schema_privilege($1, 'tenant_master_meta', 'USAGE')
+                              AND has_function_privilege($1, 'tenant_master_meta.record_migration(bigint,text,text)', 'EXECUTE') END",
+        )
+        .bind(operator)
+        .fetch_one(&mut *admin_db)
         .await
         .context("failed to look up the migration ledger")?;
-    if missing {
-        // The function trusts nothing from its caller but the version, name and checksum:
-        // the schema comes from the session's login role, t_<slug>__op -> t_<slug>.
-        sqlx::raw_sql(
-            "CREATE SCHEMA IF NOT EXISTS tenant_master_meta;
-             REVOKE ALL ON SCHEMA tenant_master_meta FROM PUBLIC;
-             CREATE TABLE IF NOT EXISTS tenant_master_meta.applied_migrations (
-                 schema_name text NOT NULL, version bigint NOT NULL, name text NOT NULL, checksum text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, version));
-             REVOKE ALL ON SCHEMA public FROM PUBLIC;
-             CREATE FUNCTION tenant_master_meta.record_migration(p_version bigint, p_name text, p_checksum text)
-             RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-             BEGIN
-                 IF session_user::text !~ '^t_[a-z][a-z0-9_]*__op$' THEN
-                     RAISE EXCEPTION 'only a tenant operator role records its migrations' USING ERRCODE = '42501';
-                 END IF;
-                 INSERT INTO tenant_master_meta.applied_migrations (schema_name, version, name, checksum)
-                 VALUES (left(session_user::text, -4), p_version, p_name, p_checksum);
-             END
-             $f$;
-             REVOKE ALL ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) FROM PUBLIC;",
-        )
-        .execute(&mut *tx)
-        .await
-        .context("failed to create the migration ledger")?;
+        if granted {
+            return Ok(());
+        }
+        let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
+        if !exists {
+            if let Err(e) = create(&mut tx).await {
+                // Another session of ours created it meanwhile (a duplicate key in the
+                // catalog): look again.
+                if attempt < 3 && e.sqlstate().as_deref() == Some("23505") {
+                    tx.rollback().await.context("failed to roll back")?;
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+        ddl(&mut tx, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
+        ddl(&mut tx, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator]).await?;
+        tx.commit().await.context("failed to commit the migration ledger")?;
+        return Ok(());
     }
-    ddl(&mut tx, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
-    ddl(&mut tx, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator]).await?;
-    tx.commit().await.context("failed to commit the migration ledger")?;
+    Ok(())
+}
+
+async fn create(tx: &mut PgConnection) -> Result<()> {
+    // The function trusts nothing from its caller but the version, name and checksum:
+    // the schema comes from the session's login role, t_<slug>__op -> t_<slug>.
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS tenant_master_meta;
+         REVOKE ALL ON SCHEMA tenant_master_meta FROM PUBLIC;
+         CREATE TABLE IF NOT EXISTS tenant_master_meta.applied_migrations (
+             schema_name text NOT NULL, version bigint NOT NULL, name text NOT NULL, checksum text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, version));
+         REVOKE ALL ON SCHEMA public FROM PUBLIC;
+         CREATE FUNCTION tenant_master_meta.record_migration(p_version bigint, p_name text, p_checksum text)
+         RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+         BEGIN
+             IF session_user::text !~ '^t_[a-z][a-z0-9_]*__op$' THEN
+                 RAISE EXCEPTION 'only a tenant operator role records its migrations' USING ERRCODE = '42501';
+             END IF;
+             INSERT INTO tenant_master_meta.applied_migrations (schema_name, version, name, checksum)
+             VALUES (left(session_user::text, -4), p_version, p_name, p_checksum);
+         END
+         $f$;
+         REVOKE ALL ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) FROM PUBLIC;",
+    )
+    .execute(&mut *tx)
+    .await
+    .context("failed to create the migration ledger")?;
     Ok(())
 }
 

@@ -42,10 +42,20 @@ impl TenantLock {
         }
     }
 
+    /// Whether the connection holding the lock (and so the lock) is still there.
+    pub async fn held(&mut self) -> bool {
+        alive(&mut self.conn).await
+    }
+
     /// Releases the lock by closing its connection.
     pub async fn release(self) {
         let _ = self.conn.close().await;
     }
+}
+
+/// A round trip on `conn`, within 5 s.
+async fn alive(conn: &mut PgConnection) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(5), sqlx::query("SELECT 1").execute(&mut *conn)).await, Ok(Ok(_)))
 }
 
 /// First half of the advisory keys of heavy-job slots: "tmhs" (Tenant Master host slot).
@@ -101,6 +111,11 @@ impl HostSlot {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the connection holding the slot (and so the slot) is still there.
+    pub async fn held(&mut self) -> bool {
+        alive(&mut self.conn).await
     }
 
     /// Frees the slot by closing its connection.

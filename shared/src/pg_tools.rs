@@ -68,7 +68,11 @@ impl Target {
     /// `pg_dump` of one schema, custom format, compressed, into `out`.
     pub async fn dump_schema(&self, schema: &str, out: &Path) -> Result<()> {
         let mut cmd = self.command("pg_dump");
-        cmd.args(["--format=custom", "--compress=6", "--no-password", "--schema"]).arg(schema).arg("--file").arg(out);
+        // A tenant holding a lock on one of its tables must not hold a heavy slot for hours.
+        cmd.args(["--format=custom", "--compress=6", "--no-password", "--lock-wait-timeout=30s", "--schema"])
+            .arg(schema)
+            .arg("--file")
+            .arg(out);
         run(cmd, "pg_dump").await.map(drop)
     }
 

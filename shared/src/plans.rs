@@ -31,13 +31,20 @@ pub async fn change(pool: &PgPool, slug: &str, plan: &str, actor: &str) -> Resul
     let to = Plan::parse(plan)?;
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
-    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-        return Err(Error::Conflict(format!("tenant '{slug}' is {}: only a live tenant changes plan", tenant.status)));
+    // The row is locked before its plan is read, so two admins at once leave one
+    // consistent history (the second starts from the first one's plan).
+    let (status, current): (String, String) = sqlx::query_as("SELECT status, plan FROM tenant_master.tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant.id)
+        .fetch_one(&mut *tx)
+        .await
+        .context("failed to lock the tenant")?;
+    if !matches!(status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!("tenant '{slug}' is {status}: only a live tenant changes plan")));
     }
-    if tenant.plan == to.as_str() {
+    if current == to.as_str() {
         return Ok((tenant, false));
     }
-    let from = Plan::parse(&tenant.plan)?;
+    let from = Plan::parse(&current)?;
     if from.isolation() != to.isolation() {
         return Err(Error::Conflict(format!(
             "'{slug}' would move from {} to {} and so between a shared and a dedicated database, which needs the tenant's data moved (MoveTenant, not built yet): nothing was changed",
@@ -45,12 +52,6 @@ pub async fn change(pool: &PgPool, slug: &str, plan: &str, actor: &str) -> Resul
             to.as_str()
         )));
     }
-    // Locked for the change, so two admins at once leave one consistent history.
-    sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant.id)
-        .execute(&mut *tx)
-        .await
-        .context("failed to lock the tenant")?;
     sqlx::query("UPDATE tenant_master.tenants SET plan = $2, updated_at = now() WHERE id = $1")
         .bind(tenant.id)
         .bind(to.as_str())

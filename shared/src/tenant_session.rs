@@ -69,7 +69,10 @@ impl TenantAccess {
         ensure_operator(&mut admin, tenant, &role, &marker, &password, &valid_until).await?;
         let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options, &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
-        Ok(TenantAccess { options: db::pin_search_path(options), admin_url, role, password })
+        // Tenant code can hold locks on its own tables: our statements wait for them at most
+        // this long (then the job fails and retries later) instead of holding a host's slot.
+        let options = db::pin_search_path(options).options([("lock_timeout", OPERATOR_LOCK_TIMEOUT)]);
+        Ok(TenantAccess { options, admin_url, role, password })
     }
 
     /// A session in the tenant's database, logged in as its operator role.
@@ -93,6 +96,9 @@ impl TenantAccess {
         &self.role
     }
 }
+
+/// How long a statement in an operator session waits for a lock a tenant holds.
+const OPERATOR_LOCK_TIMEOUT: &str = "30s";
 
 /// How long an operator login prepared outside [`scoped`] (an admin command) stays valid.
 const UNSCOPED_VALIDITY: Duration = Duration::from_secs(6 * 3600);

@@ -77,8 +77,10 @@ pub fn peak_tenant_host_connections(config: &Config) -> u32 {
     3 * running_jobs(config)
 }
 
+/// Tenant jobs run at once per process, over all job types (`tenant_jobs_per_process`);
+/// jobs of no tenant (Noop, PruneJobs) hold no lock session.
 fn running_jobs(config: &Config) -> u32 {
-    (config.worker.concurrency * config.worker.workers_per_type) as u32
+    config.worker.tenant_jobs_per_process as u32
 }
 
 /// How long a job connection stays open unused.

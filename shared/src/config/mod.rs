@@ -154,6 +154,9 @@ pub struct WorkerConfig {
     pub heavy_slot_wait_secs: u64,
     /// Tenants migrated at once per database host by a rollout, over all workers.
     pub migrations_per_host: u32,
+    /// Jobs of tenants running at once in one worker process, over all job types (each
+    /// holds a tenant-lock session and maybe a host-slot session: see the connection budget).
+    pub tenant_jobs_per_process: usize,
     /// First retry delay; each further one is 4 times longer (capped at an hour).
     pub retry_base_secs: u64,
     /// Per job type, seconds a run may take before it is failed (overrides the built-in ones).
@@ -196,6 +199,7 @@ impl Default for WorkerConfig {
             heavy_jobs_per_host: 2,
             heavy_slot_wait_secs: 1800,
             migrations_per_host: 4,
+            tenant_jobs_per_process: 8,
             retry_base_secs: 5,
             timeouts: Default::default(),
             metrics_addr: "127.0.0.1:9187".into(),
@@ -295,7 +299,8 @@ impl Config {
         if let Some(v) = get("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST") {
             self.worker.migrations_per_host = parse_number("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST", &v)?;
         }
-        let counts: [(&str, &mut usize); 4] = [
+        let counts: [(&str, &mut usize); 5] = [
+            ("TENANT_MASTER_WORKER_TENANT_JOBS_PER_PROCESS", &mut self.worker.tenant_jobs_per_process),
             ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", &mut self.worker.workers_per_type),
             ("TENANT_MASTER_WORKER_CONCURRENCY", &mut self.worker.concurrency),
             ("TENANT_MASTER_WORKER_BATCH_SIZE", &mut self.worker.batch_size),
@@ -328,6 +333,7 @@ impl Config {
         }
         if w.heavy_jobs_per_host == 0
             || w.migrations_per_host == 0
+            || w.tenant_jobs_per_process == 0
             || w.concurrency == 0
             || w.batch_size == 0
             || w.heartbeat_secs == 0
@@ -335,7 +341,7 @@ impl Config {
             || w.poll_interval_ms == 0
         {
             return Err(Error::Invalid(
-                "worker heavy_jobs_per_host, migrations_per_host, workers_per_type, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
+                "worker heavy_jobs_per_host, migrations_per_host, tenant_jobs_per_process, workers_per_type, concurrency, batch_size, poll_interval_ms, heartbeat_secs and missed_heartbeats must all be at least 1".into(),
             ));
         }
         Ok(())
@@ -348,15 +354,36 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
 
 /// Hides the password in a connection URL, for logs and `Debug`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_owned(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.find("://") {
+        Some(scheme_end) => {
+            let rest = &base[scheme_end + 3..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@').map(|at| (at, authority[..at].find(':'))) {
+                Some((at, Some(colon))) => format!("{}{}:***{}", &base[..scheme_end + 3], &rest[..colon], &rest[at..]),
+                _ => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        None => base.to_owned(),
+    };
+    match query {
+        None => base,
+        // libpq and sqlx also take the password as a parameter.
+        Some(query) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
     }
 }
 
@@ -412,6 +439,11 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
         assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
+        assert_eq!(
+            redact_url("postgres://h/d?user=root&password=Top@Secret&sslmode=bogus"),
+            "postgres://h/d?user=root&password=***&sslmode=bogus"
+        );
+        assert_eq!(redact_url("postgres://u:p@ss@h/d?application_name=a@b"), "postgres://u:***@h/d?application_name=a@b");
         let config = Config { database_url: "postgres://a:pw@h/d".into(), ..Config::default() };
         assert!(!format!("{config:?}").contains("pw@"));
     }

@@ -42,12 +42,16 @@ pub struct App {
     pub config: Config,
     pub pool: PgPool,
     pub metrics: Arc<Metrics>,
+    /// Tenant jobs running at once in this process, over all job types: each holds a
+    /// tenant-lock and maybe a host-slot session, so this bounds the connection budget.
+    tenant_jobs: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
     /// A context with fresh metrics.
     pub fn new(config: Config, pool: PgPool) -> App {
-        App { config, pool, metrics: Arc::default() }
+        let tenant_jobs = Arc::new(tokio::sync::Semaphore::new(config.worker.tenant_jobs_per_process.max(1)));
+        App { config, pool, metrics: Arc::default(), tenant_jobs }
     }
 
     /// How long a run of `J` may take.
@@ -164,6 +168,11 @@ type Panic = Box<dyn std::any::Any + Send>;
 /// inside `tenant_session::scoped`, so operator logins are closed whatever the job did,
 /// and before the tenant's lock goes.
 async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Value>, Panic> {
+    // Waiting here holds no connection; the slot and the lock below hold one each.
+    let _permit = match job.tenant() {
+        Some(_) => Some(app.tenant_jobs.acquire().await.expect("the semaphore is never closed")),
+        None => None,
+    };
     let slot = match (J::SLOT, job.tenant()) {
         (Some(kind), Some(slug)) => match host_of(app, slug).await {
             Ok(Some(host)) => match HostSlot::acquire_kind(&app.config, &host, kind).await {
@@ -194,7 +203,17 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Valu
             Err(_) => Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))),
         }
     };
-    let result = crate::tenant_session::scoped(limit, bounded).await;
+    let (mut lock, mut slot) = (lock, slot);
+    // A lock lives as long as its connection: if that goes (a control-plane restart, a
+    // terminated backend, a dropped network), another job of the tenant may start at once,
+    // so this one stops here (as a crash would; every job converges when run again).
+    let watched = async {
+        tokio::select! {
+            finished = bounded => finished,
+            lost = watch(lock.as_mut(), slot.as_mut()) => Ok(Err(lost)),
+        }
+    };
+    let result = crate::tenant_session::scoped(limit, watched).await;
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -202,6 +221,23 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Valu
         slot.release().await;
     }
     result
+}
+
+/// Resolves when the connection holding the tenant lock or the host slot is gone.
+async fn watch(mut lock: Option<&mut TenantLock>, mut slot: Option<&mut HostSlot>) -> Error {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if let Some(lock) = lock.as_deref_mut() {
+            if !lock.held().await {
+                return Error::Busy("lost the connection holding the tenant's lock: the job stopped and will run again".into());
+            }
+        }
+        if let Some(slot) = slot.as_deref_mut() {
+            if !slot.held().await {
+                return Error::Busy("lost the connection holding the host slot: the job stopped and will run again".into());
+            }
+        }
+    }
 }
 
 /// The database host of tenant `slug` (none if there is no such tenant: the job says so).

@@ -195,7 +195,7 @@ async fn replace_schema(
 }
 
 /// The restored schema has the migrations it had at backup time; record exactly those,
-/// then apply what the product added since (as the tenant).
+/// then apply (as the tenant) what it had before the restore and the backup lacks.
 async fn bring_migrations_up_to_date(
     app: &App,
     cp: &mut PgConnection,
@@ -208,7 +208,9 @@ async fn bring_migrations_up_to_date(
     let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
     ledger::ensure(tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
-    for migration in &product.migrations {
+    // Up to the version the tenant was at before the restore (as last recorded), not the
+    // product's latest: a migration still being rolled out reaches it by the rollout only.
+    for migration in product.migrations.iter().filter(|m| tenant.schema_version.is_none_or(|v| m.version <= v)) {
         migrations::apply(tenant_db, &mut operator, tenant, migration).await?;
     }
     let version = ledger::applied_versions(tenant_db, &tenant.schema).await?.into_iter().max();

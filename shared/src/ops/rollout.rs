@@ -48,6 +48,9 @@ pub struct TenantPlan {
     pub target: i64,
     #[serde(skip)]
     pub tenant_id: i64,
+    /// Why its database could not be read (then nothing is known pending, and it is skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 /// Live tenants (active, paused, suspended) matching `filter`, each with what it lacks;
@@ -58,7 +61,7 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
         return Err(Error::Invalid("--limit must be at least 1".into()));
     }
     let tenants = select(cp, filter).await?;
-    let applied = applied_versions(cp, config, &tenants).await?;
+    let (applied, unreachable) = applied_versions(cp, config, &tenants).await?;
     let mut products: HashMap<String, Product> = HashMap::new();
     let mut plans = Vec::new();
     for tenant in tenants {
@@ -66,7 +69,31 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
             products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
         }
         let product = &products[&tenant.product];
-        let done = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
+        if let Some(error) = unreachable.get(&tenant.id) {
+            plans.push(TenantPlan {
+                slug: tenant.slug.clone(),
+                product: tenant.product.clone(),
+                version: tenant.schema_version,
+                pending: Vec::new(),
+                target: 0,
+                tenant_id: tenant.id,
+                unreachable: Some(error.clone()),
+            });
+            continue;
+        }
+        let recorded = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
+        // A file changed after it ran somewhere would split the fleet silently: refuse.
+        if let Some(changed) =
+            product.migrations.iter().find(|m| recorded.iter().any(|(v, checksum)| *v == m.version && *checksum != m.checksum))
+        {
+            return Err(Error::Fatal(format!(
+                "product migration {} of '{}' changed after it was applied to '{}': put the original file back and add a new migration; nothing was enqueued",
+                changed.label(),
+                product.name,
+                tenant.slug
+            )));
+        }
+        let done: Vec<i64> = recorded.iter().map(|(v, _)| *v).collect();
         let target = filter.to.unwrap_or_else(|| product.migrations.last().map_or(0, |m| m.version));
         if let Some(to) = filter.to {
             if !product.migrations.iter().any(|m| m.version == to) {
@@ -81,9 +108,11 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
             pending,
             target,
             tenant_id: tenant.id,
+            unreachable: None,
         });
     }
-    cache_versions(cp, &plans).await?;
+    let known: Vec<TenantPlan> = plans.iter().filter(|p| p.unreachable.is_none()).cloned().collect();
+    cache_versions(cp, &known).await?;
     let mut with_pending = 0;
     // `--limit` counts tenants that need something; the others cost nothing anyway.
     plans.retain(|p| {
@@ -110,16 +139,32 @@ async fn select(cp: &mut PgConnection, filter: &RolloutFilter) -> Result<Vec<Ten
     Ok(tenants)
 }
 
-/// The versions in the ledgers of `tenants`, by tenant id: one admin connection and one
-/// query per database.
-pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &[Tenant]) -> Result<HashMap<i64, Vec<i64>>> {
+/// (version, checksum) pairs recorded per tenant id.
+pub type Applied = HashMap<i64, Vec<(i64, String)>>;
+
+/// The (version, checksum) pairs in the ledgers of `tenants`, by tenant id: one admin
+/// connection and one query per database.
+/// Tenants whose database cannot be reached (within 10 s) come back apart, with the reason,
+/// so one host that is down does not hold up a rollout on the others.
+pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &[Tenant]) -> Result<(Applied, HashMap<i64, String>)> {
     let mut by_database: BTreeMap<(&str, &str), Vec<&Tenant>> = BTreeMap::new();
     for tenant in tenants {
         by_database.entry((tenant.host.as_str(), tenant.database.as_str())).or_default().push(tenant);
     }
-    let mut applied = HashMap::new();
+    let (mut applied, mut unreachable) = (HashMap::new(), HashMap::new());
     for ((host, database), group) in by_database {
-        let mut db = hosts::connect(cp, config, host, database).await?;
+        let connected = tokio::time::timeout(std::time::Duration::from_secs(10), hosts::connect(cp, config, host, database)).await;
+        let mut db = match connected {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => {
+                unreachable.extend(group.iter().map(|t| (t.id, e.to_string())));
+                continue;
+            }
+            Err(_) => {
+                unreachable.extend(group.iter().map(|t| (t.id, format!("host '{host}' did not answer within 10 s"))));
+                continue;
+            }
+        };
         let has_ledger: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master_meta.applied_migrations') IS NOT NULL")
             .fetch_one(&mut db)
             .await
@@ -128,21 +173,21 @@ pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &
             continue;
         }
         let schemas: Vec<&str> = group.iter().map(|t| t.schema.as_str()).collect();
-        let rows: Vec<(String, Vec<i64>)> = sqlx::query_as(
-            "SELECT schema_name, array_agg(version ORDER BY version) FROM tenant_master_meta.applied_migrations
-             WHERE schema_name = ANY($1) GROUP BY schema_name",
+        let rows: Vec<(String, Vec<i64>, Vec<String>)> = sqlx::query_as(
+            "SELECT schema_name, array_agg(version ORDER BY version), array_agg(checksum ORDER BY version)
+             FROM tenant_master_meta.applied_migrations WHERE schema_name = ANY($1) GROUP BY schema_name",
         )
         .bind(&schemas)
         .fetch_all(&mut db)
         .await
         .context(format!("failed to read the migration ledger of {database}"))?;
-        for (schema, versions) in rows {
+        for (schema, versions, checksums) in rows {
             if let Some(tenant) = group.iter().find(|t| t.schema == schema) {
-                applied.insert(tenant.id, versions);
+                applied.insert(tenant.id, versions.into_iter().zip(checksums).collect());
             }
         }
     }
-    Ok(applied)
+    Ok((applied, unreachable))
 }
 
 async fn cache_versions(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result<()> {
@@ -180,6 +225,8 @@ pub struct Enqueued {
     pub jobs: Vec<(String, String)>,
     /// Tenants with nothing pending: no job.
     pub up_to_date: usize,
+    /// (slug, reason) of tenants whose database could not be read: skipped.
+    pub unreachable: Vec<(String, String)>,
 }
 
 /// Enqueues one `MigrateTenant` per tenant with something pending, in one transaction.
@@ -191,6 +238,10 @@ pub async fn enqueue(pool: &PgPool, plans: &[TenantPlan], actor: &str) -> Result
     let mut tx = conn.begin().await.context("failed to start a transaction")?;
     let mut out = Enqueued::default();
     for plan in plans {
+        if let Some(reason) = &plan.unreachable {
+            out.unreachable.push((plan.slug.clone(), reason.clone()));
+            continue;
+        }
         if plan.pending.is_empty() {
             out.up_to_date += 1;
             continue;
