@@ -86,6 +86,14 @@ pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(Error::Invalid(format!("the admin URL of host '{name}' must start with postgres:// or postgresql://")));
     }
+    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.db_hosts WHERE name = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .context("failed to look up the host")?;
+    if taken {
+        return Err(Error::Conflict(format!("host '{name}' exists already: see `tenantctl host list`")));
+    }
     let options = db::options(url)?;
     let found = probe(&options).await;
     if let Some(problem) = found.problem {
