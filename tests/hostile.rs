@@ -12,7 +12,7 @@ use tenant_master::{
     ops::{access, access::Change, backup, delete, maintenance, maintenance::Tasks, migrations, restore},
     tenants::Tenant,
 };
-use tenant_master_tests::{TempDir, TestEnv};
+use tenant_master_tests::TestEnv;
 
 /// The tricks, as the tenant itself installs them. `{s}` is its schema (and role), `{v}`
 /// the victim's schema (and role).
@@ -152,20 +152,9 @@ async fn tricks_work_against_a_naive_admin(env: &TestEnv, evil: &Tenant, victim:
     }
 }
 
-fn products_with_a_third_migration() -> TempDir {
-    let dir = TempDir::new("products");
-    let target = dir.path().join("demo");
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-    dir
-}
-
 #[tokio::test]
 async fn a_hostile_tenant_gains_nothing_from_any_job() {
-    let products = products_with_a_third_migration();
+    let products = tenant_master_tests::demo_products();
     let third = products.path().join("demo/0003_touch_events.sql");
     let env = TestEnv::with_products(products).await;
     let app = env.app();

@@ -18,7 +18,7 @@ use tenant_master::{
     schedule::{self, Schedule, SchedulerConfig},
     tenants::{self, Tenant},
 };
-use tenant_master_tests::TestEnv;
+use tenant_master_tests::{names_in_backup, TestEnv};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -47,28 +47,6 @@ async fn job_status(env: &TestEnv, id: &str) -> String {
 async fn finished_backups(env: &TestEnv, tenant: &Tenant, kind: &str) -> Vec<backups::Backup> {
     let mut conn = env.pool.acquire().await.unwrap();
     backups::list(&mut conn, tenant.id).await.unwrap().into_iter().filter(|b| b.kind == kind).collect()
-}
-
-/// The `projects` names in a backup file, read with pg_restore.
-fn names_in_backup(path: &str) -> Vec<String> {
-    let out = std::process::Command::new("pg_restore").args(["--data-only", "--table=projects", "--file=-", path]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let mut in_copy = false;
-    let mut found = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("COPY ") {
-            in_copy = true;
-        } else if line == "\\." {
-            in_copy = false;
-        } else if in_copy {
-            // COPY text: id, name, created_at (the demo product's projects).
-            if let Some(name) = line.split('\t').nth(1) {
-                found.push(name.to_owned());
-            }
-        }
-    }
-    found
 }
 
 /// Old code: a rerun of a finished restore restored again, and the row written after the

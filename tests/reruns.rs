@@ -20,7 +20,7 @@ use tenant_master::{
     queue,
     tenants::Tenant,
 };
-use tenant_master_tests::{server_url, url_with_database, TestEnv};
+use tenant_master_tests::{names_in_backup, server_url, url_with_database, TestEnv};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -44,26 +44,6 @@ async fn live_names(env: &TestEnv, t: &Tenant) -> Vec<String> {
         .fetch_all(&mut db)
         .await
         .unwrap()
-}
-
-/// The `projects` names in a backup file, read with pg_restore.
-fn names_in_backup(path: &str) -> Vec<String> {
-    let out = std::process::Command::new("pg_restore").args(["--data-only", "--table=projects", "--file=-", path]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let mut in_copy = false;
-    let mut found = Vec::new();
-    for line in stdout(&out).lines() {
-        if line.starts_with("COPY ") {
-            in_copy = true;
-        } else if line == "\\." {
-            in_copy = false;
-        } else if in_copy {
-            if let Some(name) = line.split('\t').nth(1) {
-                found.push(name.to_owned());
-            }
-        }
-    }
-    found
 }
 
 async fn job_status(env: &TestEnv, id: &str) -> String {

@@ -18,17 +18,6 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn demo_products() -> TempDir {
-    let dir = TempDir::new("products");
-    let target = dir.path().join("demo");
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-    dir
-}
-
 fn write_third(products: &Path, sql: &str) {
     std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
 }
@@ -52,7 +41,7 @@ async fn has_table(env: &TestEnv, t: &Tenant, table: &str) -> bool {
 /// migration in that database (and any provisioning there) hangs in `ledger::ensure`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_holding_an_advisory_lock_stalls_no_other_tenant() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let app = env.app();
@@ -80,7 +69,7 @@ async fn a_tenant_holding_an_advisory_lock_stalls_no_other_tenant() {
 /// same tenant runs at the same time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_lock_connection_is_lost_stops_before_another_job_of_its_tenant_runs() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let t = env.provisioned(&env.slug("locked"), "enterprise").await;
@@ -189,7 +178,7 @@ async fn one_server_cannot_be_added_as_a_second_host() {
 /// fires later, on the first half, when a 0004 arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edited_migration_file_stops_the_rollout() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let app = env.app();
@@ -238,7 +227,7 @@ async fn plan_changes_at_once_keep_one_history() {
 /// healthy hosts (`plan` reads all ledgers first and fails on the first error).
 #[tokio::test(flavor = "multi_thread")]
 async fn one_host_that_is_down_does_not_hold_up_the_others() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let healthy = env.provisioned(&env.slug("healthy"), "starter").await;
@@ -287,7 +276,7 @@ async fn control_plane_sessions_of(env: &TestEnv, pid: u32) -> i64 {
 /// outside the bounded pool.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_stays_within_its_connection_budget() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let mut env = TestEnv::with_products(products).await;
     env.config.worker.concurrency = 1;
@@ -334,7 +323,7 @@ async fn a_worker_stays_within_its_connection_budget() {
 /// tenant nobody chose, with auto_migrate off.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_brings_back_the_version_the_tenant_had() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let app = env.app();

@@ -12,18 +12,6 @@ fn json(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-/// A products folder holding the shipped `demo`; the test adds its `0003`.
-fn demo_products() -> TempDir {
-    let dir = TempDir::new("products");
-    let target = dir.path().join("demo");
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-    dir
-}
-
 async fn rollout_jobs(env: &TestEnv) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'MigrateTenant'").fetch_one(&env.pool).await.unwrap()
 }
@@ -55,7 +43,7 @@ async fn state(env: &TestEnv, t: &Tenant) -> (Vec<i64>, i64, bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_goes_canary_first_stops_one_failing_tenant_and_resumes() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let app = env.app();
@@ -144,7 +132,7 @@ async fn a_rollout_goes_canary_first_stops_one_failing_tenant_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_rollout_loses_no_tenant_and_applies_nothing_twice() {
-    let products = demo_products();
+    let products = tenant_master_tests::demo_products();
     let dir = products.path().to_owned();
     let env = TestEnv::with_products(products).await;
     let mut tenants = Vec::new();

@@ -366,13 +366,8 @@ async fn provision_rate(env: &TestEnv, plan: &str, n: usize) -> f64 {
 /// pending, then with one new migration (a table and an index) through a worker with the
 /// default settings; seconds, one run each. Its own control plane and products folder.
 async fn rollout_times(n: usize, logs: &std::path::Path) -> (f64, f64) {
-    let products = TempDir::new("bench-products");
+    let products = tenant_master_tests::demo_products();
     let demo = products.path().join("demo");
-    std::fs::create_dir_all(&demo).unwrap();
-    for entry in std::fs::read_dir(tenant_master_tests::repo_root().join("migrations/products/demo")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), demo.join(entry.file_name())).unwrap();
-    }
     let env = TestEnv::with_products(products).await;
     let mut worker = spawn_worker(&env, &logs.join("rollout.log"), false);
     wait_listening(&env, 1).await;

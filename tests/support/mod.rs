@@ -296,6 +296,39 @@ impl Drop for TempDir {
     }
 }
 
+/// A products folder holding a copy of the shipped `demo`, for tests that add migrations.
+pub fn demo_products() -> TempDir {
+    let dir = TempDir::new("products");
+    let target = dir.path().join("demo");
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("migrations/products/demo")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// The `name` column of every `projects` row in a backup archive, read with `pg_restore`.
+pub fn names_in_backup(path: &str) -> Vec<String> {
+    let out = Command::new("pg_restore").args(["--data-only", "--table=projects", "--file=-", path]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut in_copy = false;
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("COPY ") {
+            in_copy = true;
+        } else if line == "\\." {
+            in_copy = false;
+        } else if in_copy {
+            // COPY text: id, name, created_at (the demo product's projects).
+            if let Some(name) = line.split('\t').nth(1) {
+                found.push(name.to_owned());
+            }
+        }
+    }
+    found
+}
+
 /// A products folder holding the shipped `demo` plus `slow`: demo's migrations and a third
 /// that sleeps `sleep_secs` (so a test can stop a worker in the middle of provisioning).
 pub fn products_with_slow(sleep_secs: u32) -> TempDir {
