@@ -31,6 +31,15 @@ async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
         .unwrap()
 }
 
+/// The tenant's operator sessions inside the slow migration's `pg_sleep`.
+async fn sleeping(env: &TestEnv, t: &Tenant) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%pg_sleep%' AND state = 'active'")
+        .bind(format!("{}__op", t.role))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
 async fn has_table(env: &TestEnv, t: &Tenant, table: &str) -> bool {
     let mut db = env.admin(&t.database).await;
     sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(format!("\"{}\".{table}", t.schema)).fetch_one(&mut db).await.unwrap()
@@ -81,21 +90,7 @@ async fn a_job_whose_lock_connection_is_lost_stops_before_another_job_of_its_ten
     let out = env.tenantctl(&["tenant", "migrate", &t.slug]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Wait until the migration is in its pg_sleep, holding the tenant lock.
-    tenant_master_tests::eventually(Duration::from_secs(30), "the migration sleeping", || {
-        let role = format!("{}__op", t.role);
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
-            )
-            .bind(role)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                == 1
-        }
-    })
-    .await;
+    tenant_master_tests::eventually(Duration::from_secs(30), "the migration sleeping", || async { sleeping(&env, &t).await == 1 }).await;
     // The control-plane session holding the tenant lock goes away (as in a restart).
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
@@ -110,21 +105,7 @@ async fn a_job_whose_lock_connection_is_lost_stops_before_another_job_of_its_ten
     assert_eq!(killed, vec![true], "one tenant lock was held");
     // The job notices within seconds and stops (its migration rolled back), before the
     // next job of the tenant could take the lock; then it runs again and finishes.
-    tenant_master_tests::eventually(Duration::from_secs(20), "the migration to stop", || {
-        let role = format!("{}__op", t.role);
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
-            )
-            .bind(role)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                == 0
-        }
-    })
-    .await;
+    tenant_master_tests::eventually(Duration::from_secs(20), "the migration to stop", || async { sleeping(&env, &t).await == 0 }).await;
     tenant_master_tests::eventually(Duration::from_secs(120), "the migration to run again and finish", || {
         let pool = env.pool.clone();
         async move {

@@ -130,10 +130,26 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
 /// would miss the rows the tenant's policies hide. GRANT and a catalog read over an admin
 /// connection: no tenant object is involved.
 async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    for what in ["TABLES", "SEQUENCES"] {
-        ddl(tenant_db, &format!("GRANT SELECT ON ALL {what} IN SCHEMA %I TO %I"), &[&tenant.schema, &tenant.role]).await?;
+    // Granted only where missing: a GRANT rewrites the catalog row even when nothing
+    // changes, and this runs before every nightly backup of every tenant.
+    let (lacks_usage, unreadable): (bool, Vec<String>) = sqlx::query_as(
+        "SELECT NOT has_schema_privilege($2, n.oid, 'USAGE'),
+                ARRAY(SELECT c.relname::text FROM pg_class c
+                      WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                        AND NOT has_table_privilege($2, c.oid, 'SELECT') ORDER BY 1)
+         FROM pg_namespace n WHERE n.nspname = $1",
+    )
+    .bind(&tenant.schema)
+    .bind(&tenant.role)
+    .fetch_one(&mut *tenant_db)
+    .await
+    .context("failed to read the tenant's rights on its own schema")?;
+    if lacks_usage {
+        ddl(tenant_db, "GRANT USAGE ON SCHEMA %I TO %I", &[&tenant.schema, &tenant.role]).await?;
     }
-    ddl(tenant_db, "GRANT USAGE ON SCHEMA %I TO %I", &[&tenant.schema, &tenant.role]).await?;
+    for relation in &unreadable {
+        ddl(tenant_db, "GRANT SELECT ON %I.%I TO %I", &[&tenant.schema, relation, &tenant.role]).await?;
+    }
     let forced: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relforcerowsecurity ORDER BY 1",
