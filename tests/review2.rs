@@ -189,10 +189,11 @@ async fn plan_changes_at_once_keep_one_history() {
     let mut holder = env.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE").bind(t.id).execute(&mut *holder).await.unwrap();
     let (p1, p2) = (env.pool.clone(), env.pool.clone());
+    let (c1, c2) = (env.config.clone(), env.config.clone());
     let (s1, s2) = (t.slug.clone(), t.slug.clone());
-    let a = tokio::spawn(async move { tenant_master::plans::change(&p1, &s1, "business", "alice").await });
+    let a = tokio::spawn(async move { tenant_master::plans::change(&p1, &c1, &s1, "business", None, "alice").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let b = tokio::spawn(async move { tenant_master::plans::change(&p2, &s2, "free", "bob").await });
+    let b = tokio::spawn(async move { tenant_master::plans::change(&p2, &c2, &s2, "free", None, "bob").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     holder.rollback().await.unwrap();
     a.await.unwrap().unwrap();

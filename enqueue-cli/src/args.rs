@@ -121,15 +121,31 @@ pub enum TenantCommand {
         #[arg(long)]
         outdated: bool,
     },
-    /// Put a tenant on another plan of the same isolation (free, starter, business share a
-    /// database; enterprise, lifetime have their own); kept in its plan history.
+    /// Put a tenant on another plan; kept in its plan history. free, starter and business
+    /// share a database, enterprise and lifetime have their own: a change between the two
+    /// (or to another --host) moves the tenant's data (a MoveTenant job) and the plan
+    /// changes when the data has moved.
     ChangePlan {
+        /// The tenant's slug.
         slug: String,
         /// free, starter, business, enterprise or lifetime.
         plan: String,
-        /// Who is asking, for the history (default: the OS user).
+        /// Move the tenant to this database host too (see `tenantctl host list`).
         #[arg(long)]
-        actor: Option<String>,
+        host: Option<String>,
+        #[command(flatten)]
+        request: Request,
+    },
+    /// Move a tenant to another database host, keeping its plan: copied, verified, switched
+    /// over (its login held meanwhile); the source copy is kept for `[moves] keep_source_hours`.
+    Move {
+        /// The tenant's slug.
+        slug: String,
+        /// The database host to move to (see `tenantctl host list`).
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        request: Request,
     },
     /// Roll a product's new migrations out to existing tenants: one MigrateTenant job per
     /// tenant with something pending (a canary: name slugs or use --limit; then --all).

@@ -5,8 +5,15 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tenant_master::{
     activity,
-    jobs::{access, delete_tenant},
-    ops::access::Change,
+    jobs::{
+        access, delete_tenant,
+        move_tenant::{self, Requested},
+    },
+    ops::{
+        access::Change,
+        moves::{self, Place},
+    },
+    plans::Changed,
     tenants::{self, ListFilter, NewTenant},
     Error,
 };
@@ -39,6 +46,67 @@ async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option
     let mut conn = pool.acquire().await?;
     let tenant = tenants::get(&mut conn, slug).await?;
     output::tenant(ctx, &tenant, &[], &[]);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan_changed(ctx: &Ctx, tenant: &tenants::Tenant, changed: bool) -> anyhow::Result<ExitCode> {
+    let (slug, plan) = (&tenant.slug, &tenant.plan);
+    if ctx.json {
+        println!("{}", serde_json::json!({ "slug": slug, "plan": plan, "changed": changed }));
+    } else if changed {
+        println!("'{slug}' is on plan {plan} now (see its history with `tenantctl tenant show {slug}`)");
+    } else {
+        println!("'{slug}' is on plan {plan} already: nothing changed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says what a move request enqueued and, with --wait, follows it to its end.
+async fn follow_move(
+    ctx: &Ctx,
+    pool: &sqlx::PgPool,
+    slug: &str,
+    job_id: &str,
+    from: &Place,
+    to: &Place,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    if !wait {
+        if ctx.json {
+            println!("{}", serde_json::json!({ "slug": slug, "job_id": job_id, "from": from, "to": to }));
+        } else {
+            println!(
+                "enqueued MoveTenant job {job_id}: '{slug}' moves from {} {} on host '{}' to {} {} on host '{}'; follow it with `tenantctl jobs show {job_id}`",
+                from.isolation, from.database, from.host, to.isolation, to.database, to.host
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = wait::jobs(ctx, pool, &[job_id.to_owned()]).await?;
+    if let Some(dead) = finished.iter().find(|j| j.status != "done") {
+        bail!(
+            "the move of '{slug}' failed: {}; it stays where it was, logging in as before (see `tenantctl jobs show {job_id}`; fix the cause, then `tenantctl jobs retry {job_id}`)",
+            dead.last_error.as_deref().unwrap_or("no error recorded")
+        );
+    }
+    let mut conn = pool.acquire().await?;
+    let moved = moves::outcome(&mut conn, job_id).await?;
+    if ctx.json {
+        println!("{}", serde_json::json!({ "slug": slug, "job_id": job_id, "moved": moved }));
+    } else if let Some(m) = moved {
+        println!(
+            "moved '{slug}' to the {} database {} on host '{}': {} table(s), {} row(s) verified, down (login held) {} ms; the source copy is kept until {}",
+            if m.to.isolation == "database" { "dedicated" } else { "shared" },
+            m.to.database,
+            m.to.host,
+            m.tables,
+            m.rows,
+            m.downtime_ms.unwrap_or(0),
+            m.source_kept_until.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+        );
+    } else {
+        println!("'{slug}' needed no move");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -85,18 +153,29 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::Migrate(args) => crate::rollout::run(ctx, args).await,
-        TenantCommand::ChangePlan { slug, plan, actor } => {
+        TenantCommand::ChangePlan { slug, plan, host, request } => {
             let pool = ctx.pool().await?;
-            let actor = actor.unwrap_or_else(activity::default_actor);
-            let (tenant, changed) = tenant_master::plans::change(&pool, &slug, &plan, &actor).await?;
-            if ctx.json {
-                println!("{}", serde_json::json!({ "slug": tenant.slug, "plan": tenant.plan, "changed": changed }));
-            } else if changed {
-                println!("'{slug}' is on plan {} now (see its history with `tenantctl tenant show {slug}`)", tenant.plan);
-            } else {
-                println!("'{slug}' is on plan {} already: nothing changed", tenant.plan);
+            let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
+            match tenant_master::plans::change(&pool, &ctx.config, &slug, &plan, host.as_deref(), &actor).await? {
+                Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, request.wait).await,
+                Changed::Changed(tenant) => plan_changed(ctx, &tenant, true),
+                Changed::Unchanged(tenant) => plan_changed(ctx, &tenant, false),
             }
-            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Move { slug, host, request } => {
+            let pool = ctx.pool().await?;
+            let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
+            match move_tenant::enqueue(&pool, &ctx.config, &slug, Some(&host), None, &actor).await? {
+                Requested::Enqueued { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, request.wait).await,
+                Requested::AlreadyThere(place) => {
+                    if ctx.json {
+                        println!("{}", serde_json::json!({ "slug": slug, "moved": false, "host": place.host, "database": place.database }));
+                    } else {
+                        println!("'{slug}' is on host '{}' already: nothing to move", place.host);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
         TenantCommand::Show { slug } => {
             let pool = ctx.pool().await?;

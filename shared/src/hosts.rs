@@ -187,6 +187,17 @@ pub async fn list(pool: &PgPool, config: &Config, only: Option<&str>) -> Result<
     Ok(hosts)
 }
 
+/// Refuses, in one sentence, a host that is unknown, disabled or cannot be reached (within
+/// 5 s): what a move to it checks before anything is enqueued.
+pub async fn ensure_usable(conn: &mut PgConnection, config: &Config, name: &str) -> Result<()> {
+    choose(conn, Some(name)).await?;
+    let options = admin_options(conn, config, name).await?;
+    match probe(&options).await.problem {
+        None => Ok(()),
+        Some(problem) => Err(Error::Conflict(format!("host '{name}' cannot be used: {problem}; see `tenantctl host check {name}`"))),
+    }
+}
+
 /// What connecting to a host shows.
 struct Probe {
     version: Option<String>,

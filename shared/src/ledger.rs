@@ -122,6 +122,37 @@ pub async fn keep_only(admin_db: &mut PgConnection, schema: &str, keep: &[i64]) 
     Ok(())
 }
 
+/// Makes the ledger of `schema` in the database of `to` hold exactly what it holds in the
+/// database of `from` (a move copies a tenant's schema to another database). Both are
+/// admin connections; `to`'s ledger must exist ([`ensure`]).
+pub async fn copy(from: &mut PgConnection, to: &mut PgConnection, schema: &str) -> Result<()> {
+    let rows: Vec<(i64, String, String, chrono::DateTime<chrono::Utc>)> = if applied_versions(from, schema).await?.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as("SELECT version, name, checksum, applied_at FROM tenant_master_meta.applied_migrations WHERE schema_name = $1")
+            .bind(schema)
+            .fetch_all(&mut *from)
+            .await
+            .context("failed to read the applied migrations")?
+    };
+    let mut tx = to.begin().await.context("failed to start a transaction")?;
+    keep_only(&mut tx, schema, &[]).await?;
+    for (version, name, checksum, applied_at) in rows {
+        sqlx::query(
+            "INSERT INTO tenant_master_meta.applied_migrations (schema_name, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(schema)
+        .bind(version)
+        .bind(name)
+        .bind(checksum)
+        .bind(applied_at)
+        .execute(&mut *tx)
+        .await
+        .context("failed to copy the applied migrations")?;
+    }
+    tx.commit().await.context("failed to commit the copied migrations")
+}
+
 /// Forgets every migration of `schema` (its tenant was deleted).
 pub async fn forget(admin_db: &mut PgConnection, schema: &str) -> Result<()> {
     if applied_versions(admin_db, schema).await?.is_empty() {

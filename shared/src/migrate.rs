@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "wakeups", include_str!("../../migrations/0010_wakeups.sql")),
     (11, "rollouts", include_str!("../../migrations/0011_rollouts.sql")),
     (12, "plan_history", include_str!("../../migrations/0012_plan_history.sql")),
+    (13, "moves", include_str!("../../migrations/0013_moves.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -182,6 +182,11 @@ pub fn operator_role(tenant_role: &str) -> String {
     format!("{tenant_role}__op")
 }
 
+/// The name a moved tenant's source schema is kept under until `PruneJobs` drops it.
+pub fn moved_schema(schema: &str) -> String {
+    format!("{schema}__moved")
+}
+
 /// The name a tenant's live schema waits under while a restore runs.
 pub fn aside_schema(schema: &str) -> String {
     format!("{schema}__restore_aside")

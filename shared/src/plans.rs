@@ -1,4 +1,5 @@
-//! Changing a tenant's plan, with its history (`tenant_master.plan_changes`).
+//! Changing a tenant's plan, with its history (`tenant_master.plan_changes`); a change
+//! across isolation modes or hosts moves the tenant's data (`MoveTenant`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,8 +8,11 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{
     activity,
+    config::Config,
     error::{Context as _, Error, Result},
+    jobs::move_tenant::{self, Requested},
     naming::Plan,
+    ops::moves::Place,
     tenants::{self, Tenant},
 };
 
@@ -23,12 +27,39 @@ pub struct PlanChange {
     pub changed_at: DateTime<Utc>,
 }
 
-/// Puts tenant `slug` on `plan` and records who did it. A plan with the same isolation
-/// (free/starter/business share a database; enterprise/lifetime have their own) is a
-/// change of the registry only. Moving between the two needs the tenant's data moved,
-/// which is not built yet: refused, nothing changed.
-pub async fn change(pool: &PgPool, slug: &str, plan: &str, actor: &str) -> Result<(Tenant, bool)> {
+/// What a plan change did.
+#[derive(Debug)]
+pub enum Changed {
+    /// The tenant was on that plan (and host) already.
+    Unchanged(Tenant),
+    /// The registry says the new plan (same isolation, same host).
+    Changed(Tenant),
+    /// The tenant's data must move (another isolation or host): a `MoveTenant` job was
+    /// enqueued, and the plan changes when the data has moved.
+    Moving { job_id: String, from: Place, to: Place },
+}
+
+/// Puts tenant `slug` on `plan` (and on `host`, if given) and records who did it. A plan
+/// with the same isolation (free/starter/business share a database; enterprise/lifetime
+/// have their own) on the same host is a change of the registry only; otherwise a
+/// `MoveTenant` is enqueued and the plan changes with the data.
+pub async fn change(pool: &PgPool, config: &Config, slug: &str, plan: &str, host: Option<&str>, actor: &str) -> Result<Changed> {
     let to = Plan::parse(plan)?;
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = tenants::get(&mut conn, slug).await?;
+    drop(conn);
+    let other_host = host.is_some_and(|h| h != tenant.host);
+    if other_host || to.isolation().as_str() != tenant.isolation {
+        return match move_tenant::enqueue(pool, config, slug, host, Some(to), actor).await? {
+            Requested::Enqueued { job_id, from, to } => Ok(Changed::Moving { job_id, from, to }),
+            Requested::AlreadyThere(_) => change_in_place(pool, slug, to, actor).await,
+        };
+    }
+    change_in_place(pool, slug, to, actor).await
+}
+
+/// A plan change that moves no data.
+async fn change_in_place(pool: &PgPool, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
     // The row is locked before its plan is read, so two admins at once leave one
@@ -42,15 +73,11 @@ pub async fn change(pool: &PgPool, slug: &str, plan: &str, actor: &str) -> Resul
         return Err(Error::Conflict(format!("tenant '{slug}' is {status}: only a live tenant changes plan")));
     }
     if current == to.as_str() {
-        return Ok((tenant, false));
+        return Ok(Changed::Unchanged(tenant));
     }
     let from = Plan::parse(&current)?;
-    if from.isolation() != to.isolation() {
-        return Err(Error::Conflict(format!(
-            "'{slug}' would move from {} to {} and so between a shared and a dedicated database, which needs the tenant's data moved (MoveTenant, not built yet): nothing was changed",
-            from.as_str(),
-            to.as_str()
-        )));
+    if to.isolation().as_str() != tenant.isolation {
+        return Err(Error::Conflict(format!("tenant '{slug}' was moved meanwhile: nothing was changed; run the command again")));
     }
     sqlx::query("UPDATE tenant_master.tenants SET plan = $2, updated_at = now() WHERE id = $1")
         .bind(tenant.id)
@@ -58,18 +85,23 @@ pub async fn change(pool: &PgPool, slug: &str, plan: &str, actor: &str) -> Resul
         .execute(&mut *tx)
         .await
         .context("failed to change the plan")?;
-    sqlx::query("INSERT INTO tenant_master.plan_changes (tenant_id, from_plan, to_plan, actor) VALUES ($1, $2, $3, $4)")
-        .bind(tenant.id)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(actor)
-        .execute(&mut *tx)
-        .await
-        .context("failed to record the plan change")?;
-    activity::record(&mut tx, actor, Some(tenant.id), "tenant.plan_changed", json!({ "from": from.as_str(), "to": to.as_str() })).await?;
+    record(&mut tx, tenant.id, from.as_str(), to.as_str(), actor).await?;
     let tenant = tenants::get(&mut tx, slug).await?;
     tx.commit().await.context("failed to commit the plan change")?;
-    Ok((tenant, true))
+    Ok(Changed::Changed(tenant))
+}
+
+/// Records a plan change in the history and the activity log (inside the caller's transaction).
+pub async fn record(conn: &mut PgConnection, tenant_id: i64, from: &str, to: &str, actor: &str) -> Result<()> {
+    sqlx::query("INSERT INTO tenant_master.plan_changes (tenant_id, from_plan, to_plan, actor) VALUES ($1, $2, $3, $4)")
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .bind(actor)
+        .execute(&mut *conn)
+        .await
+        .context("failed to record the plan change")?;
+    activity::record(conn, actor, Some(tenant_id), "tenant.plan_changed", json!({ "from": from, "to": to })).await
 }
 
 /// A tenant's plan changes, oldest first.

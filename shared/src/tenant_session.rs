@@ -111,7 +111,9 @@ struct Opened {
 
 impl Opened {
     fn remember(&mut self, admin: PgConnectOptions, role: &str) {
-        if !self.roles.iter().any(|(_, r)| r == role) {
+        // One role name per server: a move prepares the same operator role on two hosts.
+        let same = |(o, r): &(PgConnectOptions, String)| r == role && o.get_host() == admin.get_host() && o.get_port() == admin.get_port();
+        if !self.roles.iter().any(same) {
             self.roles.push((admin, role.to_owned()));
         }
     }

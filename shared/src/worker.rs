@@ -26,6 +26,7 @@ use crate::{
         delete_tenant::DeleteTenant,
         execute,
         migrate_tenant::MigrateTenant,
+        move_tenant::MoveTenant,
         noop::Noop,
         provision_tenant::ProvisionTenant,
         prune_jobs::PruneJobs,
@@ -50,6 +51,7 @@ pub const JOB_TYPES: &[&str] = &[
     ResumeTenant::TYPE,
     DeleteTenant::TYPE,
     MigrateTenant::TYPE,
+    MoveTenant::TYPE,
     Noop::TYPE,
 ];
 
@@ -66,15 +68,22 @@ pub fn job_connections(config: &Config) -> u32 {
 
 /// The most connections one worker process opens to the control-plane database: the
 /// queue machinery, the job pool, and for each running job its tenant lock and heavy-job
-/// slot (each a session of its own, so a crash releases them).
+/// slot (each a session of its own, so a crash releases them); a move also holds a slot of
+/// its target host.
 pub fn peak_control_plane_connections(config: &Config) -> u32 {
-    QUEUE_CONNECTIONS + job_connections(config) + 2 * running_jobs(config)
+    QUEUE_CONNECTIONS + job_connections(config) + 2 * running_jobs(config) + running_moves(config)
 }
 
 /// The most sessions one worker process opens on tenant hosts: per running job an admin
-/// session, an operator session and a `pg_dump` / `pg_restore`.
+/// session, an operator session and a `pg_dump` / `pg_restore`; a move holds three more
+/// (admin sessions of the source and target databases while it copies).
 pub fn peak_tenant_host_connections(config: &Config) -> u32 {
-    3 * running_jobs(config)
+    3 * running_jobs(config) + 3 * running_moves(config)
+}
+
+/// Moves run at once per process: one worker type's concurrency, within the tenant jobs.
+fn running_moves(config: &Config) -> u32 {
+    (config.worker.concurrency * config.worker.workers_per_type).min(config.worker.tenant_jobs_per_process) as u32
 }
 
 /// Tenant jobs run at once per process, over all job types (`tenant_jobs_per_process`);
@@ -231,6 +240,7 @@ impl Pools {
         let monitor = self.register::<ResumeTenant>(monitor);
         let monitor = self.register::<DeleteTenant>(monitor);
         let monitor = self.register::<MigrateTenant>(monitor);
+        let monitor = self.register::<MoveTenant>(monitor);
         let monitor = self.register::<Noop>(monitor);
         monitor
             .on_event(|worker, event| {

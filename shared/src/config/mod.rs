@@ -40,6 +40,8 @@ pub struct Config {
     pub backups: BackupConfig,
     /// `[products]`: how product migrations reach existing tenants.
     pub products: ProductsConfig,
+    /// `[moves]`: what a tenant move keeps behind.
+    pub moves: MovesConfig,
     /// `tenant-scheduler`'s schedules.
     pub scheduler: SchedulerConfig,
     /// Outgoing mail.
@@ -100,6 +102,21 @@ pub struct ProductsConfig {
     /// `tenantctl tenant migrate --all` would). Off by default: a rollout is an admin's
     /// decision. Env: `TENANT_MASTER_AUTO_MIGRATE` (`true` / `false`).
     pub auto_migrate: bool,
+}
+
+/// `[moves]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MovesConfig {
+    /// Hours the source copy of a moved tenant is kept (its schema renamed `<schema>__moved`)
+    /// for an admin to roll back; then `PruneJobs` drops it. Env: `TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS`.
+    pub keep_source_hours: u32,
+}
+
+impl Default for MovesConfig {
+    fn default() -> Self {
+        MovesConfig { keep_source_hours: 24 }
+    }
 }
 
 /// How many routine (scheduled and manual) backups each tenant keeps.
@@ -176,6 +193,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             backups: BackupConfig::default(),
             products: ProductsConfig::default(),
+            moves: MovesConfig::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
             secret_key_file: Some(PathBuf::from("data/secret.key")),
@@ -283,6 +301,9 @@ impl Config {
                 "false" | "0" | "" => false,
                 _ => return Err(Error::Invalid(format!("TENANT_MASTER_AUTO_MIGRATE must be true or false, not '{}'", v.escape_debug()))),
             };
+        }
+        if let Some(v) = get("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS") {
+            self.moves.keep_source_hours = parse_number("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS", &v)?;
         }
         if let Some(v) = get("TENANT_MASTER_BACKUP_KEEP") {
             self.backups.keep = parse_number("TENANT_MASTER_BACKUP_KEEP", &v)?;
@@ -397,6 +418,8 @@ impl fmt::Debug for Config {
             .field("database_prefix", &self.database_prefix)
             .field("worker", &self.worker)
             .field("backups", &self.backups)
+            .field("products", &self.products)
+            .field("moves", &self.moves)
             .field("scheduler", &self.scheduler)
             .field("mail", &self.mail)
             .field("secret_key_file", &self.secret_key_file)

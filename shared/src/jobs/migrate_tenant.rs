@@ -38,7 +38,7 @@ impl Job for MigrateTenant {
         Ok(json!({ "applied": applied }))
     }
 
-    async fn on_dead(&self, app: &App, error: &str) -> Result<()> {
+    async fn on_dead(&self, app: &App, _job_id: &str, error: &str) -> Result<()> {
         migrations::record_failure(app, &self.slug, self.tenant_id, error).await
     }
 }

@@ -12,6 +12,7 @@ pub mod cancel;
 pub mod cleanup;
 pub mod delete_tenant;
 pub mod migrate_tenant;
+pub mod move_tenant;
 pub mod noop;
 pub mod provision_tenant;
 pub mod prune_jobs;
@@ -92,8 +93,8 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// Does the work; must converge to the same end state however often it is rerun.
     fn run(&self, app: &App, run: &Run) -> impl Future<Output = Result<Value>> + Send;
 
-    /// Called once when the job gives up for good.
-    fn on_dead(&self, _app: &App, _error: &str) -> impl Future<Output = Result<()>> + Send {
+    /// Called once when job `job_id` gives up for good.
+    fn on_dead(&self, _app: &App, _job_id: &str, _error: &str) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
 }
@@ -119,7 +120,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         let max_attempts = queue::max_attempts(&app.pool, id).await?;
         if attempt > max_attempts {
             let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
-            return Err(give_up(job, app, reason).await);
+            return Err(give_up(job, id, app, reason).await);
         }
     }
     tracing::info!("job started");
@@ -136,7 +137,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         }
         Ok(Err(e)) if !e.is_retryable() => {
             app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-            return Err(give_up(job, app, e.to_string()).await);
+            return Err(give_up(job, id, app, e.to_string()).await);
         }
         // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
         Ok(Err(Error::Busy(reason))) => {
@@ -152,7 +153,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     let max_attempts = queue::max_attempts(&app.pool, id).await?;
     if attempt >= max_attempts {
         app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-        return Err(give_up(job, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
+        return Err(give_up(job, id, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
     }
     app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
     let delay = queue::backoff(app.config.worker.retry_base_secs, attempt);
@@ -247,9 +248,9 @@ async fn host_of(app: &App, slug: &str) -> Result<Option<String>> {
 }
 
 /// Final failure: run the job's hook, log once, and tell apalis not to retry.
-async fn give_up<J: Job>(job: &J, app: &App, reason: String) -> BoxDynError {
+async fn give_up<J: Job>(job: &J, id: &str, app: &App, reason: String) -> BoxDynError {
     tracing::error!(error = %reason, "job gave up");
-    if let Err(e) = job.on_dead(app, &reason).await {
+    if let Err(e) = job.on_dead(app, id, &reason).await {
         tracing::error!(error = %e, "could not record the job's failure");
     }
     Box::new(AbortError::new(reason))

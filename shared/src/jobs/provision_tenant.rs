@@ -68,7 +68,7 @@ impl Job for ProvisionTenant {
         Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))
     }
 
-    async fn on_dead(&self, app: &App, error: &str) -> Result<()> {
+    async fn on_dead(&self, app: &App, _job_id: &str, error: &str) -> Result<()> {
         provision::mark_failed(app, &self.slug, error).await
     }
 }

@@ -70,7 +70,7 @@ impl Job for RestoreTenant {
         Ok(serde_json::to_value(restored).expect("restore outcome serializes"))
     }
 
-    async fn on_dead(&self, app: &App, _error: &str) -> Result<()> {
+    async fn on_dead(&self, app: &App, _job_id: &str, _error: &str) -> Result<()> {
         restore::recover(app, &self.slug).await
     }
 }

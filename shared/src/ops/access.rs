@@ -107,5 +107,26 @@ pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()
         .execute(&mut *admin)
         .await
         .context("failed to end the tenant's sessions")?;
-    crate::tenant_session::end_operator_sessions(admin, &crate::naming::operator_role(&tenant.role)).await
+    crate::tenant_session::end_operator_sessions(admin, &crate::naming::operator_role(&tenant.role)).await?;
+    wait_until_gone(admin, &tenant.role).await
+}
+
+/// Waits (up to 10 s) until the tenant's ended sessions have exited: a session told to end
+/// may still be committing, and a copy taken before it is gone could miss that commit.
+async fn wait_until_gone(admin: &mut PgConnection, role: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .fetch_one(&mut *admin)
+            .await
+            .context("failed to look up the tenant's sessions")?;
+        if left == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(Error::Busy(format!("{left} session(s) of {role} did not end within 10 s; the job will run again")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

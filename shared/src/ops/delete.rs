@@ -145,6 +145,9 @@ async fn drop_everything(
             }
         }
     }
+    // Copies a move kept behind (other databases, other hosts) go before the roles: they
+    // own those schemas.
+    crate::ops::moves::drop_all_kept_sources(app, cp, tenant).await?;
     fault::point(slug, "delete:data")?;
     for role in [&operator, &tenant.role] {
         if guard::drop_role(server, role, marker).await?.left_in_place() {

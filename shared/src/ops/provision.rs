@@ -43,7 +43,7 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
     let deployment = deployment::id(&mut cp).await?;
     let marker = naming::owner_marker(&deployment, slug);
 
-    let created = ensure_role(&app.config, &mut cp, &mut admin, &tenant, &marker).await?;
+    let created = ensure_role(&app.config, &mut cp, &mut admin, &tenant, &marker, Login::Open).await?;
     log_step(&mut cp, &tenant, "role", created).await?;
     fault::point(slug, "role")?;
 
@@ -91,9 +91,24 @@ async fn log_step(cp: &mut PgConnection, tenant: &Tenant, step: &str, created: b
     activity::record(cp, "worker", Some(tenant.id), &format!("provision.{step}"), json!({ "created": created })).await
 }
 
+/// Whether [`ensure_role`] leaves the role able to log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Login {
+    Open,
+    /// A move's target: held until the registry points there.
+    Held,
+}
+
 /// The tenant's login role, marked with a comment so a foreign role of the same name is
 /// never taken over. The password is (re)set on every run from the registry.
-async fn ensure_role(config: &Config, cp: &mut PgConnection, admin: &mut PgConnection, tenant: &Tenant, marker: &str) -> Result<bool> {
+pub(crate) async fn ensure_role(
+    config: &Config,
+    cp: &mut PgConnection,
+    admin: &mut PgConnection,
+    tenant: &Tenant,
+    marker: &str,
+    login: Login,
+) -> Result<bool> {
     let existing: Option<Option<String>> =
         sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
             .bind(&tenant.role)
@@ -118,7 +133,11 @@ async fn ensure_role(config: &Config, cp: &mut PgConnection, admin: &mut PgConne
         }
     };
     let password = tenants::role_password(cp, config, tenant).await?;
-    ddl(admin, "ALTER ROLE %I WITH LOGIN PASSWORD %L", &[&tenant.role, &password::scram_verifier(&password)]).await?;
+    let template = match login {
+        Login::Open => "ALTER ROLE %I WITH LOGIN PASSWORD %L",
+        Login::Held => "ALTER ROLE %I WITH NOLOGIN PASSWORD %L",
+    };
+    ddl(admin, template, &[&tenant.role, &password::scram_verifier(&password)]).await?;
     // CREATE SCHEMA ... AUTHORIZATION needs a non-superuser admin to be a member.
     let member: bool =
         sqlx::query_scalar("SELECT rolsuper OR pg_has_role(current_user, $1, 'MEMBER') FROM pg_roles WHERE rolname = current_user")
@@ -136,7 +155,7 @@ async fn ensure_role(config: &Config, cp: &mut PgConnection, admin: &mut PgConne
 /// Every database we make carries a marker; an existing one without it is adopted only if
 /// it is empty (a run that stopped between CREATE DATABASE, which cannot share a
 /// transaction, and its COMMENT), never if it holds anything not ours.
-async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOptions, tenant: &Tenant, deployment: &str) -> Result<bool> {
+pub(crate) async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOptions, tenant: &Tenant, deployment: &str) -> Result<bool> {
     let created = db::create_database_if_missing(admin, &tenant.database).await?;
     // A dedicated database carries its tenant's marker, a product's shared one the
     // deployment's `shared` marker (`shared` is a reserved slug, so no tenant has it).
@@ -176,7 +195,7 @@ fn foreign_database(tenant: &Tenant) -> Error {
 
 /// The tenant's schema, owned by its role (a schema owned by our marked role is ours:
 /// tenants cannot create schemas), and `public` closed.
-async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
+pub(crate) async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
     let mut tx = tenant_db.begin().await.context("failed to start a transaction")?;
     sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         .execute(&mut *tx)

@@ -1,0 +1,111 @@
+//! `MoveTenant`: copies a tenant to another database or host and switches it over (see
+//! `ops::moves`); also what a plan change across isolation modes enqueues.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{App, Job, Run};
+use crate::{
+    activity,
+    config::Config,
+    error::{Context as _, Error, Result},
+    hosts,
+    lock::SlotKind,
+    naming::Plan,
+    ops::moves::{self, Place, Request},
+    queue, tenants,
+};
+
+/// Payload: the target, resolved when enqueued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveTenant {
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// What a move request led to.
+#[derive(Debug)]
+pub enum Requested {
+    /// The tenant is there already: nothing was enqueued.
+    AlreadyThere(Place),
+    Enqueued {
+        job_id: String,
+        from: Place,
+        to: Place,
+    },
+}
+
+/// Enqueues a move of `slug` to `host` (default: where it is) and to the isolation of
+/// `plan` (default: the one it has). A disabled, unknown or unreachable host is refused
+/// before anything is enqueued.
+pub async fn enqueue(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    slug: &str,
+    host: Option<&str>,
+    plan: Option<Plan>,
+    actor: &str,
+) -> Result<Requested> {
+    let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenant = tenants::get(&mut cp, slug).await?;
+    let host = host.unwrap_or(&tenant.host).to_owned();
+    if host != tenant.host {
+        hosts::ensure_usable(&mut cp, config, &host).await?;
+    }
+    drop(cp);
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let tenant = tenants::get(&mut tx, slug).await?;
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!(
+            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be moved",
+            tenant.status
+        )));
+    }
+    let isolation = match plan {
+        Some(plan) => plan.isolation(),
+        None => crate::naming::Isolation::parse(&tenant.isolation)?,
+    };
+    let from = Place::of(&tenant);
+    let to = Place::target(&config.database_prefix, &tenant, &host, isolation)?;
+    if from == to {
+        return Ok(Requested::AlreadyThere(from));
+    }
+    let request = Request {
+        slug: slug.to_owned(),
+        tenant_id: tenant.id,
+        host,
+        isolation: isolation.as_str().to_owned(),
+        plan: plan.map(|p| p.as_str().to_owned()),
+        actor: actor.to_owned(),
+    };
+    let job_id = queue::enqueue(&mut tx, &MoveTenant { request }).await?;
+    activity::record(&mut tx, actor, Some(tenant.id), "move.requested", serde_json::json!({ "job_id": job_id, "from": from, "to": to }))
+        .await?;
+    tx.commit().await.context("failed to commit the move job")?;
+    Ok(Requested::Enqueued { job_id, from, to })
+}
+
+impl Job for MoveTenant {
+    const TYPE: &'static str = "MoveTenant";
+    const SLOT: Option<SlotKind> = Some(SlotKind::Heavy);
+    const TIMEOUT_SECS: u64 = 21600;
+
+    /// None: the tenant lock keeps two moves of one tenant apart, and a second request for
+    /// a move done meanwhile finds nothing to do.
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.request.slug)
+    }
+
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
+        let moved = moves::move_tenant(app, &self.request, &run.job_id).await?;
+        Ok(serde_json::to_value(moved).expect("move outcome serializes"))
+    }
+
+    async fn on_dead(&self, app: &App, job_id: &str, _error: &str) -> Result<()> {
+        moves::recover(app, &self.request, job_id).await
+    }
+}

@@ -1,0 +1,670 @@
+//! Moving a tenant (DESIGN §4 `MoveTenant`): between a shared and a dedicated database,
+//! between hosts, or both. Copy, then cut over; never in place.
+//!
+//! 1. The target is made ready while the tenant still works: its role on the target host
+//!    (login held), the database, an empty schema.
+//! 2. The tenant is held (login taken, sessions ended and gone) and the hold recorded.
+//! 3. A fresh `pre_move` backup is taken as the tenant's operator: the copy, verified and
+//!    hashed like every backup, and restorable later like any other.
+//! 4. It is restored into the target schema as the target's operator (tenant code runs with
+//!    the tenant's rights only); the migration ledger rows go with it.
+//! 5. Tables and row counts of source and target are compared.
+//! 6. One control-plane transaction switches the registry (host, database, isolation and the
+//!    plan, if the move was a plan change), records the kept source, and records this job's
+//!    outcome. Before it, the source is the live copy; after it, the target.
+//! 7. The source schema is renamed `<schema>__moved` and kept (`[moves] keep_source_hours`),
+//!    the tenant's reach to the source database is revoked, and its login given back on the
+//!    target. The time its login was held is the move's downtime.
+//!
+//! A run cut short anywhere is finished by the next: before the switch it starts the copy
+//! over (the target is never live, so what is there is dropped), after it the outcome row
+//! says so and only step 7 is repeated. `PruneJobs` drops kept sources when they are due.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{Acquire, AssertSqlSafe, PgConnection};
+
+use crate::{
+    activity,
+    backups::Kind,
+    db::{self, ddl},
+    deployment,
+    error::{Context as _, Error, Result},
+    fault,
+    guard::{self, Dropped},
+    hosts,
+    jobs::App,
+    ledger,
+    lock::{HostSlot, TenantLock},
+    naming::{self, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
+    ops::{
+        access, backup,
+        provision::{self, Login},
+    },
+    outcomes,
+    tenant_session::TenantAccess,
+    tenants::{self, Tenant},
+};
+
+/// Where a tenant's data lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub host: String,
+    pub database: String,
+    pub isolation: String,
+}
+
+impl Place {
+    /// Where the registry says `tenant` lives.
+    pub fn of(tenant: &Tenant) -> Place {
+        Place { host: tenant.host.clone(), database: tenant.database.clone(), isolation: tenant.isolation.clone() }
+    }
+
+    /// Where `tenant` lives once moved to `host` with `isolation`.
+    pub fn target(database_prefix: &str, tenant: &Tenant, host: &str, isolation: Isolation) -> Result<Place> {
+        let names = TenantNames::derive(database_prefix, &tenant.product, &Slug::parse(&tenant.slug)?, isolation)?;
+        Ok(Place { host: host.to_owned(), database: names.database, isolation: isolation.as_str().to_owned() })
+    }
+
+    fn describe(&self) -> String {
+        let kind = if self.isolation == "database" { "dedicated database" } else { "shared database" };
+        format!("{kind} {} on host '{}'", self.database, self.host)
+    }
+}
+
+/// What a move asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub slug: String,
+    /// The tenant the move was asked for (a later tenant with the slug is left alone).
+    pub tenant_id: i64,
+    pub host: String,
+    pub isolation: String,
+    /// Set when the move is a plan change: the plan changes at the switch, with the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub actor: String,
+}
+
+/// What a move did: the job's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moved {
+    pub from: Place,
+    pub to: Place,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSwitch>,
+    pub pre_move_backup_id: Option<i64>,
+    pub tables: usize,
+    pub rows: i64,
+    /// Milliseconds the tenant could not log in (from the hold to the login given back).
+    #[serde(default)]
+    pub downtime_ms: Option<i64>,
+    /// Until when the source copy is kept.
+    pub source_kept_until: Option<DateTime<Utc>>,
+    /// True when this run found the move finished by an earlier run.
+    #[serde(default)]
+    pub already_done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSwitch {
+    pub from: String,
+    pub to: String,
+}
+
+/// Runs move `request` on behalf of job `job_id`. Once that job switched the registry,
+/// running it again only finishes what follows the switch.
+pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<Moved> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let slug = request.slug.as_str();
+    let tenant = tenants::get(&mut cp, slug).await?;
+    if tenant.id != request.tenant_id {
+        return Err(Error::Fatal(format!("job {job_id} was for an earlier tenant named '{slug}', which is gone; nothing was done")));
+    }
+    if let Some((_, done)) = outcomes::finished(&mut cp, job_id).await? {
+        let moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
+        let downtime_ms = finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
+        return Ok(Moved { downtime_ms: Some(downtime_ms), already_done: true, ..moved });
+    }
+    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        return Err(Error::Conflict(format!(
+            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be moved",
+            tenant.status
+        )));
+    }
+    let plan = plan_switch(&tenant, request)?;
+    let from = Place::of(&tenant);
+    let to = Place::target(&app.config.database_prefix, &tenant, &request.host, Isolation::parse(&request.isolation)?)?;
+    if from == to {
+        // Nothing to copy (a second request for a move done meanwhile, or a plan change
+        // within the isolation the tenant has): only the plan, if any, changes.
+        let moved = Moved {
+            from: from.clone(),
+            to,
+            plan,
+            pre_move_backup_id: None,
+            tables: 0,
+            rows: 0,
+            downtime_ms: Some(0),
+            source_kept_until: None,
+            already_done: false,
+        };
+        switch(&mut cp, &tenant, &moved, request, job_id, false).await?;
+        return Ok(moved);
+    }
+    // The target host is checked again here: it may have been disabled since the enqueue.
+    hosts::choose(&mut cp, Some(&to.host)).await?;
+    // The source host's heavy slot is held by the job; the target's is taken here.
+    let target_slot = match to.host != from.host {
+        true => Some(HostSlot::acquire(&app.config, &to.host).await?),
+        false => None,
+    };
+    let outcome = copy_and_switch(app, &mut cp, &tenant, &from, &to, plan, request, job_id).await;
+    if let Some(slot) = target_slot {
+        slot.release().await;
+    }
+    let mut moved = match outcome {
+        Ok(moved) => moved,
+        Err(e) => {
+            // Not switched: the source is still the live copy. A simulated crash leaves
+            // things as a real one would; otherwise the login is given back at once.
+            if !e.is_injected() {
+                let mut server = hosts::connect_admin(&mut cp, &app.config, &from.host).await?;
+                give_login_back(&mut server, &tenant).await?;
+            }
+            return Err(e);
+        }
+    };
+    fault::point(slug, "move:switched")?;
+    let tenant = tenants::get(&mut cp, slug).await?;
+    moved.downtime_ms = Some(finish(app, &mut cp, &tenant, &from, job_id).await?);
+    Ok(moved)
+}
+
+/// What move job `job_id` did, once it switched the registry (downtime once it finished).
+pub async fn outcome(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> {
+    let Some((_, done)) = outcomes::finished(cp, job_id).await? else { return Ok(None) };
+    let mut moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
+    moved.downtime_ms = sqlx::query_scalar(
+        "SELECT (details ->> 'downtime_ms')::bigint FROM tenant_master.activity_log
+         WHERE action = 'tenant.move_finished' AND details ->> 'job_id' = $1 ORDER BY id LIMIT 1",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *cp)
+    .await
+    .context("failed to read the move's downtime")?;
+    Ok(Some(moved))
+}
+
+/// Steps 1 to 6: everything up to and including the switch of the registry.
+#[allow(clippy::too_many_arguments)]
+async fn copy_and_switch(
+    app: &App,
+    cp: &mut PgConnection,
+    tenant: &Tenant,
+    from: &Place,
+    to: &Place,
+    plan: Option<PlanSwitch>,
+    request: &Request,
+    job_id: &str,
+) -> Result<Moved> {
+    let slug = tenant.slug.as_str();
+    let target = Tenant { host: to.host.clone(), database: to.database.clone(), isolation: to.isolation.clone(), ..tenant.clone() };
+    let deployment = deployment::id(cp).await?;
+    let marker = naming::owner_marker(&deployment, slug);
+
+    // 1. The target, while the tenant still works.
+    let target_host = hosts::admin_options(cp, &app.config, &to.host).await?;
+    let mut target_server = hosts::connect_admin(cp, &app.config, &to.host).await?;
+    if to.host != from.host {
+        provision::ensure_role(&app.config, cp, &mut target_server, &target, &marker, Login::Held).await?;
+    }
+    provision::ensure_database(&mut target_server, &target_host, &target, &deployment).await?;
+    let mut target_db = db::connect_to(&target_host, &to.database).await?;
+    // The registry points at the source, so a schema of the tenant's name in the target is
+    // what an earlier, unfinished run of a move copied there: it goes, and the copy restarts.
+    drop_ours(&mut target_db, &mut target_server, &tenant.schema, &tenant.role, &marker, &target).await?;
+    provision::ensure_schema(&mut target_db, &target).await?;
+    fault::point(slug, "move:target_ready")?;
+
+    // 2. The hold: from here until the login is given back, the tenant is down.
+    let mut source_server = hosts::connect_admin(cp, &app.config, &from.host).await?;
+    access::block_login(&mut source_server, tenant).await?;
+    held_since(cp, tenant, job_id).await?;
+    fault::point(slug, "move:held")?;
+
+    // 3. The copy: a fresh backup (an earlier run's copy may predate writes made while an
+    // admin had resumed the tenant in between).
+    let copy = backup::backup_fresh(app, slug, Kind::PreMove, job_id).await?;
+    backup::verify_file(&copy).await?;
+    fault::point(slug, "move:copied")?;
+
+    // 4. Into the target, with the tenant's rights, and the ledger with it.
+    let target_access = TenantAccess::prepare(&app.config, cp, &target).await?;
+    ledger::ensure(&mut target_db, target_access.role()).await?;
+    target_access
+        .tool_target()?
+        .restore_into_schema(&copy.path(), &tenant.schema)
+        .await
+        .map_err(|e| Error::Tool(format!("the copy of '{slug}' into the {} failed, the tenant stays where it was: {e}", to.describe())))?;
+    let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
+    ledger::copy(&mut source_db, &mut target_db, &tenant.schema).await?;
+    fault::point(slug, "move:restored")?;
+
+    // 5. Same tables, same rows. Counted as the operator (the tenant's rights; counting
+    // runs no tenant code), one side at a time: preparing a host's operator role ends its
+    // open sessions there.
+    let target_counts = count_rows(&target_access, &mut target_db, &tenant.schema).await?;
+    let source_access = TenantAccess::prepare(&app.config, cp, tenant).await?;
+    let source_counts = count_rows(&source_access, &mut source_db, &tenant.schema).await?;
+    if source_counts != target_counts {
+        return Err(Error::Tool(format!(
+            "the copy of '{slug}' differs from its source (tables and row counts: {} vs {}); the tenant stays where it was and the job will copy again",
+            summary(&source_counts),
+            summary(&target_counts)
+        )));
+    }
+    fault::point(slug, "move:verified")?;
+
+    // 6. The switch.
+    let moved = Moved {
+        from: from.clone(),
+        to: to.clone(),
+        plan,
+        pre_move_backup_id: Some(copy.id),
+        tables: source_counts.len(),
+        rows: source_counts.iter().map(|(_, n)| n).sum(),
+        downtime_ms: None,
+        source_kept_until: Some(Utc::now() + chrono::Duration::hours(app.config.moves.keep_source_hours as i64)),
+        already_done: false,
+    };
+    switch(cp, tenant, &moved, request, job_id, true).await?;
+    Ok(moved)
+}
+
+/// The registry switch, in one transaction: the tenant's place (and plan), the kept source,
+/// the plan history, the activity, and this job's outcome.
+async fn switch(cp: &mut PgConnection, tenant: &Tenant, moved: &Moved, request: &Request, job_id: &str, keep: bool) -> Result<()> {
+    let mut tx = cp.begin().await.context("failed to start a transaction")?;
+    let now: (String, String, String) =
+        sqlx::query_as("SELECT host, database_name, isolation FROM tenant_master.tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant.id)
+            .fetch_one(&mut *tx)
+            .await
+            .context("failed to lock the tenant")?;
+    if now != (moved.from.host.clone(), moved.from.database.clone(), moved.from.isolation.clone()) {
+        return Err(Error::Fatal(format!("tenant '{}' was moved by someone else meanwhile; this move stopped", tenant.slug)));
+    }
+    let plan = moved.plan.as_ref().map(|p| p.to.as_str()).unwrap_or(tenant.plan.as_str());
+    sqlx::query(
+        "UPDATE tenant_master.tenants SET host = $2, database_name = $3, isolation = $4, plan = $5, updated_at = now() WHERE id = $1",
+    )
+    .bind(tenant.id)
+    .bind(&moved.to.host)
+    .bind(&moved.to.database)
+    .bind(&moved.to.isolation)
+    .bind(plan)
+    .execute(&mut *tx)
+    .await
+    .context("failed to switch the tenant to its new place")?;
+    if let Some(change) = &moved.plan {
+        crate::plans::record(&mut tx, tenant.id, &change.from, &change.to, &request.actor).await?;
+    }
+    if keep {
+        sqlx::query(
+            "INSERT INTO tenant_master.kept_sources (tenant_id, job_id, host, database_name, schema_name, isolation, kept_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant.id)
+        .bind(job_id)
+        .bind(&moved.from.host)
+        .bind(&moved.from.database)
+        .bind(moved_schema(&tenant.schema))
+        .bind(&moved.from.isolation)
+        .bind(moved.source_kept_until)
+        .execute(&mut *tx)
+        .await
+        .context("failed to record the kept source")?;
+        activity::record(
+            &mut tx,
+            "worker",
+            Some(tenant.id),
+            "tenant.moved",
+            json!({ "job_id": job_id, "from": moved.from, "to": moved.to, "tables": moved.tables, "rows": moved.rows, "requested_by": request.actor }),
+        )
+        .await?;
+    }
+    outcomes::record(&mut tx, job_id, "MoveTenant", tenant.id, &json!(moved)).await?;
+    tx.commit().await.context("failed to commit the switch")
+}
+
+/// Step 7, after the switch (again on every rerun): the source set aside and closed to the
+/// tenant, login given back on the target. Returns the downtime in milliseconds.
+async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place, job_id: &str) -> Result<i64> {
+    let live = Place::of(tenant);
+    if *from != live {
+        let marker = deployment::marker(cp, &tenant.slug).await?;
+        let mut server = hosts::connect_admin(cp, &app.config, &from.host).await?;
+        if db::database_exists(&mut server, &from.database).await? {
+            let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
+            set_source_aside(cp, &mut source_db, &mut server, tenant, from, &marker, job_id).await?;
+            if guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
+                ddl(&mut server, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I", &[&from.database, &tenant.role]).await?;
+            }
+        }
+        if from.host != live.host && guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
+            access::block_login(&mut server, tenant).await?;
+        }
+    }
+    fault::point(&tenant.slug, "move:source_kept")?;
+    let mut target_server = hosts::connect_admin(cp, &app.config, &live.host).await?;
+    give_login_back(&mut target_server, tenant).await?;
+    downtime(cp, tenant, job_id).await
+}
+
+/// Renames the source schema `<schema>__moved`; an older kept copy of that name in the same
+/// database (an earlier move out of it) is superseded and dropped first.
+async fn set_source_aside(
+    cp: &mut PgConnection,
+    source_db: &mut PgConnection,
+    server: &mut PgConnection,
+    tenant: &Tenant,
+    from: &Place,
+    marker: &str,
+    job_id: &str,
+) -> Result<()> {
+    let aside = moved_schema(&tenant.schema);
+    if !schema_exists(source_db, &tenant.schema).await? {
+        return Ok(());
+    }
+    // Older kept copies here are marked gone first, so a prune never takes this one for them.
+    sqlx::query(
+        "UPDATE tenant_master.kept_sources SET dropped_at = now()
+         WHERE tenant_id = $1 AND host = $2 AND database_name = $3 AND job_id <> $4 AND dropped_at IS NULL",
+    )
+    .bind(tenant.id)
+    .bind(&from.host)
+    .bind(&from.database)
+    .bind(job_id)
+    .execute(&mut *cp)
+    .await
+    .context("failed to record the superseded kept source")?;
+    drop_ours(source_db, server, &aside, &tenant.role, marker, tenant).await?;
+    ddl(source_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await
+}
+
+/// Drops `schema` (of the database of `db_admin`) if it is the tenant's; refuses to go on
+/// if a schema of that name belongs to someone else.
+async fn drop_ours(
+    db_admin: &mut PgConnection,
+    server: &mut PgConnection,
+    schema: &str,
+    role: &str,
+    marker: &str,
+    at: &Tenant,
+) -> Result<()> {
+    match guard::drop_schema(db_admin, server, schema, role, marker).await? {
+        Dropped::NotOurs => Err(Error::Fatal(format!(
+            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: the move stopped without touching it",
+            at.database, at.host, at.slug
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Records when this job first held the tenant (once per job: a rerun keeps the first).
+async fn held_since(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<()> {
+    let recorded: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = 'tenant.move_held' AND details ->> 'job_id' = $1)",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *cp)
+    .await
+    .context("failed to read the move's hold")?;
+    if !recorded {
+        activity::record(cp, "worker", Some(tenant.id), "tenant.move_held", json!({ "job_id": job_id })).await?;
+    }
+    Ok(())
+}
+
+/// The time from this job's first hold until now, recorded once as `tenant.move_finished`
+/// (a rerun after that reads the recorded figure).
+async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<i64> {
+    let finished: Option<i64> = sqlx::query_scalar(
+        "SELECT (details ->> 'downtime_ms')::bigint FROM tenant_master.activity_log
+         WHERE action = 'tenant.move_finished' AND details ->> 'job_id' = $1 ORDER BY id LIMIT 1",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *cp)
+    .await
+    .context("failed to read the move's downtime")?;
+    if let Some(ms) = finished {
+        return Ok(ms);
+    }
+    let ms: Option<i64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM clock_timestamp() - min(at)) * 1000)::bigint FROM tenant_master.activity_log
+         WHERE action = 'tenant.move_held' AND details ->> 'job_id' = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *cp)
+    .await
+    .context("failed to read the move's hold")?;
+    let ms = ms.unwrap_or(0);
+    activity::record(cp, "worker", Some(tenant.id), "tenant.move_finished", json!({ "job_id": job_id, "downtime_ms": ms })).await?;
+    Ok(ms)
+}
+
+/// Undoes what a move that gave up left (its `on_dead`): if it switched, what follows the
+/// switch is finished; if not, the copy in the target goes and the tenant's login is given
+/// back at the source, as its status says.
+pub async fn recover(app: &App, request: &Request, job_id: &str) -> Result<()> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let Some(tenant) = tenants::find(&mut cp, &request.slug).await? else { return Ok(()) };
+    if tenant.id != request.tenant_id || tenant.status == "deleted" {
+        return Ok(());
+    }
+    if let Some((_, done)) = outcomes::finished(&mut cp, job_id).await? {
+        let moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
+        finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
+        return Ok(());
+    }
+    let to = Place::target(&app.config.database_prefix, &tenant, &request.host, Isolation::parse(&request.isolation)?)?;
+    if to != Place::of(&tenant) {
+        let marker = deployment::marker(&mut cp, &tenant.slug).await?;
+        let mut server = hosts::connect_admin(&mut cp, &app.config, &to.host).await?;
+        if db::database_exists(&mut server, &to.database).await? {
+            let mut target_db = hosts::connect(&mut cp, &app.config, &to.host, &to.database).await?;
+            drop_ours(&mut target_db, &mut server, &tenant.schema, &tenant.role, &marker, &tenant).await?;
+        }
+    }
+    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
+    give_login_back(&mut server, &tenant).await
+}
+
+/// The plan change a move carries, if any; refuses a plan whose isolation is not the target's.
+fn plan_switch(tenant: &Tenant, request: &Request) -> Result<Option<PlanSwitch>> {
+    let Some(plan) = &request.plan else { return Ok(None) };
+    let plan = Plan::parse(plan)?;
+    if plan.isolation().as_str() != request.isolation {
+        return Err(Error::Invalid(format!("plan {} does not go with {} isolation", plan.as_str(), request.isolation)));
+    }
+    Ok((plan.as_str() != tenant.plan).then(|| PlanSwitch { from: tenant.plan.clone(), to: plan.as_str().to_owned() }))
+}
+
+/// Login as the tenant's status says: only an active tenant may log in.
+async fn give_login_back(server: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    let template = if tenant.status == "active" { "ALTER ROLE %I LOGIN" } else { "ALTER ROLE %I NOLOGIN" };
+    ddl(server, template, &[&tenant.role]).await
+}
+
+async fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(conn)
+        .await
+        .context("failed to look up a schema")
+}
+
+/// Every table of `schema` with its row count, by name. The table list is read over the
+/// admin connection (the catalog), the counts in an operator session.
+async fn count_rows(access: &TenantAccess, admin_db: &mut PgConnection, schema: &str) -> Result<Vec<(String, i64)>> {
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1")
+            .bind(schema)
+            .fetch_all(&mut *admin_db)
+            .await
+            .context("failed to list the tenant's tables")?;
+    let mut operator = access.connect().await?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for table in tables {
+        let sql = db::compose(&mut operator, "SELECT count(*) FROM ONLY %I.%I", &[schema, &table]).await?;
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut operator)
+            .await
+            .context(format!("failed to count the rows of {schema}.{table}"))?;
+        counts.push((table, n));
+    }
+    Ok(counts)
+}
+
+fn summary(counts: &[(String, i64)]) -> String {
+    format!("{} table(s), {} row(s)", counts.len(), counts.iter().map(|(_, n)| n).sum::<i64>())
+}
+
+/// Drops the kept sources that are due (`PruneJobs`), each under its tenant's lock (a
+/// tenant busy with another job keeps its copy until the next prune). Returns how many went.
+pub async fn prune_kept_sources(app: &App) -> Result<i64> {
+    let due: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT k.id, t.slug FROM tenant_master.kept_sources k JOIN tenant_master.tenants t ON t.id = k.tenant_id
+         WHERE k.dropped_at IS NULL AND k.kept_until < now() ORDER BY k.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .context("failed to find kept sources that are due")?;
+    let mut dropped = 0;
+    for (id, slug) in due {
+        let lock = match TenantLock::acquire(&app.config, &slug).await {
+            Ok(lock) => lock,
+            Err(Error::Busy(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let result = async {
+            let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+            let tenant = tenants::get(&mut cp, &slug).await?;
+            drop_kept_source(app, &mut cp, &tenant, id).await
+        }
+        .await;
+        lock.release().await;
+        match result {
+            Ok(true) => dropped += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(tenant.slug = %slug, kept_source = id, error = %e, "could not drop a moved tenant's kept source; the next prune tries again")
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+/// Drops every kept source of `tenant` now (a delete). Runs under the tenant's lock.
+pub async fn drop_all_kept_sources(app: &App, cp: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM tenant_master.kept_sources WHERE tenant_id = $1 AND dropped_at IS NULL ORDER BY id")
+            .bind(tenant.id)
+            .fetch_all(&mut *cp)
+            .await
+            .context("failed to read the tenant's kept sources")?;
+    for id in ids {
+        drop_kept_source(app, cp, tenant, id).await?;
+    }
+    Ok(())
+}
+
+/// Drops kept source `id` of `tenant`: the `__moved` schema; the source schema too if a
+/// move stopped before renaming it; the database if it was the tenant's dedicated one and
+/// the tenant no longer lives there; the tenant's roles on a host it left. Returns false
+/// if the row was dropped already.
+async fn drop_kept_source(app: &App, cp: &mut PgConnection, tenant: &Tenant, id: i64) -> Result<bool> {
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "SELECT host, database_name, schema_name, isolation FROM tenant_master.kept_sources WHERE id = $1 AND dropped_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(&mut *cp)
+    .await
+    .context("failed to read a kept source")?;
+    let Some((host, database, aside, isolation)) = row else { return Ok(false) };
+    let live = Place::of(tenant);
+    let lives_here = live.host == host && live.database == database;
+    let marker = deployment::marker(cp, &tenant.slug).await?;
+    let mut server = hosts::connect_admin(cp, &app.config, &host).await?;
+    if db::database_exists(&mut server, &database).await? {
+        let kept = Tenant { host: host.clone(), database: database.clone(), ..tenant.clone() };
+        let mut source_db = hosts::connect(cp, &app.config, &host, &database).await?;
+        drop_ours(&mut source_db, &mut server, &aside, &tenant.role, &marker, &kept).await?;
+        if !lives_here {
+            // A move cut short before its rename left the source under the live name.
+            drop_ours(&mut source_db, &mut server, &tenant.schema, &tenant.role, &marker, &kept).await?;
+            ledger::forget(&mut source_db, &tenant.schema).await?;
+            if isolation == "database" {
+                drop(source_db);
+                guard::drop_database(&mut server, &database, &marker).await?;
+            }
+        }
+    }
+    if host != live.host && !pending_on_host(cp, tenant.id, &host, id).await? {
+        drop_roles_left_on(app, cp, &mut server, tenant, &host, &marker).await?;
+    }
+    sqlx::query("UPDATE tenant_master.kept_sources SET dropped_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *cp)
+        .await
+        .context("failed to record the dropped kept source")?;
+    activity::record(
+        cp,
+        "worker",
+        Some(tenant.id),
+        "tenant.kept_source_dropped",
+        json!({ "host": host, "database": database, "schema": aside }),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn pending_on_host(cp: &mut PgConnection, tenant_id: i64, host: &str, except: i64) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_master.kept_sources WHERE tenant_id = $1 AND host = $2 AND id <> $3 AND dropped_at IS NULL)",
+    )
+    .bind(tenant_id)
+    .bind(host)
+    .bind(except)
+    .fetch_one(cp)
+    .await
+    .context("failed to read the tenant's kept sources")
+}
+
+/// The tenant's roles on a host it moved away from: what they still hold in the product's
+/// shared database there (grants, ledger rights) goes with them.
+async fn drop_roles_left_on(
+    app: &App,
+    cp: &mut PgConnection,
+    server: &mut PgConnection,
+    tenant: &Tenant,
+    host: &str,
+    marker: &str,
+) -> Result<()> {
+    let operator = operator_role(&tenant.role);
+    let shared = Place::target(&app.config.database_prefix, tenant, host, Isolation::Schema)?.database;
+    if db::database_exists(server, &shared).await? {
+        let mut db = hosts::connect(cp, &app.config, host, &shared).await?;
+        for role in [&operator, &tenant.role] {
+            if guard::role_is_ours(server, role, marker).await? {
+                ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
+            }
+        }
+    }
+    for role in [&operator, &tenant.role] {
+        guard::drop_role(server, role, marker).await?;
+    }
+    Ok(())
+}
