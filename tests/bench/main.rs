@@ -447,6 +447,97 @@ fn shell_loop_backup(env: &TestEnv, database: &str) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Issue 14: moving a ~50 MB tenant between a shared and a dedicated database and back,
+/// `runs` times each way; per direction the median downtime (login held) and the median
+/// whole move, in seconds, and the median of the hand-made copy (`pg_dump | pg_restore` of
+/// the schema into a scratch database, no verification, no switch) as the baseline.
+async fn move_times(runs: usize) -> Vec<[String; 5]> {
+    use tenant_master::ops::moves::{self, Request};
+    let env = TestEnv::new().await;
+    let slug = env.slug("mover");
+    let t = env.provisioned(&slug, "business").await;
+    let mut own = env.as_tenant(&slug).await;
+    // ~50 MB on disk: 200,000 events with a 200-byte payload, their index and the toast.
+    sqlx::query("INSERT INTO events (kind, payload) SELECT 'bench', jsonb_build_object('n', g, 'pad', repeat(md5(g::text), 6)) FROM generate_series(1, 200000) g")
+        .execute(&mut own)
+        .await
+        .unwrap();
+    drop(own);
+    let mut db = env.admin(&t.database).await;
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+    )
+    .bind(&t.schema)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    drop(db);
+    let app = env.app();
+    let (mut up, mut down, mut up_total, mut down_total, mut by_hand) = (vec![], vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        eprintln!("  move run {}", run + 1);
+        by_hand.push(copy_by_hand(&env, &t.database, &t.schema));
+        for (isolation, plan, downtimes, totals) in
+            [("database", "enterprise", &mut up, &mut up_total), ("schema", "business", &mut down, &mut down_total)]
+        {
+            let request = Request {
+                slug: slug.clone(),
+                tenant_id: t.id,
+                host: "default".into(),
+                isolation: isolation.into(),
+                plan: Some(plan.into()),
+                actor: "bench".into(),
+            };
+            let started = Instant::now();
+            let moved = moves::move_tenant(&app, &request, &format!("bench-move-{run}-{isolation}")).await.expect("move");
+            totals.push(started.elapsed().as_secs_f64());
+            downtimes.push(moved.downtime_ms.unwrap_or(0) as f64 / 1000.0);
+        }
+        // The kept copies go at once, so every run starts alike.
+        sqlx::query("UPDATE tenant_master.kept_sources SET kept_until = now() - interval '1 second' WHERE dropped_at IS NULL")
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        moves::prune_kept_sources(&app).await.expect("prune kept sources");
+    }
+    let hand = median(by_hand);
+    let mb = bytes as f64 / 1e6;
+    let (up, down) = (median(up), median(down));
+    vec![
+        [
+            format!("move a {mb:.0} MB tenant shared -> dedicated: downtime / whole move (s)"),
+            format!("{up:.2} / {:.2}", median(up_total)),
+            format!("{hand:.2} (pg_dump | pg_restore by hand)"),
+            format!("{:.2}x", up / hand),
+            "-".into(),
+        ],
+        [
+            format!("move a {mb:.0} MB tenant dedicated -> shared: downtime / whole move (s)"),
+            format!("{down:.2} / {:.2}", median(down_total)),
+            format!("{hand:.2} (pg_dump | pg_restore by hand)"),
+            format!("{:.2}x", down / hand),
+            "-".into(),
+        ],
+    ]
+}
+
+/// `pg_dump -Fc -n schema | pg_restore` into a scratch database, as an admin would by hand.
+fn copy_by_hand(env: &TestEnv, database: &str, schema: &str) -> f64 {
+    let scratch = format!("{}scratch", env.config.database_prefix);
+    let script = format!(
+        "dropdb --if-exists {scratch} && createdb {scratch} && pg_dump -Fc -Z6 -n {schema} {database} | pg_restore --single-transaction -d {scratch} && dropdb {scratch}"
+    );
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the copy by hand failed");
+    started.elapsed().as_secs_f64()
+}
+
 fn fmt(n: f64) -> String {
     if n >= 100.0 {
         let s = format!("{:.0}", n);
@@ -467,6 +558,11 @@ fn fmt(n: f64) -> String {
 async fn main() {
     let o = opts();
     let mut rows: Vec<[String; 5]> = Vec::new();
+    // `--moves`: only the moves (issue 14), for a quick look.
+    if std::env::args().any(|a| a == "--moves") {
+        print_table(o.runs, move_times(o.runs).await, "").await;
+        return;
+    }
     let env = TestEnv::new().await;
     let logs = TempDir::new("bench-logs");
     eprintln!("tenant-bench: {} runs each; databases tm_test_{} / tt{}_*", o.runs, env.suffix, env.suffix);
@@ -591,6 +687,7 @@ async fn main() {
     ]);
     let _ = worker.kill();
     let _ = worker.wait();
+    rows.extend(move_times(o.runs).await);
     let (idle, full) = rollout_times(o.rollout_tenants, logs.path()).await;
     rows.push([
         format!("tenant migrate --all, {} schema-mode tenants, nothing pending (s, 1 run)", o.rollout_tenants),
@@ -614,16 +711,20 @@ async fn main() {
         "idle < 50".into(),
     ]);
 
+    print_table(o.runs, rows, &sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default()).await;
+}
+
+async fn print_table(runs: usize, rows: Vec<[String; 5]>, server_version: &str) {
     let machine = format!(
-        "{} cores, {}, PostgreSQL {}",
+        "{} cores, {}{}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
             .unwrap_or_default(),
-        sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default()
+        if server_version.is_empty() { String::new() } else { format!(", PostgreSQL {server_version}") }
     );
-    println!("\nTenant Master benchmark, {} ({} runs per figure, median; {})\n", chrono::Utc::now().format("%Y-%m-%d"), o.runs, machine);
+    println!("\nTenant Master benchmark, {} ({} runs per figure, median; {})\n", chrono::Utc::now().format("%Y-%m-%d"), runs, machine);
     println!("| measure | Tenant Master | baseline, same run | ratio | target |");
     println!("| --- | --- | --- | --- | --- |");
     for row in rows {
