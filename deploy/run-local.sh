@@ -29,19 +29,41 @@ worker_alive() {
 sleep 1; worker_alive
 echo "tenant-worker started (pid $worker, log data/worker.log)"
 slug=${DEMO_TENANT:-demo_acme}
-if $bin/tenantctl tenant show "$slug" >/dev/null 2>&1; then
-  echo "demo tenant '$slug' exists already"
-else
-  # In the background, so a dead worker or a signal stops the wait at once.
-  $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait >/dev/null &
-  create=$!
-  while kill -0 "$create" 2>/dev/null; do
-    kill -0 "$worker" 2>/dev/null || kill "$create" 2>/dev/null
+# Runs a tenantctl command in the background, so a dead worker or a signal stops the wait at once.
+follow() {
+  "$@" >/dev/null &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    kill -0 "$worker" 2>/dev/null || kill "$pid" 2>/dev/null
     worker_alive
     sleep 0.5
   done
-  wait "$create"
-fi
+  wait "$pid"
+}
+status=$($bin/tenantctl tenant show "$slug" --json 2>/dev/null | sed -n 's/^  "status": "\([a-z]*\)",$/\1/p' || true)
+case "$status" in
+  "")
+    follow $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait ;;
+  provisioning)
+    echo "demo tenant '$slug' is still being provisioned (an earlier run stopped): waiting for it"
+    for _ in $(seq 1 120); do
+      status=$($bin/tenantctl tenant show "$slug" --json | sed -n 's/^  "status": "\([a-z]*\)",$/\1/p')
+      [ "$status" = provisioning ] || break
+      worker_alive; sleep 1
+    done ;;
+  deleted)
+    echo "demo tenant '$slug' was deleted; its slug stays taken while its backups are kept."
+    echo "Run again with DEMO_TENANT=another_name for a new demo tenant."
+    cat <<TXT
+
+The worker is running. In another terminal:
+  $bin/tenantctl tenant create bigco --product demo --plan enterprise --owner-email you@example.com --wait
+Ctrl-C here stops the worker (it finishes running jobs first).
+TXT
+    while true; do worker_alive; sleep 1; done ;;
+  *)
+    echo "demo tenant '$slug' exists already ($status)" ;;
+esac
 $bin/tenantctl tenant show "$slug"
 cat <<TXT
 

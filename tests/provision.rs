@@ -195,7 +195,8 @@ async fn a_bad_payload_fails_at_once_and_marks_nothing_active() {
     let (attempts, error): (i32, Option<String>) =
         sqlx::query_as("SELECT attempts, last_error FROM tenant_master.jobs WHERE id = $1").bind(&id).fetch_one(&env.pool).await.unwrap();
     assert_eq!(attempts, 1, "invalid input is not retried");
-    assert!(error.unwrap_or_default().contains("invalid slug"));
+    // One sentence of ours, without the queue library's type name in front.
+    assert!(error.as_deref().unwrap_or_default().starts_with("invalid slug"), "{error:?}");
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants").fetch_one(&env.pool).await.unwrap();
     assert_eq!(tenants, 0);
 }

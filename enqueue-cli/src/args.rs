@@ -1,6 +1,6 @@
 //! The command line (DESIGN §6).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -88,12 +88,21 @@ pub enum HostCommand {
     },
     /// Hosts with their tenants, capacity, reachability and server version.
     List,
-    /// No new tenants on a host (its tenants stay).
-    Disable { name: String },
+    /// No new tenants and no moves to a host (its tenants stay).
+    Disable {
+        /// The host's name (see `tenantctl host list`).
+        name: String,
+    },
     /// New tenants may go to a host again.
-    Enable { name: String },
+    Enable {
+        /// The host's name (see `tenantctl host list`).
+        name: String,
+    },
     /// Probe one host: reachable, server version, admin rights, databases open to every role.
-    Check { name: String },
+    Check {
+        /// The host's name (see `tenantctl host list`).
+        name: String,
+    },
     /// Take CONNECT away from PUBLIC on every database of a host that all roles may reach,
     /// so tenant roles reach their own database only (`tenantctl check` lists them).
     Lockdown {
@@ -111,10 +120,13 @@ pub enum TenantCommand {
     Create(CreateArgs),
     /// List tenants.
     List {
+        /// Only tenants with this status: provisioning, active, paused, suspended, deleting, deleted or failed.
         #[arg(long)]
         status: Option<String>,
+        /// Only tenants of this product (see `tenantctl check`).
         #[arg(long)]
         product: Option<String>,
+        /// Only tenants on this plan: free, starter, business, enterprise or lifetime.
         #[arg(long)]
         plan: Option<String>,
         /// Only tenants behind their product's migrations.
@@ -151,12 +163,20 @@ pub enum TenantCommand {
     /// tenant with something pending (a canary: name slugs or use --limit; then --all).
     Migrate(MigrateArgs),
     /// Show one tenant and its recent history.
-    Show { slug: String },
+    Show {
+        /// The tenant's slug.
+        slug: String,
+    },
     /// Print the tenant role's connection URL (contains its password).
-    Credentials { slug: String },
+    Credentials {
+        /// The tenant's slug.
+        slug: String,
+    },
     /// Pause a tenant: its role can no longer log in and its sessions end.
     Pause {
+        /// The tenant's slug.
         slug: String,
+        /// Why, for the tenant's status and the activity log.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -164,7 +184,9 @@ pub enum TenantCommand {
     },
     /// Suspend a tenant (billing, abuse): like pause, with a reason.
     Suspend {
+        /// The tenant's slug.
         slug: String,
+        /// Why (billing, abuse), for the tenant's status and the activity log.
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -172,12 +194,14 @@ pub enum TenantCommand {
     },
     /// Give a paused or suspended tenant its login back.
     Resume {
+        /// The tenant's slug.
         slug: String,
         #[command(flatten)]
         request: Request,
     },
     /// Delete a tenant: a verified backup first, then its data and role.
     Delete {
+        /// The tenant's slug.
         slug: String,
         /// Confirm the deletion.
         #[arg(long)]
@@ -215,6 +239,9 @@ pub struct MigrateArgs {
     /// Wait for every job, with progress; exit 1 if any tenant failed.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+    #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
     /// Who is asking, for the activity log (default: the OS user).
     #[arg(long)]
     pub actor: Option<String>,
@@ -229,16 +256,23 @@ pub struct Request {
     /// Wait for the job; exit 1 if it fails.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+    #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// The tenant's slug: 3 to 40 characters of a-z, 0-9 and '_', starting with a letter;
+    /// no '__', no trailing '_', not starting with 'pg_'. It names the tenant's role and schema.
     pub slug: String,
+    /// The product whose schema the tenant gets (a folder under products_dir, e.g. demo).
     #[arg(long)]
     pub product: String,
     /// free, starter, business (shared database) or enterprise, lifetime (own database).
     #[arg(long)]
     pub plan: String,
+    /// The owner's e-mail address: the welcome mail goes there.
     #[arg(long)]
     pub owner_email: String,
     /// Display name (defaults to the slug).
@@ -253,6 +287,9 @@ pub struct CreateArgs {
     /// Wait until the tenant is provisioned; exit 1 if provisioning fails.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+    #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -274,14 +311,23 @@ pub enum BackupCommand {
         /// Wait for the backups; exit 1 if one fails.
         #[arg(long)]
         wait: bool,
+        /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+        #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
     },
     /// List a tenant's backups, newest first.
-    List { slug: String },
-    /// Replace a tenant's live data with a backup (a safety backup is taken first).
-    Restore {
+    List {
+        /// The tenant's slug.
         slug: String,
-        /// The newest finished backup.
-        #[arg(long, required_unless_present = "backup", conflicts_with = "backup")]
+    },
+    /// Replace a tenant's live data with a backup (a safety backup is taken first): name
+    /// the backup with --backup ID, or take the newest routine one with --latest.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["latest", "backup"]))]
+    Restore {
+        /// The tenant's slug.
+        slug: String,
+        /// The newest finished routine (scheduled or manual) backup.
+        #[arg(long)]
         latest: bool,
         /// A backup id from `backup list`.
         #[arg(long)]
@@ -289,11 +335,15 @@ pub enum BackupCommand {
         /// Confirm replacing the live data.
         #[arg(long)]
         yes: bool,
+        /// Who is asking, for the activity log (default: the OS user).
         #[arg(long)]
         actor: Option<String>,
         /// Wait for the restore; exit 1 if it fails.
         #[arg(long)]
         wait: bool,
+        /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+        #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
     },
 }
 
@@ -305,11 +355,13 @@ pub struct MaintenanceArgs {
     /// Every active, paused or suspended tenant.
     #[arg(long)]
     pub all: bool,
+    /// VACUUM the tenant's tables.
     #[arg(long)]
     pub vacuum: bool,
     /// VACUUM FULL (rewrites tables under exclusive locks).
     #[arg(long)]
     pub full: bool,
+    /// ANALYZE the tenant's tables (with --vacuum: VACUUM ANALYZE).
     #[arg(long)]
     pub analyze: bool,
     /// REINDEX SCHEMA CONCURRENTLY.
@@ -318,6 +370,7 @@ pub struct MaintenanceArgs {
     /// Delete rows older than --days from the product's prunable tables.
     #[arg(long, requires = "days")]
     pub cleanup: bool,
+    /// With --cleanup: rows older than this many days go.
     #[arg(long, requires = "cleanup")]
     pub days: Option<u32>,
     /// With --cleanup: only count what would be deleted.
@@ -326,11 +379,15 @@ pub struct MaintenanceArgs {
     /// Take a backup of each tenant before touching it.
     #[arg(long)]
     pub backup_first: bool,
+    /// Who is asking, for the activity log (default: the OS user).
     #[arg(long)]
     pub actor: Option<String>,
     /// Wait for the jobs; exit 1 if one fails.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: stop waiting after this long (90s, 10m, 2h) and exit 3; the job goes on.
+    #[arg(long, requires = "wait", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -339,6 +396,7 @@ pub enum ScheduleCommand {
     List,
     /// Enqueue one schedule's fan-out for a slot, once per slot (the scheduler's own keys).
     Run {
+        /// The schedule's name (see `tenantctl schedule list`).
         name: String,
         /// The slot, e.g. 2026-11-23T02:00:00Z (default: the latest slot).
         #[arg(long)]
@@ -356,23 +414,85 @@ pub enum JobsCommand {
         /// A job type, e.g. BackupTenant.
         #[arg(long = "type")]
         job_type: Option<String>,
+        /// Only jobs of this tenant (its slug).
         #[arg(long)]
         tenant: Option<String>,
+        /// At most this many jobs.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
     /// One job: payload, attempts, last error, times.
-    Show { id: String },
+    Show {
+        /// The job's id (from `tenantctl jobs list`).
+        id: String,
+    },
     /// Run failed or dead jobs again now, with a fresh attempt budget.
     Retry {
+        /// The jobs' ids (from `tenantctl jobs list`); or --failed.
         #[arg(required_unless_present = "failed", conflicts_with = "failed")]
         ids: Vec<String>,
         /// Every failed and dead job (of --type, if given).
         #[arg(long)]
         failed: bool,
+        /// With --failed: only jobs of this type, e.g. BackupTenant.
         #[arg(long = "type", requires = "failed")]
         job_type: Option<String>,
     },
     /// Remove a job that has not started (pending, failed or dead).
-    Cancel { id: String },
+    Cancel {
+        /// The job's id (from `tenantctl jobs list`).
+        id: String,
+    },
+}
+
+/// `90s`, `10m`, `2h` or a number of seconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let (number, unit) = raw.find(|c: char| !c.is_ascii_digit()).map_or((raw, ""), |i| raw.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("'{raw}' is not a duration: write e.g. 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("'{raw}' is not a duration: write e.g. 90s, 10m or 2h")),
+    };
+    if secs == 0 {
+        return Err("the timeout must be longer than 0 s".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help` describes every command and argument.
+    #[test]
+    fn every_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && !matches!(arg.get_id().as_str(), "help" | "version") {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "tenantctl", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").is_err() && parse_duration("5d").is_err() && parse_duration("0s").is_err());
+    }
 }

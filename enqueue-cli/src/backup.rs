@@ -14,7 +14,7 @@ use crate::{args::BackupCommand, output, wait, Ctx};
 
 pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BackupCommand::Create { slugs, all, keep, actor, wait } => {
+        BackupCommand::Create { slugs, all, keep, actor, wait, timeout } => {
             let pool = ctx.pool().await?;
             let selection = if all { Selection::All } else { Selection::Slugs(slugs) };
             let actor = actor.unwrap_or_else(activity::default_actor);
@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 output::job_ids(ctx, &jobs);
                 return Ok(ExitCode::SUCCESS);
             }
-            let finished = wait::jobs(ctx, &pool, &ids).await?;
+            let finished = wait::jobs(ctx, &pool, &ids, timeout).await?;
             output::finished_jobs(ctx, &finished);
             let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
             if let Some(first) = failed.first() {
@@ -46,7 +46,7 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             output::backup_list(ctx, &backups::list(&mut conn, tenant.id).await?);
             Ok(ExitCode::SUCCESS)
         }
-        BackupCommand::Restore { slug, latest: _, backup, yes, actor, wait } => {
+        BackupCommand::Restore { slug, latest: _, backup, yes, actor, wait, timeout } => {
             if !yes {
                 return Err(Error::Invalid(format!(
                     "restoring replaces the live data of '{slug}' (a safety backup is taken first): add --yes to go ahead"
@@ -60,7 +60,7 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 output::job_ids(ctx, &[(slug, job_id)]);
                 return Ok(ExitCode::SUCCESS);
             }
-            let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id)).await?;
+            let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id), timeout).await?;
             if let Some(dead) = finished.iter().find(|j| j.status != "done") {
                 // The job's own error says what state the live data is in.
                 bail!(

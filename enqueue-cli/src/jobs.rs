@@ -49,7 +49,12 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 println!("{}", serde_json::json!({ "retried": retried }));
             } else {
-                println!("retried {} job(s); they run now", retried.len());
+                match retried.len() {
+                    0 => println!("no failed or dead job matched: nothing was retried"),
+                    n => println!(
+                        "retried {n} job(s): pending again with a fresh attempt budget; `tenantctl jobs list --status pending` shows them"
+                    ),
+                }
             }
         }
         JobsCommand::Cancel { id } => {

@@ -1,5 +1,6 @@
 //! `tenantctl`: the admin and producer CLI. Exit 0 on success, 1 on failure, 2 on bad
-//! usage; every error is one sentence on stderr.
+//! usage, 3 when `--wait --timeout` stopped waiting (the jobs go on); every error is one
+//! sentence on stderr.
 
 mod args;
 mod backup;
@@ -39,6 +40,10 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
+            if let Some(still) = e.downcast_ref::<wait::StillRunning>() {
+                eprintln!("{still}");
+                return ExitCode::from(3);
+            }
             let usage = e.downcast_ref::<tenant_master::Error>().is_some_and(|e| e.is_usage());
             eprintln!("error: {}", one_sentence(&e));
             ExitCode::from(if usage { 2 } else { 1 })
@@ -69,15 +74,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The error chain on one line: "what failed: why".
+/// The error chain on one line: "what failed: why". Our own errors already end with their
+/// cause (the server's message), so the chain stops there: the driver's wording of the same
+/// cause would only repeat it.
 fn one_sentence(e: &anyhow::Error) -> String {
+    if let Some(hint) = not_migrated(e) {
+        return hint;
+    }
     let mut text = e.to_string();
+    let mut described = e.downcast_ref::<tenant_master::Error>().is_some();
     for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
+        if described {
+            break;
         }
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        described = cause.downcast_ref::<tenant_master::Error>().is_some();
     }
     text.replace('\n', " ")
+}
+
+/// A control-plane table missing: the database was never migrated (or is another one).
+fn not_migrated(e: &anyhow::Error) -> Option<String> {
+    let ours = e.chain().find_map(|c| c.downcast_ref::<tenant_master::Error>())?;
+    let missing = matches!(ours.sqlstate().as_deref(), Some("42P01" | "3F000" | "42883"));
+    let text = ours.to_string();
+    (missing && (text.contains("tenant_master.") || text.contains("apalis.") || text.contains("schema \"tenant_master\""))).then(|| {
+        format!(
+            "this database has no Tenant Master control plane yet ({}): run `tenantctl migrate` first, or check DATABASE_URL",
+            text.rsplit(": ").next().unwrap_or(&text)
+        )
+    })
 }

@@ -35,7 +35,7 @@ pub async fn run(ctx: &Ctx, a: MaintenanceArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
-    let finished = wait::jobs(ctx, &pool, &ids).await?;
+    let finished = wait::jobs(ctx, &pool, &ids, a.timeout).await?;
     output::finished_jobs(ctx, &finished);
     if let Some(dead) = finished.iter().find(|j| j.status != "done") {
         bail!(
@@ -103,12 +103,15 @@ pub async fn schedule(ctx: &Ctx, cmd: ScheduleCommand) -> anyhow::Result<ExitCod
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {
+                let before = done.tenants.saturating_sub(done.enqueued as _);
                 println!(
-                    "{}: slot {}: enqueued {} job(s) for {} tenant(s); the rest were enqueued before",
+                    "{}: slot {}: {} tenant(s), {} new job(s) enqueued{}; see them with `tenantctl jobs list --type {}`",
                     done.schedule,
                     schedule::slot_text(done.slot),
+                    done.tenants,
                     done.enqueued,
-                    done.tenants
+                    if before > 0 { format!(", {before} had their job for this slot already") } else { String::new() },
+                    s.config.job
                 );
             }
             Ok(ExitCode::SUCCESS)

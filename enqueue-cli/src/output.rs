@@ -41,7 +41,9 @@ pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {
         return print_json(&serde_json::json!({ "slug": slug, "job_ids": job_ids }));
     }
     for id in job_ids {
-        println!("{id}");
+        println!(
+            "enqueued ProvisionTenant job {id} for '{slug}'; follow it with `tenantctl tenant show {slug}` or `tenantctl jobs show {id}`"
+        );
     }
 }
 
@@ -183,7 +185,8 @@ pub fn finished_jobs(ctx: &Ctx, jobs: &[JobInfo]) {
         return print_json(&jobs);
     }
     for j in jobs {
-        println!("{}  {:<14} {:<24} {}", j.id, j.job_type, j.tenant.as_deref().unwrap_or("-"), j.status);
+        let result = j.result.as_ref().filter(|r| !r.is_null()).map(|r| format!("  {r}")).unwrap_or_default();
+        println!("{}  {:<14} {:<24} {}{result}", j.id, j.job_type, j.tenant.as_deref().unwrap_or("-"), j.status);
     }
 }
 

@@ -18,6 +18,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     let filter = RolloutFilter { slugs: a.slugs, product: a.product, plan: a.plan, host: a.host, limit: a.limit, to: a.to };
     let pool = ctx.pool().await?;
+    tenant_master::tenants::check_filter(&pool, None, filter.product.as_deref(), filter.plan.as_deref(), filter.host.as_deref()).await?;
     let mut conn = pool.acquire().await?;
     let plans = rollout::plan(&mut conn, &ctx.config, &filter).await?;
     drop(conn);
@@ -67,7 +68,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit(enqueued.unreachable.is_empty()));
     }
     let ids: Vec<String> = enqueued.jobs.iter().map(|(_, id)| id.clone()).collect();
-    let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, &pool, &ids).await? };
+    let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, &pool, &ids, a.timeout).await? };
     let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
     let succeeded = finished.len() - failed.len();
     if ctx.json {

@@ -35,7 +35,7 @@ async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option
         output::job_ids(ctx, &[(slug.to_owned(), job_id)]);
         return Ok(ExitCode::SUCCESS);
     }
-    let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id)).await?;
+    let finished = wait::jobs(ctx, &pool, std::slice::from_ref(&job_id), request.timeout).await?;
     if let Some(dead) = finished.iter().find(|j| j.status != "done") {
         bail!(
             "{} of '{slug}' failed: {}; see `tenantctl tenant show {slug}`",
@@ -69,9 +69,9 @@ async fn follow_move(
     job_id: &str,
     from: &Place,
     to: &Place,
-    wait: bool,
+    request: &Request,
 ) -> anyhow::Result<ExitCode> {
-    if !wait {
+    if !request.wait {
         if ctx.json {
             println!("{}", serde_json::json!({ "slug": slug, "job_id": job_id, "from": from, "to": to }));
         } else {
@@ -82,7 +82,7 @@ async fn follow_move(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let finished = wait::jobs(ctx, pool, &[job_id.to_owned()]).await?;
+    let finished = wait::jobs(ctx, pool, &[job_id.to_owned()], request.timeout).await?;
     if let Some(dead) = finished.iter().find(|j| j.status != "done") {
         bail!(
             "the move of '{slug}' failed: {}; it stays where it was, logging in as before (see `tenantctl jobs show {job_id}`; fix the cause, then `tenantctl jobs retry {job_id}`)",
@@ -122,7 +122,7 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 output::enqueued(ctx, &tenant.slug, &[job_id]);
                 return Ok(ExitCode::SUCCESS);
             }
-            let jobs = wait::jobs(ctx, &pool, &[job_id]).await?;
+            let jobs = wait::jobs(ctx, &pool, &[job_id], a.timeout).await?;
             let mut conn = pool.acquire().await?;
             let tenant = tenants::get(&mut conn, &tenant.slug).await?;
             if let Some(dead) = jobs.iter().find(|j| j.status != "done") {
@@ -157,7 +157,7 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let pool = ctx.pool().await?;
             let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
             match tenant_master::plans::change(&pool, &ctx.config, &slug, &plan, host.as_deref(), &actor).await? {
-                Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, request.wait).await,
+                Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, &request).await,
                 Changed::Changed(tenant) => plan_changed(ctx, &tenant, true),
                 Changed::Unchanged(tenant) => plan_changed(ctx, &tenant, false),
             }
@@ -166,7 +166,7 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let pool = ctx.pool().await?;
             let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
             match move_tenant::enqueue(&pool, &ctx.config, &slug, Some(&host), None, &actor).await? {
-                Requested::Enqueued { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, request.wait).await,
+                Requested::Enqueued { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, &request).await,
                 Requested::AlreadyThere(place) => {
                     if ctx.json {
                         println!("{}", serde_json::json!({ "slug": slug, "moved": false, "host": place.host, "database": place.database }));
@@ -202,10 +202,20 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let pool = ctx.pool().await?;
             let mut conn = pool.acquire().await?;
             let url = tenants::credentials_url(&mut conn, &ctx.config, &slug).await?;
+            let tenant = tenants::get(&mut conn, &slug).await?;
+            let can_log_in = tenant.status == "active";
             if ctx.json {
-                println!("{}", serde_json::json!({ "slug": slug, "url": url }));
+                println!("{}", serde_json::json!({ "slug": slug, "url": url, "status": tenant.status, "can_log_in": can_log_in }));
             } else {
                 println!("{url}");
+                if !can_log_in {
+                    let next = match tenant.status.as_str() {
+                        "paused" | "suspended" => format!("until `tenantctl tenant resume {slug}`"),
+                        "provisioning" => "until its provisioning finishes".to_owned(),
+                        _ => "for now".to_owned(),
+                    };
+                    eprintln!("note: '{slug}' is {}: this URL cannot log in {next}", tenant.status);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

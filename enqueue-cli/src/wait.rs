@@ -13,8 +13,35 @@ use crate::Ctx;
 /// After this long with nothing picked up, say that a worker may be missing.
 const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(10);
 
+/// Stopped waiting at `--timeout` (exit code 3): the jobs go on.
+#[derive(Debug)]
+pub struct StillRunning(pub String);
+
+impl std::fmt::Display for StillRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StillRunning {}
+
+/// Waits for `ids` to be done or dead (at most `timeout`); progress goes to stderr.
+pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String], timeout: Option<Duration>) -> anyhow::Result<Vec<JobInfo>> {
+    let Some(limit) = timeout else { return follow(ctx, pool, ids).await };
+    match tokio::time::timeout(limit, follow(ctx, pool, ids)).await {
+        Ok(finished) => finished,
+        Err(_) => {
+            let follow_up = match ids {
+                [one] => format!("`tenantctl jobs show {one}`"),
+                _ => format!("`tenantctl jobs show ID` (ids: {})", ids.join(", ")),
+            };
+            Err(StillRunning(format!("stopped waiting after {}s; the job(s) go on: follow them with {follow_up}", limit.as_secs())).into())
+        }
+    }
+}
+
 /// Waits for `ids` to be done or dead; progress goes to stderr.
-pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Vec<JobInfo>> {
+async fn follow(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Vec<JobInfo>> {
     let tty = std::io::stderr().is_terminal() && !ctx.json;
     let started = Instant::now();
     let mut last_line = String::new();
@@ -31,7 +58,7 @@ pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Ve
                 first.job_type,
                 first.tenant.as_deref().unwrap_or(""),
                 first.status,
-                first.attempts.max(1),
+                current_attempt(first),
                 first.max_attempts
             )
         } else {
@@ -61,4 +88,13 @@ pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String]) -> anyhow::Result<Ve
         eprintln!();
     }
     Ok(jobs)
+}
+
+/// The attempt a job is on: `attempts` counts the attempts that ended, so a job running
+/// (or waiting to run) again after a failure is on the next one.
+fn current_attempt(job: &JobInfo) -> i32 {
+    match job.status.as_str() {
+        "running" | "pending" | "failed" if job.attempts > 0 && job.last_error.is_some() => (job.attempts + 1).min(job.max_attempts),
+        _ => job.attempts.max(1),
+    }
 }

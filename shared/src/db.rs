@@ -19,6 +19,12 @@ use crate::{
 /// 94 ms against 4 ms), which each job pays several times (locks, admin and operator
 /// sessions).
 pub fn options(url: &str) -> Result<PgConnectOptions> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::Invalid(format!(
+            "database URL {} must start with postgres:// or postgresql:// (Tenant Master runs on PostgreSQL only)",
+            redact_url(url)
+        )));
+    }
     let mut options = PgConnectOptions::from_str(url)
         .map(|o| o.disable_statement_logging().application_name("tenant-master"))
         .map_err(|e| Error::Invalid(format!("database URL {} is not valid: {e}", redact_url(url))))?;
@@ -46,13 +52,37 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new().max_connections(max_connections).acquire_timeout(std::time::Duration::from_secs(10))
 }
 
-/// Opens the control-plane pool.
+/// Opens the control-plane pool. One connection is tried first, within 5 s: a server that
+/// is down answers "connection refused" at once, where the pool would retry for its whole
+/// acquire timeout and then say only that it timed out.
 pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = options(url)?;
-    pool_options(max_connections).connect_with(options).await.context(format!(
-        "failed to connect to the control-plane database {} (is PostgreSQL running? is DATABASE_URL right?)",
-        redact_url(url)
-    ))
+    let address = format!("{}:{}", options.get_host(), options.get_port());
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    match tokio::time::timeout(std::time::Duration::from_secs(5), PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(sqlx::Error::Io(e))) => {
+            return Err(Error::Io {
+                context: format!("cannot reach PostgreSQL at {address} (is it running? is DATABASE_URL right?)"),
+                source: e,
+            })
+        }
+        Ok(Err(e)) if crate::error::sqlstate(&e).as_deref() == Some("3D000") => {
+            return Err(Error::NotFound(format!(
+                "the control-plane database {database} does not exist on {address}: `tenantctl migrate` creates it, or fix DATABASE_URL"
+            )))
+        }
+        Ok(Err(e)) => return Err(e).context(format!("cannot connect to the control-plane database {}", redact_url(url))),
+        Err(_) => {
+            return Err(Error::Busy(format!("PostgreSQL at {address} did not answer within 5 s: is the server or the network overloaded?")))
+        }
+    }
+    pool_options(max_connections)
+        .connect_with(options)
+        .await
+        .context(format!("cannot connect to the control-plane database {}", redact_url(url)))
 }
 
 /// Pins `search_path` to `pg_catalog` for a session that may meet tenant-made objects, so
@@ -111,13 +141,55 @@ pub async fn compose(conn: &mut PgConnection, template: &str, args: &[&str]) -> 
 pub async fn ddl(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<()> {
     let sql = compose(conn, template, args).await?;
     // Composed by the server's format() from a constant template: every argument is quoted.
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.context(format!("failed to run `{template}`"))?;
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.context(format!("failed to run `{}`", describe(template, args)))?;
     Ok(())
+}
+
+/// `template` with its identifiers filled in and its literals (passwords, markers) left out,
+/// for error messages.
+fn describe(template: &str, args: &[&str]) -> String {
+    let mut out = String::new();
+    let mut args = args.iter();
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest[i + 1..].chars().next() {
+            Some('I') => out.push_str(&crate::naming::quote_ident(args.next().unwrap_or(&"?"))),
+            Some('L') => {
+                args.next();
+                out.push_str("'...'");
+            }
+            Some(c) => {
+                out.push('%');
+                out.push(c);
+            }
+            None => out.push('%'),
+        }
+        rest = rest.get(i + 2..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_in_errors_name_identifiers_and_hide_literals() {
+        assert_eq!(describe("DROP ROLE IF EXISTS %I", &["t_acme"]), "DROP ROLE IF EXISTS \"t_acme\"");
+        assert_eq!(
+            describe("ALTER ROLE %I WITH LOGIN PASSWORD %L", &["T x", "SCRAM-secret"]),
+            "ALTER ROLE \"T x\" WITH LOGIN PASSWORD '...'"
+        );
+    }
+
+    #[test]
+    fn only_postgres_urls() {
+        let err = options("mysql://127.0.0.1/x").unwrap_err().to_string();
+        assert!(err.contains("must start with postgres://"), "{err}");
+        assert!(options("postgresql://127.0.0.1/x").is_ok());
+    }
 
     #[test]
     fn no_tls_on_loopback_unless_asked() {

@@ -82,8 +82,12 @@ impl Metrics {
     /// The Prometheus text exposition, with the queue read from `pool`.
     pub async fn render(&self, pool: &PgPool) -> Result<String> {
         let queue: Vec<(String, i64, f64)> = sqlx::query_as(
-            "SELECT job_type, count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(run_at))::float8, 0)
-             FROM apalis.jobs WHERE status = 'Pending' AND run_at <= now() GROUP BY job_type ORDER BY job_type",
+            // Every registered type, 0 when none is waiting: an alert on the series then
+            // sees a value, not a gap.
+            "SELECT t.job_type, count(j.id), COALESCE(EXTRACT(EPOCH FROM now() - min(j.run_at))::float8, 0)
+             FROM tenant_master.job_types t
+             LEFT JOIN apalis.jobs j ON j.job_type = t.job_type AND j.status = 'Pending' AND j.run_at <= now()
+             GROUP BY t.job_type ORDER BY t.job_type",
         )
         .fetch_all(pool)
         .await

@@ -145,10 +145,11 @@ pub async fn views(pool: &PgPool) -> Result<()> {
          SELECT j.id, j.job_type AS type,
                 tenant_master.job_status(j.status, j.attempts, j.max_attempts, j.lock_at, j.done_at) AS status,
                 j.status AS queue_status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, j.done_at,
-                CASE WHEN j.last_result ? 'Err' THEN j.last_result ->> 'Err' END AS last_error,
+                CASE WHEN j.last_result ? 'Err' THEN regexp_replace(j.last_result ->> 'Err', '^(AbortError|RetryError|DeferredError): ', '') END AS last_error,
                 convert_from(j.job, 'UTF8')::jsonb AS payload,
                 convert_from(j.job, 'UTF8')::jsonb ->> 'slug' AS tenant,
-                j.idempotency_key
+                j.idempotency_key,
+                CASE WHEN j.last_result ? 'Ok' THEN j.last_result -> 'Ok' END AS result
          FROM apalis.jobs j",
     )
     .execute(pool)

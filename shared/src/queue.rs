@@ -56,6 +56,8 @@ pub struct JobInfo {
     pub last_error: Option<String>,
     pub tenant: Option<String>,
     pub payload: Value,
+    /// What the job returned when it succeeded (counts, backup ids, a move's downtime).
+    pub result: Option<Value>,
 }
 
 impl JobInfo {
@@ -84,8 +86,11 @@ pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
             return Err(Error::Invalid(format!("unknown status '{status}': use one of {}", STATUSES.join(", "))));
         }
     }
+    if let Some(job_type) = &filter.job_type {
+        check_job_type(pool, job_type).await?;
+    }
     sqlx::query_as(
-        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs
+        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload, result FROM tenant_master.jobs
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR tenant = $3)
          ORDER BY id DESC LIMIT $4",
     )
@@ -104,8 +109,23 @@ pub async fn retry(pool: &PgPool, ids: &[String]) -> Result<Vec<String>> {
     sqlx::query_scalar("SELECT tenant_master.retry_jobs($1)").bind(ids).fetch_all(pool).await.context("failed to retry jobs")
 }
 
+/// Refuses a job type that is not registered, naming the ones that are.
+pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT job_type FROM tenant_master.job_types ORDER BY job_type")
+        .fetch_all(pool)
+        .await
+        .context("failed to read the job types")?;
+    if known.iter().any(|k| k == job_type) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!("unknown job type '{}': use one of {}", job_type.escape_debug(), known.join(", "))))
+}
+
 /// Retries every failed and dead job (of one type, if given).
 pub async fn retry_failed(pool: &PgPool, job_type: Option<&str>) -> Result<Vec<String>> {
+    if let Some(job_type) = job_type {
+        check_job_type(pool, job_type).await?;
+    }
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR type = $1)")
             .bind(job_type)
@@ -137,7 +157,7 @@ pub async fn cancel(pool: &PgPool, id: &str) -> Result<JobInfo> {
 /// One job by id.
 pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
     sqlx::query_as(
-        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs WHERE id = $1",
+        "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload, result FROM tenant_master.jobs WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -194,7 +214,7 @@ pub fn backoff(base_secs: u64, attempt: usize) -> Duration {
 pub async fn wait_for(pool: &PgPool, ids: &[String], mut progress: impl FnMut(&[JobInfo])) -> Result<Vec<JobInfo>> {
     loop {
         let jobs: Vec<JobInfo> = sqlx::query_as(
-            "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload FROM tenant_master.jobs
+            "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload, result FROM tenant_master.jobs
              WHERE id = ANY($1) ORDER BY array_position($1, id)",
         )
         .bind(ids)

@@ -319,8 +319,45 @@ pub struct ListFilter {
     pub plan: Option<String>,
 }
 
-/// Tenants matching `filter`, by slug.
+/// A tenant's statuses (DESIGN §2).
+pub const STATUSES: &[&str] = &["provisioning", "active", "paused", "suspended", "deleting", "deleted", "failed"];
+
+/// Refuses a filter value that matches nothing by construction (an unknown status, plan,
+/// product or host), naming the valid ones: a typo must not read as "no tenants".
+pub async fn check_filter(
+    pool: &PgPool,
+    status: Option<&str>,
+    product: Option<&str>,
+    plan: Option<&str>,
+    host: Option<&str>,
+) -> Result<()> {
+    if let Some(status) = status.filter(|s| !STATUSES.contains(s)) {
+        return Err(Error::Invalid(format!("unknown status '{}': use one of {}", status.escape_debug(), STATUSES.join(", "))));
+    }
+    if let Some(plan) = plan {
+        Plan::parse(plan)?;
+    }
+    for (what, value, query, hint) in [
+        (
+            "product",
+            product,
+            "SELECT name FROM tenant_master.products ORDER BY name",
+            "`tenantctl migrate` registers the products it finds",
+        ),
+        ("host", host, "SELECT name FROM tenant_master.db_hosts ORDER BY name", "`tenantctl host list` shows them"),
+    ] {
+        let Some(value) = value else { continue };
+        let known: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await.context(format!("failed to read the {what}s"))?;
+        if !known.iter().any(|k| k == value) {
+            return Err(Error::Invalid(format!("unknown {what} '{}': use one of {} ({hint})", value.escape_debug(), known.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+/// Tenants matching `filter`, by slug; an unknown value is refused (see [`check_filter`]).
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Tenant>> {
+    check_filter(pool, filter.status.as_deref(), filter.product.as_deref(), filter.plan.as_deref(), None).await?;
     sqlx::query_as(concat!(
         "SELECT ",
         tenant_columns!(),

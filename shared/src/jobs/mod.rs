@@ -90,6 +90,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// The tenant this job belongs to: it runs under that tenant's lock.
     fn tenant(&self) -> Option<&str>;
 
+    /// The tenant named in this job's log lines (`tenant.slug`); a job may concern a
+    /// tenant without needing its lock.
+    fn subject(&self) -> Option<&str> {
+        self.tenant()
+    }
+
     /// Does the work; must converge to the same end state however often it is rerun.
     fn run(&self, app: &App, run: &Run) -> impl Future<Output = Result<Value>> + Send;
 
@@ -109,7 +115,7 @@ pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -
 pub async fn execute<J: Job>(job: J, id: TaskId, attempt: Attempt, app: Data<Arc<App>>) -> Result<Value, BoxDynError> {
     let id = id.to_string();
     let attempt = attempt.current();
-    let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.tenant().unwrap_or("-"), attempt);
+    let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.subject().unwrap_or("-"), attempt);
     run_attempt(&job, &id, attempt, &app).instrument(span).await
 }
 

@@ -28,6 +28,10 @@ impl Job for SendWelcomeMail {
         None
     }
 
+    fn subject(&self) -> Option<&str> {
+        Some(&self.slug)
+    }
+
     async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
         let mut conn = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
         let tenant = tenants::get(&mut conn, &self.slug).await?;

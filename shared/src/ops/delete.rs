@@ -53,7 +53,7 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
         "deleting" => {}
         _ => {
             check(&tenant)?;
-            tenants::set_status(&mut cp, &tenant, "deleting", None, actor).await?;
+            tenants::set_status(&mut cp, &tenant, "deleting", None, "worker").await?;
             tenant = tenants::get(&mut cp, slug).await?;
         }
     }
@@ -72,7 +72,7 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
     if role_is_ours && schema_exists(&mut cp, app, &tenant).await? {
         let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
         backup::verify_file(&safety).await?;
-        activity::record(&mut cp, actor, Some(tenant.id), "tenant.pre_delete_backup", json!({ "backup_id": safety.id })).await?;
+        activity::record(&mut cp, "worker", Some(tenant.id), "tenant.pre_delete_backup", json!({ "backup_id": safety.id })).await?;
     }
     fault::point(slug, "delete:backup")?;
     drop_everything(app, &mut cp, &mut server, &tenant, &marker, job_id, actor).await.map_err(|e| match e {
@@ -86,7 +86,8 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
 /// Records, once per job, that the delete `job_id` began touching the tenant.
 async fn started(cp: &mut PgConnection, tenant: &Tenant, job_id: &str, actor: &str) -> Result<()> {
     if !has_started(cp, job_id).await? {
-        activity::record(cp, actor, Some(tenant.id), "tenant.delete_started", json!({ "job_id": job_id })).await?;
+        activity::record(cp, "worker", Some(tenant.id), "tenant.delete_started", json!({ "job_id": job_id, "requested_by": actor }))
+            .await?;
     }
     Ok(())
 }
@@ -166,9 +167,9 @@ async fn drop_everything(
     .execute(&mut *tx)
     .await
     .context("failed to mark the tenant deleted")?;
-    let details = json!({ "from": "deleting", "left_in_place": left_in_place });
+    let details = json!({ "from": "deleting", "left_in_place": left_in_place, "requested_by": actor });
     outcomes::record(&mut tx, job_id, "DeleteTenant", tenant.id, &details).await?;
-    activity::record(&mut tx, actor, Some(tenant.id), "tenant.deleted", details).await?;
+    activity::record(&mut tx, "worker", Some(tenant.id), "tenant.deleted", details).await?;
     tx.commit().await.context("failed to commit the deletion")
 }
 
