@@ -80,15 +80,8 @@ async fn kept_sources_due_now(env: &TestEnv) {
         .unwrap();
 }
 
-fn request(t: &Tenant, host: &str, isolation: &str, plan: Option<&str>) -> Request {
-    Request {
-        slug: t.slug.clone(),
-        tenant_id: t.id,
-        host: host.to_owned(),
-        isolation: isolation.to_owned(),
-        plan: plan.map(str::to_owned),
-        actor: "test".into(),
-    }
+fn request(t: &Tenant, host: Option<&str>, plan: Option<&str>) -> Request {
+    Request { slug: t.slug.clone(), tenant_id: t.id, host: host.map(str::to_owned), plan: plan.map(str::to_owned), actor: "test".into() }
 }
 
 /// starter -> enterprise -> starter on one host, through `tenantctl` and a worker: the data
@@ -165,9 +158,12 @@ async fn starter_to_enterprise_and_back_on_one_host() {
 
     // When due, PruneJobs drops the kept copy and the dedicated database it sat in.
     kept_sources_due_now(&env).await;
-    assert_eq!(moves::prune_kept_sources(&env.app()).await.unwrap(), 2, "both kept copies are due");
+    assert_eq!(tenant_master::ops::move_cleanup::prune_kept_sources(&env.app()).await.unwrap(), 2, "both kept copies are due");
     assert!(!database_exists(&server, &up.database).await, "the dedicated database the tenant left is dropped");
     assert_eq!(schemas_in(&server, &t.database, &t.role).await, vec![t.role.clone()]);
+    let mut own = log_in(&env, &t.slug).await.expect("dropping the kept copies leaves the live tenant's rights alone");
+    assert_eq!(project_names(&mut own).await.len(), 500);
+    drop(own);
     let left: i64 =
         sqlx::query_scalar("SELECT count(*) FROM tenant_master.kept_sources WHERE dropped_at IS NULL").fetch_one(&env.pool).await.unwrap();
     assert_eq!(left, 0);
@@ -251,7 +247,7 @@ async fn a_dedicated_tenant_moves_to_a_second_server() {
     drop(own);
 
     kept_sources_due_now(&env).await;
-    assert_eq!(moves::prune_kept_sources(&env.app()).await.unwrap(), 1);
+    assert_eq!(tenant_master::ops::move_cleanup::prune_kept_sources(&env.app()).await.unwrap(), 1);
     assert!(!database_exists(&server, &t.database).await, "the first server's copy is dropped when due");
     let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $1 || '__op')")
         .bind(&t.role)
@@ -259,6 +255,8 @@ async fn a_dedicated_tenant_moves_to_a_second_server() {
         .await
         .unwrap();
     assert_eq!(roles, 0, "its roles on the first server are dropped");
+    let mut own = log_in(&env, &t.slug).await.expect("the tenant still logs in on the second server");
+    assert_eq!(project_names(&mut own).await.len(), 2000);
     worker.kill().unwrap();
     let _ = worker.wait();
 }
@@ -283,7 +281,7 @@ async fn every_committed_row_moves_while_a_writer_runs() {
         committed
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let moved = moves::move_tenant(&env.app(), &request(&t, "default", "database", Some("enterprise")), "move-writer").await.unwrap();
+    let moved = moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), "move-writer").await.unwrap();
     let committed = writer.await.unwrap();
     assert!(committed.len() > 10, "the writer wrote while the move prepared: {}", committed.len());
     let mut own = log_in(&env, &t.slug).await.unwrap();
@@ -307,7 +305,7 @@ async fn a_crash_after_any_step_then_the_retry_leaves_one_live_copy() {
         let t = env.provisioned(&env.slug(&format!("crash{i}")), "starter").await;
         add_projects(&env, &t.slug, "row-", 300).await;
         let job = format!("move-crash-{i}");
-        let req = request(&t, "default", "database", Some("enterprise"));
+        let req = request(&t, None, Some("enterprise"));
         fault::arm(&t.slug, step);
         let err = moves::move_tenant(&env.app(), &req, &job).await.expect_err("the injected crash");
         assert!(err.is_injected(), "{step}: {err}");

@@ -153,6 +153,24 @@ pub async fn copy(from: &mut PgConnection, to: &mut PgConnection, schema: &str) 
     tx.commit().await.context("failed to commit the copied migrations")
 }
 
+/// Takes back what [`ensure`] gave `operator` in this database (its tenant left it). Not
+/// `DROP OWNED`: that also revokes the role's rights on databases, its live one included.
+pub async fn revoke(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(operator)
+    .fetch_one(&mut *admin_db)
+    .await
+    .context("failed to look up the migration ledger")?;
+    if exists {
+        ddl(admin_db, "REVOKE ALL ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) FROM %I", &[operator]).await?;
+        ddl(admin_db, "REVOKE ALL ON SCHEMA tenant_master_meta FROM %I", &[operator]).await?;
+    }
+    Ok(())
+}
+
 /// Forgets every migration of `schema` (its tenant was deleted).
 pub async fn forget(admin_db: &mut PgConnection, schema: &str) -> Result<()> {
     if applied_versions(admin_db, schema).await?.is_empty() {

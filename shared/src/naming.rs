@@ -192,13 +192,32 @@ pub fn aside_schema(schema: &str) -> String {
     format!("{schema}__restore_aside")
 }
 
+/// Shared database number `shard` (from 1) of `product`: `<prefix><product>_shared`, then
+/// `<prefix><product>_shared_2`, `_3`, ... (a product's schema-mode tenants are spread over
+/// them, `[products] tenants_per_shared_database` each). Injective: the digits after the
+/// last `_` are the number, what comes before `_shared_` the product.
+pub fn shared_database(database_prefix: &str, product: &str, shard: u32) -> Result<String> {
+    validate_product_name(product)?;
+    validate_database_prefix(database_prefix)?;
+    let name = match shard {
+        0 | 1 => format!("{database_prefix}{product}_shared"),
+        n => format!("{database_prefix}{product}_shared_{n}"),
+    };
+    if name.len() > MAX_IDENT_LEN {
+        return Err(Error::Invalid(format!("database name '{name}' would be longer than {MAX_IDENT_LEN} characters")));
+    }
+    Ok(name)
+}
+
 impl TenantNames {
-    /// Derives the names; `database_prefix` (usually empty) keeps test runs apart.
+    /// Derives the names (a shared plan: the first shared database; the registry may put the
+    /// tenant in another, see [`shared_database`]); `database_prefix` (usually empty) keeps
+    /// test runs apart.
     pub fn derive(database_prefix: &str, product: &str, slug: &Slug, isolation: Isolation) -> Result<TenantNames> {
         validate_product_name(product)?;
         validate_database_prefix(database_prefix)?;
         let database = match isolation {
-            Isolation::Schema => format!("{database_prefix}{product}_shared"),
+            Isolation::Schema => shared_database(database_prefix, product, 1)?,
             Isolation::Database => format!("{database_prefix}{product}__{slug}"),
         };
         if database.len() > MAX_IDENT_LEN {
@@ -330,11 +349,11 @@ mod tests {
         fn words(len: usize) -> Vec<String> {
             let mut all = vec![String::new()];
             for _ in 0..len {
-                all = all.iter().flat_map(|w| ["a", "b", "_"].map(|c| format!("{w}{c}"))).collect();
+                all = all.iter().flat_map(|w| ["a", "b", "2", "_"].map(|c| format!("{w}{c}"))).collect();
             }
             all
         }
-        let candidates: Vec<String> = (2..=5).flat_map(words).collect();
+        let candidates: Vec<String> = (2..=4).flat_map(words).collect();
         let products: Vec<&String> = candidates.iter().filter(|p| validate_product_name(p).is_ok()).collect();
         let slugs: Vec<Slug> = candidates.iter().filter_map(|s| Slug::parse(s).ok()).collect();
         assert!(products.len() > 30 && slugs.len() > 30);
@@ -346,7 +365,9 @@ mod tests {
             }
         };
         for product in &products {
-            claim(&mut databases, format!("{product}_shared"), format!("{product} shared"));
+            for shard in 1..=3 {
+                claim(&mut databases, shared_database("", product, shard).unwrap(), format!("{product} shared {shard}"));
+            }
             for slug in &slugs {
                 let own = TenantNames::derive("", product, slug, Isolation::Database).unwrap();
                 claim(&mut databases, own.database, format!("{product} {slug}"));
@@ -356,6 +377,7 @@ mod tests {
             let names = TenantNames::derive("", "demo", slug, Isolation::Schema).unwrap();
             claim(&mut schemas_and_roles, names.schema.clone(), format!("tenant {slug}"));
             claim(&mut schemas_and_roles, aside_schema(&names.schema), format!("aside {slug}"));
+            claim(&mut schemas_and_roles, moved_schema(&names.schema), format!("moved {slug}"));
             claim(&mut schemas_and_roles, operator_role(&names.role), format!("operator {slug}"));
         }
         for internal in ["tenant_master", "tenant_master_meta", "public", "postgres", "template1"] {

@@ -61,6 +61,8 @@ pub async fn change(pool: &PgPool, config: &Config, slug: &str, plan: &str, host
 /// A plan change that moves no data.
 async fn change_in_place(pool: &PgPool, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    // A move under way switches the plan it was asked for when it ends: not overwritten.
+    move_tenant::refuse_while_moving(&mut tx, slug).await?;
     let tenant = tenants::get(&mut tx, slug).await?;
     // The row is locked before its plan is read, so two admins at once leave one
     // consistent history (the second starts from the first one's plan).

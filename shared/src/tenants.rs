@@ -11,7 +11,7 @@ use crate::{
     error::{Context as _, Error, Result},
     hosts,
     jobs::provision_tenant::ProvisionTenant,
-    naming::{Plan, Slug, TenantNames},
+    naming::{self, Isolation, Plan, Slug, TenantNames},
     password, queue,
     secrets::Keyring,
 };
@@ -126,7 +126,10 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
     }
     let host = hosts::choose(conn, new.host.as_deref()).await?;
     let isolation = new.plan.isolation();
-    let names = TenantNames::derive(&config.database_prefix, &new.product, &new.slug, isolation)?;
+    let mut names = TenantNames::derive(&config.database_prefix, &new.product, &new.slug, isolation)?;
+    if isolation == Isolation::Schema {
+        names.database = shared_database_with_room(conn, config, &new.product, &host).await?;
+    }
     let control_plane: String =
         sqlx::query_scalar("SELECT current_database()::text").fetch_one(&mut *conn).await.context("failed to read the database name")?;
     if names.database == control_plane {
@@ -164,6 +167,29 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
         // Lost a race with another producer: theirs stands.
         None => Ok((get(conn, new.slug.as_str()).await?, false)),
     }
+}
+
+/// The shared database of `product` on `host` a new schema-mode tenant goes to: the first
+/// holding fewer than `[products] tenants_per_shared_database` tenants (not deleted). A
+/// soft limit: tenants registered at the same moment may pass it by a few.
+pub async fn shared_database_with_room(conn: &mut PgConnection, config: &Config, product: &str, host: &str) -> Result<String> {
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT database_name, count(*) FROM tenant_master.tenants
+         WHERE host = $1 AND product = $2 AND isolation = 'schema' AND status <> 'deleted' GROUP BY database_name",
+    )
+    .bind(host)
+    .bind(product)
+    .fetch_all(&mut *conn)
+    .await
+    .context("failed to count the tenants of the shared databases")?;
+    let limit = i64::from(config.products.tenants_per_shared_database.max(1));
+    for shard in 1.. {
+        let name = naming::shared_database(&config.database_prefix, product, shard)?;
+        if counts.iter().find(|(db, _)| *db == name).map_or(0, |(_, n)| *n) < limit {
+            return Ok(name);
+        }
+    }
+    unreachable!("some shared database has room")
 }
 
 /// Registers a new tenant and enqueues its provisioning, on `conn` (use a transaction to
@@ -238,6 +264,15 @@ pub async fn find(conn: &mut PgConnection, slug: &str) -> Result<Option<Tenant>>
     .fetch_optional(conn)
     .await
     .context("failed to read the tenant")
+}
+
+/// The tenant with this id (also a deleted one).
+pub async fn find_by_id(conn: &mut PgConnection, id: i64) -> Result<Option<Tenant>> {
+    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenant_master.tenants WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .context("failed to read the tenant")
 }
 
 /// The tenant with this slug, or a clear "no such tenant".

@@ -480,14 +480,7 @@ async fn move_times(runs: usize) -> Vec<[String; 5]> {
         for (isolation, plan, downtimes, totals) in
             [("database", "enterprise", &mut up, &mut up_total), ("schema", "business", &mut down, &mut down_total)]
         {
-            let request = Request {
-                slug: slug.clone(),
-                tenant_id: t.id,
-                host: "default".into(),
-                isolation: isolation.into(),
-                plan: Some(plan.into()),
-                actor: "bench".into(),
-            };
+            let request = Request { slug: slug.clone(), tenant_id: t.id, host: None, plan: Some(plan.into()), actor: "bench".into() };
             let started = Instant::now();
             let moved = moves::move_tenant(&app, &request, &format!("bench-move-{run}-{isolation}")).await.expect("move");
             totals.push(started.elapsed().as_secs_f64());
@@ -498,7 +491,7 @@ async fn move_times(runs: usize) -> Vec<[String; 5]> {
             .execute(&env.pool)
             .await
             .unwrap();
-        moves::prune_kept_sources(&app).await.expect("prune kept sources");
+        tenant_master::ops::move_cleanup::prune_kept_sources(&app).await.expect("prune kept sources");
     }
     let hand = median(by_hand);
     let mb = bytes as f64 / 1e6;

@@ -95,13 +95,24 @@ impl fmt::Debug for MailConfig {
 }
 
 /// `[products]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProductsConfig {
     /// When a worker starts, roll pending product migrations out to every live tenant (as
     /// `tenantctl tenant migrate --all` would). Off by default: a rollout is an admin's
     /// decision. Env: `TENANT_MASTER_AUTO_MIGRATE` (`true` / `false`).
     pub auto_migrate: bool,
+    /// Schema-mode tenants per shared database: a product's tenants on a host fill
+    /// `<product>_shared`, then `<product>_shared_2`, ... Each backup of one schema reads the
+    /// whole catalog of its database, so this bounds a backup's cost (see the README's scale
+    /// section). Env: `TENANT_MASTER_TENANTS_PER_SHARED_DATABASE`.
+    pub tenants_per_shared_database: u32,
+}
+
+impl Default for ProductsConfig {
+    fn default() -> Self {
+        ProductsConfig { auto_migrate: false, tenants_per_shared_database: 500 }
+    }
 }
 
 /// `[moves]`.
@@ -301,6 +312,9 @@ impl Config {
                 "false" | "0" | "" => false,
                 _ => return Err(Error::Invalid(format!("TENANT_MASTER_AUTO_MIGRATE must be true or false, not '{}'", v.escape_debug()))),
             };
+        }
+        if let Some(v) = get("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE") {
+            self.products.tenants_per_shared_database = parse_number("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE", &v)?;
         }
         if let Some(v) = get("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS") {
             self.moves.keep_source_hours = parse_number("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS", &v)?;

@@ -36,8 +36,9 @@ pub enum Requested {
 }
 
 /// Enqueues a move of `slug` to `host` (default: where it is) and to the isolation of
-/// `plan` (default: the one it has). A disabled, unknown or unreachable host is refused
-/// before anything is enqueued.
+/// `plan` (default: its plan's). A disabled, unknown or unreachable host is refused before
+/// anything is enqueued, and so is a second move while one is under way. `to` is where the
+/// tenant would go now; the job works its target out again when it first runs.
 pub async fn enqueue(
     pool: &sqlx::PgPool,
     config: &Config,
@@ -48,9 +49,8 @@ pub async fn enqueue(
 ) -> Result<Requested> {
     let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
-    let host = host.unwrap_or(&tenant.host).to_owned();
-    if host != tenant.host {
-        hosts::ensure_usable(&mut cp, config, &host).await?;
+    if let Some(host) = host.filter(|h| *h != tenant.host) {
+        hosts::ensure_usable(&mut cp, config, host).await?;
     }
     drop(cp);
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
@@ -61,20 +61,17 @@ pub async fn enqueue(
             tenant.status
         )));
     }
-    let isolation = match plan {
-        Some(plan) => plan.isolation(),
-        None => crate::naming::Isolation::parse(&tenant.isolation)?,
-    };
+    refuse_while_moving(&mut tx, slug).await?;
+    let isolation = plan.unwrap_or(Plan::parse(&tenant.plan)?).isolation();
     let from = Place::of(&tenant);
-    let to = Place::target(&config.database_prefix, &tenant, &host, isolation)?;
+    let to = Place::resolve(&mut tx, config, &tenant, host.unwrap_or(&tenant.host), isolation).await?;
     if from == to {
         return Ok(Requested::AlreadyThere(from));
     }
     let request = Request {
         slug: slug.to_owned(),
         tenant_id: tenant.id,
-        host,
-        isolation: isolation.as_str().to_owned(),
+        host: host.map(str::to_owned),
         plan: plan.map(|p| p.as_str().to_owned()),
         actor: actor.to_owned(),
     };
@@ -83,6 +80,24 @@ pub async fn enqueue(
         .await?;
     tx.commit().await.context("failed to commit the move job")?;
     Ok(Requested::Enqueued { job_id, from, to })
+}
+
+/// Refuses a change of plan or place while a move of the tenant is under way (pending,
+/// running or failed and to be retried): one at a time, each from where the last one ended.
+pub async fn refuse_while_moving(conn: &mut sqlx::PgConnection, slug: &str) -> Result<()> {
+    let pending: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM tenant_master.jobs WHERE type = 'MoveTenant' AND tenant = $1 AND status IN ('pending', 'running', 'failed') LIMIT 1",
+    )
+    .bind(slug)
+    .fetch_optional(conn)
+    .await
+    .context("failed to look for a move under way")?;
+    match pending {
+        Some(id) => Err(Error::Conflict(format!(
+            "a move of '{slug}' is under way (job {id}): wait for it (`tenantctl jobs show {id}`), then ask again"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl Job for MoveTenant {

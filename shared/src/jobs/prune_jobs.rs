@@ -34,7 +34,7 @@ impl Job for PruneJobs {
     async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
         let report = prune::prune_jobs(&app.pool, self.done_older_than_days, self.dead_older_than_days).await?;
         let backups = prune::prune_deleted_tenant_backups(&app.pool, app.config.backups.keep_deleted_days).await?;
-        let kept_sources = crate::ops::moves::prune_kept_sources(app).await?;
+        let kept_sources = crate::ops::move_cleanup::prune_kept_sources(app).await?;
         Ok(json!({ "jobs": report, "deleted_tenant_backups": backups, "moved_sources_dropped": kept_sources }))
     }
 }

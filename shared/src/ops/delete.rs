@@ -16,7 +16,7 @@ use crate::{
     jobs::App,
     ledger,
     naming::{aside_schema, operator_role, Isolation},
-    ops::{access, backup},
+    ops::{access, backup, move_cleanup},
     outcomes,
     tenants::{self, Tenant},
 };
@@ -146,11 +146,16 @@ async fn drop_everything(
             }
         }
     }
-    // Copies a move kept behind (other databases, other hosts) go before the roles: they
-    // own those schemas.
-    crate::ops::moves::drop_all_kept_sources(app, cp, tenant).await?;
+    // Copies moves kept behind or left half made (other databases, other hosts) go before
+    // the roles: they own those schemas.
+    move_cleanup::clear_all(app, cp, tenant).await?;
     fault::point(slug, "delete:data")?;
     for role in [&operator, &tenant.role] {
+        // Whatever the role still holds in any database of the host (a database it left
+        // by a move, a right given by hand) would make DROP ROLE fail for good.
+        if guard::role_is_ours(server, role, marker).await? {
+            move_cleanup::release_role(app, cp, server, &tenant.host, role).await?;
+        }
         if guard::drop_role(server, role, marker).await?.left_in_place() {
             left_in_place.push(format!("role {role}"));
         }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod delete;
 pub mod maintenance;
 pub mod migrations;
+pub mod move_cleanup;
 pub mod moves;
 pub mod provision;
 pub mod prune;

@@ -1,6 +1,10 @@
 //! Moving a tenant (DESIGN §4 `MoveTenant`): between a shared and a dedicated database,
 //! between hosts, or both. Copy, then cut over; never in place.
 //!
+//! 0. The target is worked out from what was asked (a host, a plan) and the registry as it
+//!    is when the move first runs, and recorded (`tenant_master.move_targets`): every rerun
+//!    of the job copies to the same place, and a move that gives up, or a delete, knows
+//!    what to clear.
 //! 1. The target is made ready while the tenant still works: its role on the target host
 //!    (login held), the database, an empty schema.
 //! 2. The tenant is held (login taken, sessions ended and gone) and the hold recorded.
@@ -18,7 +22,8 @@
 //!
 //! A run cut short anywhere is finished by the next: before the switch it starts the copy
 //! over (the target is never live, so what is there is dropped), after it the outcome row
-//! says so and only step 7 is repeated. `PruneJobs` drops kept sources when they are due.
+//! says so and only step 7 is repeated. What a move leaves behind is cleared by
+//! `ops::move_cleanup`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,18 +33,18 @@ use sqlx::{Acquire, AssertSqlSafe, PgConnection};
 use crate::{
     activity,
     backups::Kind,
+    config::Config,
     db::{self, ddl},
     deployment,
     error::{Context as _, Error, Result},
-    fault,
-    guard::{self, Dropped},
-    hosts,
+    fault, guard, hosts,
     jobs::App,
     ledger,
-    lock::{HostSlot, TenantLock},
-    naming::{self, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
+    lock::HostSlot,
+    naming::{self, aside_schema, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
     ops::{
         access, backup,
+        move_cleanup::{self, drop_ours},
         provision::{self, Login},
     },
     outcomes,
@@ -48,9 +53,10 @@ use crate::{
 };
 
 /// Where a tenant's data lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Place {
     pub host: String,
+    #[sqlx(rename = "database_name")]
     pub database: String,
     pub isolation: String,
 }
@@ -61,10 +67,23 @@ impl Place {
         Place { host: tenant.host.clone(), database: tenant.database.clone(), isolation: tenant.isolation.clone() }
     }
 
-    /// Where `tenant` lives once moved to `host` with `isolation`.
-    pub fn target(database_prefix: &str, tenant: &Tenant, host: &str, isolation: Isolation) -> Result<Place> {
-        let names = TenantNames::derive(database_prefix, &tenant.product, &Slug::parse(&tenant.slug)?, isolation)?;
-        Ok(Place { host: host.to_owned(), database: names.database, isolation: isolation.as_str().to_owned() })
+    /// Where `tenant` goes when moved to `host` with `isolation`: its own database, or where
+    /// it is if it shares one there already, else the product's shared database with room.
+    pub async fn resolve(cp: &mut PgConnection, config: &Config, tenant: &Tenant, host: &str, isolation: Isolation) -> Result<Place> {
+        let here = Place::of(tenant);
+        let database = match isolation {
+            Isolation::Database => {
+                TenantNames::derive(&config.database_prefix, &tenant.product, &Slug::parse(&tenant.slug)?, isolation)?.database
+            }
+            Isolation::Schema if here.host == host && here.isolation == isolation.as_str() => here.database,
+            Isolation::Schema => tenants::shared_database_with_room(cp, config, &tenant.product, host).await?,
+        };
+        Ok(Place { host: host.to_owned(), database, isolation: isolation.as_str().to_owned() })
+    }
+
+    /// Whether `tenant` lives in this database of this host.
+    pub fn is_home_of(&self, tenant: &Tenant) -> bool {
+        tenant.status != "deleted" && self.host == tenant.host && self.database == tenant.database
     }
 
     fn describe(&self) -> String {
@@ -73,14 +92,15 @@ impl Place {
     }
 }
 
-/// What a move asks for.
+/// What a move asks for: a host, a plan, or both; the rest stays as the registry says when
+/// the move first runs (so two requests made one after the other both take effect).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub slug: String,
     /// The tenant the move was asked for (a later tenant with the slug is left alone).
     pub tenant_id: i64,
-    pub host: String,
-    pub isolation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Set when the move is a plan change: the plan changes at the switch, with the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
@@ -122,8 +142,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
     if tenant.id != request.tenant_id {
         return Err(Error::Fatal(format!("job {job_id} was for an earlier tenant named '{slug}', which is gone; nothing was done")));
     }
-    if let Some((_, done)) = outcomes::finished(&mut cp, job_id).await? {
-        let moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
+    if let Some(moved) = recorded(&mut cp, job_id).await? {
         let downtime_ms = finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
         return Ok(Moved { downtime_ms: Some(downtime_ms), already_done: true, ..moved });
     }
@@ -135,10 +154,10 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
     }
     let plan = plan_switch(&tenant, request)?;
     let from = Place::of(&tenant);
-    let to = Place::target(&app.config.database_prefix, &tenant, &request.host, Isolation::parse(&request.isolation)?)?;
+    let to = target(&mut cp, &app.config, &tenant, request, job_id).await?;
     if from == to {
-        // Nothing to copy (a second request for a move done meanwhile, or a plan change
-        // within the isolation the tenant has): only the plan, if any, changes.
+        // Nothing to copy (a request for a move done meanwhile, or a plan change within
+        // the isolation the tenant has): only the plan, if any, changes.
         let moved = Moved {
             from: from.clone(),
             to,
@@ -182,19 +201,47 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
     Ok(moved)
 }
 
-/// What move job `job_id` did, once it switched the registry (downtime once it finished).
-pub async fn outcome(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> {
-    let Some((_, done)) = outcomes::finished(cp, job_id).await? else { return Ok(None) };
-    let mut moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
-    moved.downtime_ms = sqlx::query_scalar(
-        "SELECT (details ->> 'downtime_ms')::bigint FROM tenant_master.activity_log
-         WHERE action = 'tenant.move_finished' AND details ->> 'job_id' = $1 ORDER BY id LIMIT 1",
+/// Step 0: the target of job `job_id`, worked out on its first run and recorded, so every
+/// rerun copies to the same place (a shared database with room may be another one by then).
+async fn target(cp: &mut PgConnection, config: &Config, tenant: &Tenant, request: &Request, job_id: &str) -> Result<Place> {
+    let recorded: Option<Place> =
+        sqlx::query_as("SELECT host, database_name, isolation FROM tenant_master.move_targets WHERE job_id = $1 AND state = 'copying'")
+            .bind(job_id)
+            .fetch_optional(&mut *cp)
+            .await
+            .context("failed to read the move's target")?;
+    if let Some(place) = recorded {
+        return Ok(place);
+    }
+    let host = request.host.clone().unwrap_or_else(|| tenant.host.clone());
+    let plan = Plan::parse(request.plan.as_deref().unwrap_or(&tenant.plan))?;
+    let to = Place::resolve(cp, config, tenant, &host, plan.isolation()).await?;
+    // A move given up and retried later (`jobs retry`) starts from the registry of now.
+    sqlx::query(
+        "INSERT INTO tenant_master.move_targets (job_id, tenant_id, host, database_name, isolation) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (job_id) DO UPDATE SET host = $3, database_name = $4, isolation = $5, state = 'copying', updated_at = now()",
     )
     .bind(job_id)
-    .fetch_optional(&mut *cp)
+    .bind(tenant.id)
+    .bind(&to.host)
+    .bind(&to.database)
+    .bind(&to.isolation)
+    .execute(&mut *cp)
     .await
-    .context("failed to read the move's downtime")?;
+    .context("failed to record the move's target")?;
+    Ok(to)
+}
+
+/// What move job `job_id` did, once it switched the registry (downtime once it finished).
+pub async fn outcome(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> {
+    let Some(mut moved) = recorded(cp, job_id).await? else { return Ok(None) };
+    moved.downtime_ms = recorded_downtime(cp, job_id).await?;
     Ok(Some(moved))
+}
+
+async fn recorded(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> {
+    let Some((_, done)) = outcomes::finished(cp, job_id).await? else { return Ok(None) };
+    serde_json::from_value(done).map(Some).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))
 }
 
 /// Steps 1 to 6: everything up to and including the switch of the registry.
@@ -213,6 +260,15 @@ async fn copy_and_switch(
     let target = Tenant { host: to.host.clone(), database: to.database.clone(), isolation: to.isolation.clone(), ..tenant.clone() };
     let deployment = deployment::id(cp).await?;
     let marker = naming::owner_marker(&deployment, slug);
+    let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
+    // A restore cut short keeps the live data set aside and an empty schema under the live
+    // name: copying that would move an empty tenant. The restore's retry comes first.
+    if move_cleanup::schema_exists(&mut source_db, &aside_schema(&tenant.schema)).await? {
+        return Err(Error::Conflict(format!(
+            "tenant '{slug}' has a restore that stopped part way (its data waits in {}): retry or finish that restore before moving it",
+            aside_schema(&tenant.schema)
+        )));
+    }
 
     // 1. The target, while the tenant still works.
     let target_host = hosts::admin_options(cp, &app.config, &to.host).await?;
@@ -248,7 +304,6 @@ async fn copy_and_switch(
         .restore_into_schema(&copy.path(), &tenant.schema)
         .await
         .map_err(|e| Error::Tool(format!("the copy of '{slug}' into the {} failed, the tenant stays where it was: {e}", to.describe())))?;
-    let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
     ledger::copy(&mut source_db, &mut target_db, &tenant.schema).await?;
     fault::point(slug, "move:restored")?;
 
@@ -263,6 +318,13 @@ async fn copy_and_switch(
             "the copy of '{slug}' differs from its source (tables and row counts: {} vs {}); the tenant stays where it was and the job will copy again",
             summary(&source_counts),
             summary(&target_counts)
+        )));
+    }
+    let migrated = ledger::applied_versions(&mut source_db, &tenant.schema).await?;
+    if source_counts.is_empty() && !migrated.is_empty() {
+        return Err(Error::Fatal(format!(
+            "tenant '{slug}' has no tables although {} product migration(s) are recorded for it: the move stopped; see `tenantctl tenant show {slug}`",
+            migrated.len()
         )));
     }
     fault::point(slug, "move:verified")?;
@@ -311,6 +373,11 @@ async fn switch(cp: &mut PgConnection, tenant: &Tenant, moved: &Moved, request: 
     if let Some(change) = &moved.plan {
         crate::plans::record(&mut tx, tenant.id, &change.from, &change.to, &request.actor).await?;
     }
+    sqlx::query("UPDATE tenant_master.move_targets SET state = 'switched', updated_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await
+        .context("failed to record the switch")?;
     if keep {
         sqlx::query(
             "INSERT INTO tenant_master.kept_sources (tenant_id, job_id, host, database_name, schema_name, isolation, kept_until)
@@ -342,23 +409,25 @@ async fn switch(cp: &mut PgConnection, tenant: &Tenant, moved: &Moved, request: 
 /// Step 7, after the switch (again on every rerun): the source set aside and closed to the
 /// tenant, login given back on the target. Returns the downtime in milliseconds.
 async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place, job_id: &str) -> Result<i64> {
-    let live = Place::of(tenant);
-    if *from != live {
+    if !from.is_home_of(tenant) && !move_cleanup::copying_into(cp, tenant, from, job_id).await? {
         let marker = deployment::marker(cp, &tenant.slug).await?;
         let mut server = hosts::connect_admin(cp, &app.config, &from.host).await?;
         if db::database_exists(&mut server, &from.database).await? {
             let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
             set_source_aside(cp, &mut source_db, &mut server, tenant, from, &marker, job_id).await?;
+            // The operator's rights there (the migration ledger's) go; the tenant role keeps
+            // owning the kept copy until it is dropped, but can no longer connect.
+            ledger::revoke(&mut source_db, &operator_role(&tenant.role)).await?;
             if guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
                 ddl(&mut server, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I", &[&from.database, &tenant.role]).await?;
             }
         }
-        if from.host != live.host && guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
+        if from.host != tenant.host && guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
             access::block_login(&mut server, tenant).await?;
         }
     }
     fault::point(&tenant.slug, "move:source_kept")?;
-    let mut target_server = hosts::connect_admin(cp, &app.config, &live.host).await?;
+    let mut target_server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
     give_login_back(&mut target_server, tenant).await?;
     downtime(cp, tenant, job_id).await
 }
@@ -375,7 +444,7 @@ async fn set_source_aside(
     job_id: &str,
 ) -> Result<()> {
     let aside = moved_schema(&tenant.schema);
-    if !schema_exists(source_db, &tenant.schema).await? {
+    if !move_cleanup::schema_exists(source_db, &tenant.schema).await? {
         return Ok(());
     }
     // Older kept copies here are marked gone first, so a prune never takes this one for them.
@@ -394,25 +463,6 @@ async fn set_source_aside(
     ddl(source_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await
 }
 
-/// Drops `schema` (of the database of `db_admin`) if it is the tenant's; refuses to go on
-/// if a schema of that name belongs to someone else.
-async fn drop_ours(
-    db_admin: &mut PgConnection,
-    server: &mut PgConnection,
-    schema: &str,
-    role: &str,
-    marker: &str,
-    at: &Tenant,
-) -> Result<()> {
-    match guard::drop_schema(db_admin, server, schema, role, marker).await? {
-        Dropped::NotOurs => Err(Error::Fatal(format!(
-            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: the move stopped without touching it",
-            at.database, at.host, at.slug
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// Records when this job first held the tenant (once per job: a rerun keeps the first).
 async fn held_since(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<()> {
     let recorded: bool = sqlx::query_scalar(
@@ -428,18 +478,21 @@ async fn held_since(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Res
     Ok(())
 }
 
-/// The time from this job's first hold until now, recorded once as `tenant.move_finished`
-/// (a rerun after that reads the recorded figure).
-async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<i64> {
-    let finished: Option<i64> = sqlx::query_scalar(
+async fn recorded_downtime(cp: &mut PgConnection, job_id: &str) -> Result<Option<i64>> {
+    sqlx::query_scalar(
         "SELECT (details ->> 'downtime_ms')::bigint FROM tenant_master.activity_log
          WHERE action = 'tenant.move_finished' AND details ->> 'job_id' = $1 ORDER BY id LIMIT 1",
     )
     .bind(job_id)
-    .fetch_optional(&mut *cp)
+    .fetch_optional(cp)
     .await
-    .context("failed to read the move's downtime")?;
-    if let Some(ms) = finished {
+    .context("failed to read the move's downtime")
+}
+
+/// The time from this job's first hold until now, recorded once as `tenant.move_finished`
+/// (a rerun after that reads the recorded figure).
+async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<i64> {
+    if let Some(ms) = recorded_downtime(cp, job_id).await? {
         return Ok(ms);
     }
     let ms: Option<i64> = sqlx::query_scalar(
@@ -456,39 +509,29 @@ async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Resul
 }
 
 /// Undoes what a move that gave up left (its `on_dead`): if it switched, what follows the
-/// switch is finished; if not, the copy in the target goes and the tenant's login is given
-/// back at the source, as its status says.
+/// switch is finished; if not, its copy in the target is cleared and the tenant's login
+/// given back at the source, as its status says. Also for a tenant deleted meanwhile.
 pub async fn recover(app: &App, request: &Request, job_id: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let Some(tenant) = tenants::find(&mut cp, &request.slug).await? else { return Ok(()) };
-    if tenant.id != request.tenant_id || tenant.status == "deleted" {
-        return Ok(());
-    }
-    if let Some((_, done)) = outcomes::finished(&mut cp, job_id).await? {
-        let moved: Moved = serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))?;
-        finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
-        return Ok(());
-    }
-    let to = Place::target(&app.config.database_prefix, &tenant, &request.host, Isolation::parse(&request.isolation)?)?;
-    if to != Place::of(&tenant) {
-        let marker = deployment::marker(&mut cp, &tenant.slug).await?;
-        let mut server = hosts::connect_admin(&mut cp, &app.config, &to.host).await?;
-        if db::database_exists(&mut server, &to.database).await? {
-            let mut target_db = hosts::connect(&mut cp, &app.config, &to.host, &to.database).await?;
-            drop_ours(&mut target_db, &mut server, &tenant.schema, &tenant.role, &marker, &tenant).await?;
+    let Some(tenant) = tenants::find_by_id(&mut cp, request.tenant_id).await? else { return Ok(()) };
+    if tenant.status != "deleted" {
+        if let Some(moved) = recorded(&mut cp, job_id).await? {
+            finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
+            return Ok(());
         }
     }
-    let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-    give_login_back(&mut server, &tenant).await
+    move_cleanup::abandon_target(app, &mut cp, &tenant, job_id).await?;
+    if matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+        let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
+        give_login_back(&mut server, &tenant).await?;
+    }
+    Ok(())
 }
 
-/// The plan change a move carries, if any; refuses a plan whose isolation is not the target's.
+/// The plan change a move carries, if any.
 fn plan_switch(tenant: &Tenant, request: &Request) -> Result<Option<PlanSwitch>> {
     let Some(plan) = &request.plan else { return Ok(None) };
     let plan = Plan::parse(plan)?;
-    if plan.isolation().as_str() != request.isolation {
-        return Err(Error::Invalid(format!("plan {} does not go with {} isolation", plan.as_str(), request.isolation)));
-    }
     Ok((plan.as_str() != tenant.plan).then(|| PlanSwitch { from: tenant.plan.clone(), to: plan.as_str().to_owned() }))
 }
 
@@ -498,23 +541,17 @@ async fn give_login_back(server: &mut PgConnection, tenant: &Tenant) -> Result<(
     ddl(server, template, &[&tenant.role]).await
 }
 
-async fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema)
-        .fetch_one(conn)
-        .await
-        .context("failed to look up a schema")
-}
-
 /// Every table of `schema` with its row count, by name. The table list is read over the
 /// admin connection (the catalog), the counts in an operator session.
 async fn count_rows(access: &TenantAccess, admin_db: &mut PgConnection, schema: &str) -> Result<Vec<(String, i64)>> {
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1")
-            .bind(schema)
-            .fetch_all(&mut *admin_db)
-            .await
-            .context("failed to list the tenant's tables")?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(&mut *admin_db)
+    .await
+    .context("failed to list the tenant's tables")?;
     let mut operator = access.connect().await?;
     let mut counts = Vec::with_capacity(tables.len());
     for table in tables {
@@ -530,141 +567,4 @@ async fn count_rows(access: &TenantAccess, admin_db: &mut PgConnection, schema: 
 
 fn summary(counts: &[(String, i64)]) -> String {
     format!("{} table(s), {} row(s)", counts.len(), counts.iter().map(|(_, n)| n).sum::<i64>())
-}
-
-/// Drops the kept sources that are due (`PruneJobs`), each under its tenant's lock (a
-/// tenant busy with another job keeps its copy until the next prune). Returns how many went.
-pub async fn prune_kept_sources(app: &App) -> Result<i64> {
-    let due: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT k.id, t.slug FROM tenant_master.kept_sources k JOIN tenant_master.tenants t ON t.id = k.tenant_id
-         WHERE k.dropped_at IS NULL AND k.kept_until < now() ORDER BY k.id",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .context("failed to find kept sources that are due")?;
-    let mut dropped = 0;
-    for (id, slug) in due {
-        let lock = match TenantLock::acquire(&app.config, &slug).await {
-            Ok(lock) => lock,
-            Err(Error::Busy(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        let result = async {
-            let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
-            let tenant = tenants::get(&mut cp, &slug).await?;
-            drop_kept_source(app, &mut cp, &tenant, id).await
-        }
-        .await;
-        lock.release().await;
-        match result {
-            Ok(true) => dropped += 1,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(tenant.slug = %slug, kept_source = id, error = %e, "could not drop a moved tenant's kept source; the next prune tries again")
-            }
-        }
-    }
-    Ok(dropped)
-}
-
-/// Drops every kept source of `tenant` now (a delete). Runs under the tenant's lock.
-pub async fn drop_all_kept_sources(app: &App, cp: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM tenant_master.kept_sources WHERE tenant_id = $1 AND dropped_at IS NULL ORDER BY id")
-            .bind(tenant.id)
-            .fetch_all(&mut *cp)
-            .await
-            .context("failed to read the tenant's kept sources")?;
-    for id in ids {
-        drop_kept_source(app, cp, tenant, id).await?;
-    }
-    Ok(())
-}
-
-/// Drops kept source `id` of `tenant`: the `__moved` schema; the source schema too if a
-/// move stopped before renaming it; the database if it was the tenant's dedicated one and
-/// the tenant no longer lives there; the tenant's roles on a host it left. Returns false
-/// if the row was dropped already.
-async fn drop_kept_source(app: &App, cp: &mut PgConnection, tenant: &Tenant, id: i64) -> Result<bool> {
-    let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "SELECT host, database_name, schema_name, isolation FROM tenant_master.kept_sources WHERE id = $1 AND dropped_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&mut *cp)
-    .await
-    .context("failed to read a kept source")?;
-    let Some((host, database, aside, isolation)) = row else { return Ok(false) };
-    let live = Place::of(tenant);
-    let lives_here = live.host == host && live.database == database;
-    let marker = deployment::marker(cp, &tenant.slug).await?;
-    let mut server = hosts::connect_admin(cp, &app.config, &host).await?;
-    if db::database_exists(&mut server, &database).await? {
-        let kept = Tenant { host: host.clone(), database: database.clone(), ..tenant.clone() };
-        let mut source_db = hosts::connect(cp, &app.config, &host, &database).await?;
-        drop_ours(&mut source_db, &mut server, &aside, &tenant.role, &marker, &kept).await?;
-        if !lives_here {
-            // A move cut short before its rename left the source under the live name.
-            drop_ours(&mut source_db, &mut server, &tenant.schema, &tenant.role, &marker, &kept).await?;
-            ledger::forget(&mut source_db, &tenant.schema).await?;
-            if isolation == "database" {
-                drop(source_db);
-                guard::drop_database(&mut server, &database, &marker).await?;
-            }
-        }
-    }
-    if host != live.host && !pending_on_host(cp, tenant.id, &host, id).await? {
-        drop_roles_left_on(app, cp, &mut server, tenant, &host, &marker).await?;
-    }
-    sqlx::query("UPDATE tenant_master.kept_sources SET dropped_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *cp)
-        .await
-        .context("failed to record the dropped kept source")?;
-    activity::record(
-        cp,
-        "worker",
-        Some(tenant.id),
-        "tenant.kept_source_dropped",
-        json!({ "host": host, "database": database, "schema": aside }),
-    )
-    .await?;
-    Ok(true)
-}
-
-async fn pending_on_host(cp: &mut PgConnection, tenant_id: i64, host: &str, except: i64) -> Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenant_master.kept_sources WHERE tenant_id = $1 AND host = $2 AND id <> $3 AND dropped_at IS NULL)",
-    )
-    .bind(tenant_id)
-    .bind(host)
-    .bind(except)
-    .fetch_one(cp)
-    .await
-    .context("failed to read the tenant's kept sources")
-}
-
-/// The tenant's roles on a host it moved away from: what they still hold in the product's
-/// shared database there (grants, ledger rights) goes with them.
-async fn drop_roles_left_on(
-    app: &App,
-    cp: &mut PgConnection,
-    server: &mut PgConnection,
-    tenant: &Tenant,
-    host: &str,
-    marker: &str,
-) -> Result<()> {
-    let operator = operator_role(&tenant.role);
-    let shared = Place::target(&app.config.database_prefix, tenant, host, Isolation::Schema)?.database;
-    if db::database_exists(server, &shared).await? {
-        let mut db = hosts::connect(cp, &app.config, host, &shared).await?;
-        for role in [&operator, &tenant.role] {
-            if guard::role_is_ours(server, role, marker).await? {
-                ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
-            }
-        }
-    }
-    for role in [&operator, &tenant.role] {
-        guard::drop_role(server, role, marker).await?;
-    }
-    Ok(())
 }

@@ -1,0 +1,311 @@
+//! An adversarial review of MoveTenant (issue 14) proved these: a deleted tenant's copy
+//! left on another server for the next tenant of the slug, a dead move's ledger rows, a
+//! delete that never finishes, two pending requests undoing each other, an upgraded tenant
+//! that cannot be deleted, a move of a tenant whose restore stopped part way. Each test
+//! failed on the code before its fix.
+
+use sqlx::{Connection, PgConnection};
+use tenant_master::{
+    fault,
+    jobs::move_tenant::{self, MoveTenant, Requested},
+    ops::{
+        delete, move_cleanup,
+        moves::{self, Request},
+        provision, prune,
+    },
+    plans::{self, Changed},
+    tenants::{self, NewTenant, Tenant},
+};
+use tenant_master_tests::{private_server::PrivateServer, TestEnv};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn registry(env: &TestEnv, slug: &str) -> Tenant {
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenants::get(&mut conn, slug).await.unwrap()
+}
+
+async fn log_in(env: &TestEnv, slug: &str) -> PgConnection {
+    let mut conn = env.pool.acquire().await.unwrap();
+    let url = tenants::credentials_url(&mut conn, &env.config, slug).await.unwrap();
+    PgConnection::connect(&url).await.unwrap()
+}
+
+async fn add_projects(env: &TestEnv, slug: &str, prefix: &str, n: i32) {
+    let mut own = log_in(env, slug).await;
+    sqlx::query("INSERT INTO projects (name) SELECT $1 || g FROM generate_series(1, $2) g")
+        .bind(prefix)
+        .bind(n)
+        .execute(&mut own)
+        .await
+        .unwrap();
+}
+
+async fn admin_on(url: &str, database: &str) -> PgConnection {
+    let options = tenant_master::db::options(url).unwrap();
+    tenant_master::db::connect_to(&options, database).await.unwrap()
+}
+
+async fn schemas_in(url: &str, database: &str, role: &str) -> Vec<String> {
+    let mut conn = admin_on(url, "postgres").await;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(database)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    if !exists {
+        return vec![];
+    }
+    let mut conn = admin_on(url, database).await;
+    sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '%' ORDER BY 1")
+        .bind(role)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn request(t: &Tenant, host: Option<&str>, plan: Option<&str>) -> Request {
+    Request { slug: t.slug.clone(), tenant_id: t.id, host: host.map(str::to_owned), plan: plan.map(str::to_owned), actor: "test".into() }
+}
+
+fn add_second(env: &TestEnv, second: &PrivateServer) {
+    let out = env
+        .tenantctl_command(&["host", "add", "second", "--admin-url-env", "SECOND_ADMIN_URL"])
+        .env("SECOND_ADMIN_URL", second.url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+async fn payload(env: &TestEnv, job_id: &str) -> MoveTenant {
+    let v: serde_json::Value = sqlx::query_scalar("SELECT convert_from(job, 'UTF8')::jsonb FROM apalis.jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// A cross-host move is cut short after the copy reached the second server (SIGKILL; the
+/// job waits for its retry). A careless admin deletes the tenant meanwhile. The move's retry
+/// is refused (tenant deleted) and its on_dead returns early for a deleted tenant. The full
+/// copy stays on the second server; once the slug is free, a new customer created on that
+/// host with the same slug adopts the role, the schema and the ledger: it sees the deleted
+/// tenant's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_short_move_leaves_nothing_for_the_next_tenant_of_the_slug() {
+    let second = PrivateServer::start();
+    let mut env = TestEnv::new().await;
+    env.config.backups.keep_deleted_days = 0;
+    add_second(&env, &second);
+    let t = env.provisioned(&env.slug("ghost"), "starter").await;
+    add_projects(&env, &t.slug, "secret-", 50).await;
+    let req = request(&t, Some("second"), None);
+    fault::arm(&t.slug, "move:restored");
+    let err = moves::move_tenant(&env.app(), &req, "move-ghost").await.unwrap_err();
+    assert!(err.is_injected(), "{err}");
+
+    // The careless admin: delete while the move waits for its retry.
+    delete::delete(&env.app(), &t.slug, Some(t.id), "delete-ghost", "admin").await.expect("delete");
+    assert_eq!(registry(&env, &t.slug).await.status, "deleted");
+    // The move's retry is refused; the job gives up and its on_dead runs.
+    let err = moves::move_tenant(&env.app(), &req, "move-ghost").await.unwrap_err();
+    println!("retry of the move: {err}");
+    moves::recover(&env.app(), &req, "move-ghost").await.unwrap();
+    let left = schemas_in(&second.url(), &t.database, &t.role).await;
+    println!("schemas of the deleted tenant left on the second server: {left:?}");
+
+    // Weeks later the slug is free again; a new customer takes it, on host 'second'.
+    prune::prune_deleted_tenant_backups(&env.pool, 0).await.unwrap();
+    let new = NewTenant::parse(&t.slug, "demo", "starter", "new-owner@example.com", None, Some("second")).unwrap();
+    provision::provision(&env.app(), &new, "test").await.expect("provision the new tenant");
+    let mut own = log_in(&env, &t.slug).await;
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE name LIKE 'secret-%'").fetch_one(&mut own).await.unwrap();
+    assert_eq!(seen, 0, "the new tenant of the slug sees {seen} rows of the deleted tenant (left on 'second': {left:?})");
+}
+
+/// Same as above without a crash+delete: a move that gives up for good (on_dead) after the
+/// copy reached the target leaves the role and the ledger rows there. A later tenant of the
+/// slug on that host gets its migrations skipped: no tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_move_leaves_no_ledger_rows_for_a_later_tenant() {
+    let second = PrivateServer::start();
+    let mut env = TestEnv::new().await;
+    env.config.backups.keep_deleted_days = 0;
+    add_second(&env, &second);
+    let t = env.provisioned(&env.slug("ledger"), "starter").await;
+    let req = request(&t, Some("second"), None);
+    fault::arm(&t.slug, "move:restored");
+    assert!(moves::move_tenant(&env.app(), &req, "move-ledger").await.unwrap_err().is_injected());
+    // The last attempt died: on_dead.
+    moves::recover(&env.app(), &req, "move-ledger").await.unwrap();
+    let mut second_db = admin_on(&second.url(), &t.database).await;
+    let ledger_left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master_meta.applied_migrations WHERE schema_name = $1")
+        .bind(&t.schema)
+        .fetch_one(&mut second_db)
+        .await
+        .unwrap();
+    println!("ledger rows left on the second server after on_dead: {ledger_left}");
+    delete::delete(&env.app(), &t.slug, Some(t.id), "delete-ledger", "admin").await.expect("delete");
+    prune::prune_deleted_tenant_backups(&env.pool, 0).await.unwrap();
+    let new = NewTenant::parse(&t.slug, "demo", "starter", "new-owner@example.com", None, Some("second")).unwrap();
+    provision::provision(&env.app(), &new, "test").await.expect("provision the new tenant");
+    let mut own = log_in(&env, &t.slug).await;
+    let has_projects: bool = sqlx::query_scalar("SELECT to_regclass('projects') IS NOT NULL").fetch_one(&mut own).await.unwrap();
+    assert!(has_projects, "the new tenant's migrations were skipped ({ledger_left} stale ledger rows left by on_dead): it has no tables");
+}
+
+/// Same host: shared -> dedicated, cut short after the copy; the admin deletes the tenant.
+/// The delete cannot drop the role (it owns the copy in the dedicated database): it never
+/// finishes, and the copy stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_during_a_pending_move_finishes() {
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("stuck"), "starter").await;
+    add_projects(&env, &t.slug, "row-", 20).await;
+    let req = request(&t, None, Some("enterprise"));
+    fault::arm(&t.slug, "move:restored");
+    assert!(moves::move_tenant(&env.app(), &req, "move-stuck").await.unwrap_err().is_injected());
+    let target = tenant_master::naming::TenantNames::derive(
+        &env.config.database_prefix,
+        "demo",
+        &tenant_master::naming::Slug::parse(&t.slug).unwrap(),
+        tenant_master::naming::Isolation::Database,
+    )
+    .unwrap();
+    let first = delete::delete(&env.app(), &t.slug, Some(t.id), "delete-stuck", "admin").await;
+    println!("delete: {first:?}");
+    // The move's retry is refused, it gives up, on_dead runs; then the delete is retried.
+    let retry = moves::move_tenant(&env.app(), &req, "move-stuck").await;
+    println!("move retry: {:?}", retry.as_ref().err());
+    moves::recover(&env.app(), &req, "move-stuck").await.unwrap();
+    let second = delete::delete(&env.app(), &t.slug, Some(t.id), "delete-stuck", "admin").await;
+    println!("delete retried: {second:?}");
+    let server = tenant_master_tests::server_url();
+    let left = schemas_in(&server, &target.database, &t.role).await;
+    let status = registry(&env, &t.slug).await.status;
+    let db_left: bool = {
+        let mut c = admin_on(&server, "postgres").await;
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&target.database)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert!(first.is_ok(), "the delete failed: {first:?} (copy left: {left:?})");
+    assert_eq!(status, "deleted", "retried delete: {second:?}; dedicated database left: {db_left}");
+}
+
+/// change-plan to enterprise, then `tenant move --host second`, both pending: each froze
+/// the other setting when it was asked (the move: isolation 'schema'; the plan change: host
+/// 'default'), so run in order the tenant ended on plan enterprise in a shared database.
+/// Now a second request is refused while a move is under way, and a move works its target
+/// out from the registry when it first runs, so the plan's isolation holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn change_plan_then_move_keeps_the_plan_isolation_invariant() {
+    let second = PrivateServer::start();
+    let env = TestEnv::new().await;
+    add_second(&env, &second);
+    let t = env.provisioned(&env.slug("twice"), "starter").await;
+    add_projects(&env, &t.slug, "row-", 10).await;
+    let Changed::Moving { job_id: j1, .. } = plans::change(&env.pool, &env.config, &t.slug, "enterprise", None, "admin").await.unwrap()
+    else {
+        panic!("expected a move")
+    };
+    let refused = move_tenant::enqueue(&env.pool, &env.config, &t.slug, Some("second"), None, "admin").await.unwrap_err().to_string();
+    assert!(refused.contains("a move of") && refused.contains(&j1), "{refused}");
+    let refused = plans::change(&env.pool, &env.config, &t.slug, "lifetime", None, "admin").await.unwrap_err().to_string();
+    assert!(refused.contains("under way"), "{refused}");
+    let p1 = payload(&env, &j1).await;
+    moves::move_tenant(&env.app(), &p1.request, &j1).await.unwrap();
+    sqlx::query("DELETE FROM apalis.jobs WHERE id = $1").bind(&j1).execute(&env.pool).await.unwrap(); // as if done and pruned
+    let Requested::Enqueued { job_id: j2, .. } =
+        move_tenant::enqueue(&env.pool, &env.config, &t.slug, Some("second"), None, "admin").await.unwrap()
+    else {
+        panic!("expected a move")
+    };
+    moves::move_tenant(&env.app(), &payload(&env, &j2).await.request, &j2).await.unwrap();
+    let after = registry(&env, &t.slug).await;
+    assert_eq!((after.plan.as_str(), after.isolation.as_str(), after.host.as_str()), ("enterprise", "database", "second"));
+}
+
+/// The most common upgrade: starter -> enterprise on one host, finished cleanly. Later the
+/// tenant is deleted (before and after its kept copy is pruned): the operator role still
+/// holds the ledger grants it got in the shared database while it lived there, and nothing
+/// revokes them, so DROP ROLE fails and the delete never finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_upgraded_to_a_dedicated_database_on_the_same_host_can_be_deleted() {
+    let env = TestEnv::new().await;
+    let mut failures = Vec::new();
+    for (i, prune_first) in [false, true].into_iter().enumerate() {
+        let t = env.provisioned(&env.slug(&format!("upgraded{i}")), "starter").await;
+        add_projects(&env, &t.slug, "row-", 10).await;
+        moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), &format!("move-up-{i}")).await.unwrap();
+        if prune_first {
+            sqlx::query("UPDATE tenant_master.kept_sources SET kept_until = now() - interval '1 second' WHERE tenant_id = $1")
+                .bind(t.id)
+                .execute(&env.pool)
+                .await
+                .unwrap();
+            assert_eq!(move_cleanup::prune_kept_sources(&env.app()).await.unwrap(), 1);
+        }
+        {
+            let mut shared = env.admin(&t.database).await;
+            let grants: (bool, bool) = sqlx::query_as("SELECT has_schema_privilege($1, 'tenant_master_meta', 'USAGE'), has_function_privilege($1, 'tenant_master_meta.record_migration(bigint,text,text)', 'EXECUTE')")
+                .bind(format!("{}__op", t.role)).fetch_one(&mut shared).await.unwrap();
+            println!("operator's grants left in the shared database {}: {grants:?}", t.database);
+        }
+        let deleted = delete::delete(&env.app(), &t.slug, Some(t.id), &format!("delete-up-{i}"), "admin").await;
+        if let Err(e) = deleted {
+            failures.push(format!("kept copy pruned first: {prune_first}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A restore is cut short by a real crash while pg_restore fills the new live schema (state:
+/// the live data renamed `<schema>__restore_aside`, an empty `<schema>` in its place, login
+/// held, exactly what `replace_schema` leaves before pg_restore commits). A move runs before
+/// the restore's retry: it copies the empty live schema, verifies 0 = 0 rows and switches.
+/// The restore then gives up (on_dead) and puts "back" nothing at the new place: the tenant
+/// is live on an empty schema and its rows sit in the old database under a name nothing
+/// ever looks at again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("halfrestored"), "starter").await;
+    add_projects(&env, &t.slug, "row-", 100).await;
+    {
+        // The state a SIGKILL of the restore leaves between CREATE SCHEMA and pg_restore's commit.
+        let mut db = env.admin(&t.database).await;
+        let aside = format!("{}__restore_aside", t.schema);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE \"{r}\" NOLOGIN; ALTER SCHEMA \"{s}\" RENAME TO \"{aside}\"; CREATE SCHEMA \"{s}\" AUTHORIZATION \"{r}\";",
+            r = t.role,
+            s = t.schema
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let moved = moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), "move-half").await;
+    let refused = moved.expect_err("a move of a half-restored tenant is refused").to_string();
+    assert!(refused.contains("restore that stopped part way"), "{refused}");
+    // The restore job's last attempt gives up: its on_dead puts the data back.
+    tenant_master::ops::restore::recover(&env.app(), &t.slug).await.unwrap();
+    let after = registry(&env, &t.slug).await;
+    let mut db = env.admin(&after.database).await;
+    let live_rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))
+        .fetch_one(&mut db)
+        .await
+        .unwrap_or(-1);
+    let server = tenant_master_tests::server_url();
+    let old = schemas_in(&server, &t.database, &t.role).await;
+    assert_eq!(
+        live_rows, 100,
+        "live copy in {} has {live_rows} rows (-1: no projects table); the rows are left in {}: {old:?}",
+        after.database, t.database
+    );
+}
