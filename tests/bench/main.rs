@@ -20,6 +20,8 @@ use tenant_master::{
 };
 use tenant_master_tests::{TempDir, TestEnv};
 
+mod scale;
+
 struct Opts {
     runs: usize,
     drain_jobs: usize,
@@ -551,6 +553,17 @@ fn fmt(n: f64) -> String {
 async fn main() {
     let o = opts();
     let mut rows: Vec<[String; 5]> = Vec::new();
+    // `--scale --tenants 1000,10000`: the scale run (issue 16), see scale.rs.
+    if std::env::args().any(|a| a == "--scale") {
+        let args: Vec<String> = std::env::args().collect();
+        let sizes = args.iter().position(|a| a == "--tenants").and_then(|i| args.get(i + 1)).map_or("1000,10000", String::as_str);
+        let sizes: Vec<usize> = sizes.split(',').map(|n| n.trim().parse().expect("--tenants takes sizes like 1000,10000")).collect();
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]), "--tenants: growing sizes, e.g. 1000,10000");
+        let per_db =
+            args.iter().position(|a| a == "--per-shared-database").and_then(|i| args.get(i + 1)).map(|n| n.parse().expect("a number"));
+        scale::run(&sizes, per_db).await;
+        return;
+    }
     // `--moves`: only the moves (issue 14), for a quick look.
     if std::env::args().any(|a| a == "--moves") {
         print_table(o.runs, move_times(o.runs).await, "").await;
