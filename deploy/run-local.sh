@@ -41,28 +41,37 @@ follow() {
   wait "$pid"
 }
 status=$($bin/tenantctl tenant show "$slug" --json 2>/dev/null | sed -n 's/^  "status": "\([a-z]*\)",$/\1/p' || true)
-case "$status" in
-  "")
-    follow $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait ;;
-  provisioning)
-    echo "demo tenant '$slug' is still being provisioned (an earlier run stopped): waiting for it"
-    for _ in $(seq 1 120); do
-      status=$($bin/tenantctl tenant show "$slug" --json | sed -n 's/^  "status": "\([a-z]*\)",$/\1/p')
-      [ "$status" = provisioning ] || break
-      worker_alive; sleep 1
-    done ;;
-  deleted)
-    echo "demo tenant '$slug' was deleted; its slug stays taken while its backups are kept."
-    echo "Run again with DEMO_TENANT=another_name for a new demo tenant."
-    cat <<TXT
+# Prints how to go on, and keeps the worker running, when the demo tenant cannot be used.
+no_demo() {
+  echo "$1"
+  cat <<TXT
 
 The worker is running. In another terminal:
   $bin/tenantctl tenant create bigco --product demo --plan enterprise --owner-email you@example.com --wait
 Ctrl-C here stops the worker (it finishes running jobs first).
 TXT
-    while true; do worker_alive; sleep 1; done ;;
-  *)
+  while true; do worker_alive; sleep 1; done
+}
+case "$status" in
+  ""|deleted)
+    # A deleted demo tenant's slug is free again once its backups are pruned; until then
+    # `tenant create` says when.
+    follow $bin/tenantctl tenant create "$slug" --product demo --plan starter --owner-email owner@example.com --name "Demo Acme" --wait \
+      || no_demo "Run again with DEMO_TENANT=another_name for a new demo tenant." ;;
+  provisioning)
+    echo "demo tenant '$slug' is still being provisioned (an earlier run stopped): waiting for it"
+    for _ in $(seq 1 120); do
+      status=$($bin/tenantctl tenant show "$slug" --json | sed -n 's/^  "status": "\([a-z]*\)",$/\1/p' || true)
+      [ "$status" = provisioning ] || break
+      worker_alive; sleep 1
+    done
+    [ "$status" = active ] || no_demo "demo tenant '$slug' is $status: see \`$bin/tenantctl tenant show $slug\` and \`$bin/tenantctl jobs list --tenant $slug\`." ;;
+  failed)
+    no_demo "demo tenant '$slug' failed to provision: \`$bin/tenantctl tenant show $slug\` says why; \`$bin/tenantctl tenant delete $slug --yes\` removes it (or run again with DEMO_TENANT=another_name)." ;;
+  active|paused|suspended)
     echo "demo tenant '$slug' exists already ($status)" ;;
+  *)
+    no_demo "demo tenant '$slug' is $status: see \`$bin/tenantctl tenant show $slug\`." ;;
 esac
 $bin/tenantctl tenant show "$slug"
 cat <<TXT

@@ -309,3 +309,26 @@ async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
         after.database, t.database
     );
 }
+
+/// Second review. One server registered under two host names (by SQL: `host add` refuses
+/// it). A tenant moved to the alias, then its kept copy pruned: the "other" host is its own
+/// server, so its roles must not be released there (DROP OWNED would take its live schema).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_under_two_names_keeps_its_tenants_roles_when_a_copy_is_pruned() {
+    let env = TestEnv::new().await;
+    let url = tenant_master_tests::url_with_database(&tenant_master_tests::server_url(), "postgres");
+    sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity, enabled) VALUES ('alias', $1, 10, true)")
+        .bind(&url)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let t = env.provisioned(&env.slug("aliased"), "starter").await;
+    add_projects(&env, &t.slug, "row-", 30).await;
+    moves::move_tenant(&env.app(), &request(&t, Some("alias"), Some("enterprise")), "move-alias").await.unwrap();
+    assert_eq!(registry(&env, &t.slug).await.host, "alias");
+    sqlx::query("UPDATE tenant_master.kept_sources SET kept_until = now() - interval '1 second'").execute(&env.pool).await.unwrap();
+    assert_eq!(move_cleanup::prune_kept_sources(&env.app()).await.unwrap(), 1);
+    let mut own = log_in(&env, &t.slug).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut own).await.unwrap();
+    assert_eq!(rows, 30, "the tenant and its data survive the prune on its own server's other name");
+}

@@ -450,11 +450,12 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     let (number, unit) = raw.find(|c: char| !c.is_ascii_digit()).map_or((raw, ""), |i| raw.split_at(i));
     let n: u64 = number.parse().map_err(|_| format!("'{raw}' is not a duration: write e.g. 90s, 10m or 2h"))?;
     let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
         _ => return Err(format!("'{raw}' is not a duration: write e.g. 90s, 10m or 2h")),
-    };
+    }
+    .ok_or_else(|| format!("'{raw}' is longer than any wait"))?;
     if secs == 0 {
         return Err("the timeout must be longer than 0 s".into());
     }
@@ -494,5 +495,6 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("soon").is_err() && parse_duration("5d").is_err() && parse_duration("0s").is_err());
+        assert!(parse_duration("9999999999999999h").is_err());
     }
 }

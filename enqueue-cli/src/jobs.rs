@@ -15,6 +15,13 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     let pool = ctx.pool().await?;
     match cmd {
         JobsCommand::List { status, job_type, tenant, limit } => {
+            if let Some(slug) = &tenant {
+                // A typo must not read as "no jobs".
+                let mut conn = pool.acquire().await?;
+                if tenant_master::tenants::find(&mut conn, slug).await?.is_none() {
+                    return Err(tenant_master::Error::Invalid(format!("no tenant '{slug}': see `tenantctl tenant list`")).into());
+                }
+            }
             let jobs = queue::list(&pool, &JobFilter { status, job_type, tenant, limit }).await?;
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);

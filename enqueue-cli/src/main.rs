@@ -104,7 +104,7 @@ fn not_migrated(e: &anyhow::Error) -> Option<String> {
     let text = ours.to_string();
     (missing && (text.contains("tenant_master.") || text.contains("apalis.") || text.contains("schema \"tenant_master\""))).then(|| {
         format!(
-            "this database has no Tenant Master control plane yet ({}): run `tenantctl migrate` first, or check DATABASE_URL",
+            "this database's Tenant Master control plane is missing or older than this tenantctl ({}): run `tenantctl migrate`, or check DATABASE_URL",
             text.rsplit(": ").next().unwrap_or(&text)
         )
     })

@@ -83,14 +83,19 @@ async fn follow_move(
         return Ok(ExitCode::SUCCESS);
     }
     let finished = wait::jobs(ctx, pool, &[job_id.to_owned()], request.timeout).await?;
-    if let Some(dead) = finished.iter().find(|j| j.status != "done") {
-        bail!(
-            "the move of '{slug}' failed: {}; it stays where it was, logging in as before (see `tenantctl jobs show {job_id}`; fix the cause, then `tenantctl jobs retry {job_id}`)",
-            dead.last_error.as_deref().unwrap_or("no error recorded")
-        );
-    }
     let mut conn = pool.acquire().await?;
     let moved = moves::outcome(&mut conn, job_id).await?;
+    if let Some(dead) = finished.iter().find(|j| j.status != "done") {
+        let error = dead.last_error.as_deref().unwrap_or("no error recorded");
+        match moved {
+            None => bail!(
+                "the move of '{slug}' failed: {error}; it stays where it was (see `tenantctl jobs show {job_id}`; fix the cause, then `tenantctl jobs retry {job_id}`)"
+            ),
+            Some(_) => bail!(
+                "the move of '{slug}' switched it to its new place, then failed: {error}; `tenantctl jobs retry {job_id}` finishes it (its login may be held until then)"
+            ),
+        }
+    }
     if ctx.json {
         println!("{}", serde_json::json!({ "slug": slug, "job_id": job_id, "moved": moved }));
     } else if let Some(m) = moved {

@@ -31,9 +31,12 @@ pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String], timeout: Option<Dura
     match tokio::time::timeout(limit, follow(ctx, pool, ids)).await {
         Ok(finished) => finished,
         Err(_) => {
+            if std::io::stderr().is_terminal() && !ctx.json {
+                eprintln!(); // ends the progress line
+            }
             let follow_up = match ids {
                 [one] => format!("`tenantctl jobs show {one}`"),
-                _ => format!("`tenantctl jobs show ID` (ids: {})", ids.join(", ")),
+                _ => "`tenantctl jobs list --status pending` and `--status running`".to_owned(),
             };
             Err(StillRunning(format!("stopped waiting after {}s; the job(s) go on: follow them with {follow_up}", limit.as_secs())).into())
         }

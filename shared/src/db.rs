@@ -57,9 +57,19 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
 /// acquire timeout and then say only that it timed out.
 pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = options(url)?;
+    probe(url, &options).await?;
+    pool_options(max_connections)
+        .connect_with(options)
+        .await
+        .context(format!("cannot connect to the control-plane database {}", redact_url(url)))
+}
+
+/// One connection to the control-plane database, within 5 s, closed again: its failure in
+/// one sentence with the next step.
+pub async fn probe(url: &str, options: &PgConnectOptions) -> Result<()> {
     let address = format!("{}:{}", options.get_host(), options.get_port());
     let database = options.get_database().unwrap_or("postgres").to_owned();
-    match tokio::time::timeout(std::time::Duration::from_secs(5), PgConnection::connect_with(&options)).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), PgConnection::connect_with(options)).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
         }
@@ -79,10 +89,7 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
             return Err(Error::Busy(format!("PostgreSQL at {address} did not answer within 5 s: is the server or the network overloaded?")))
         }
     }
-    pool_options(max_connections)
-        .connect_with(options)
-        .await
-        .context(format!("cannot connect to the control-plane database {}", redact_url(url)))
+    Ok(())
 }
 
 /// Pins `search_path` to `pg_catalog` for a session that may meet tenant-made objects, so

@@ -198,6 +198,18 @@ pub async fn ensure_usable(conn: &mut PgConnection, config: &Config, name: &str)
     }
 }
 
+/// Whether hosts `a` and `b` are surely different servers (their system identifiers
+/// differ). Unknown counts as the same: a caller about to drop a tenant's roles on a host it
+/// "left" must not reach the server it lives on under another name.
+pub async fn surely_different_servers(conn: &mut PgConnection, config: &Config, a: &str, b: &str) -> Result<bool> {
+    if a == b {
+        return Ok(false);
+    }
+    let a = probe(&admin_options(conn, config, a).await?).await.identity;
+    let b = probe(&admin_options(conn, config, b).await?).await.identity;
+    Ok(matches!((a, b), (Some(a), Some(b)) if a != b))
+}
+
 /// What connecting to a host shows.
 struct Probe {
     version: Option<String>,

@@ -56,6 +56,8 @@ pub async fn run(config: &Config) -> Result<Report> {
     let options = db::options(&config.database_url)?;
     let database = options.get_database().unwrap_or("postgres").to_owned();
     let database_created = {
+        let maintenance_options = options.clone().database("postgres");
+        db::probe(&config.database_url, &maintenance_options).await?;
         let mut maintenance = db::connect_to(&options, "postgres").await?;
         db::create_database_if_missing(&mut maintenance, &database).await?
     };

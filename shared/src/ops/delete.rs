@@ -153,7 +153,8 @@ async fn drop_everything(
     for role in [&operator, &tenant.role] {
         // Whatever the role still holds in any database of the host (a database it left
         // by a move, a right given by hand) would make DROP ROLE fail for good.
-        if guard::role_is_ours(server, role, marker).await? {
+        // Not when something was left in place as not ours: DROP OWNED would empty it.
+        if left_in_place.is_empty() && guard::role_is_ours(server, role, marker).await? {
             move_cleanup::release_role(app, cp, server, &tenant.host, role).await?;
         }
         if guard::drop_role(server, role, marker).await?.left_in_place() {

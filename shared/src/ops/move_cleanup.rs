@@ -38,7 +38,7 @@ pub async fn drop_ours(
 ) -> Result<()> {
     match guard::drop_schema(db_admin, server, schema, role, marker).await? {
         Dropped::NotOurs => Err(Error::Fatal(format!(
-            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: the move stopped without touching it",
+            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: it was left untouched and the work stopped; rename or drop it by hand, then retry",
             at.database, at.host, at.slug
         ))),
         _ => Ok(()),
@@ -204,7 +204,12 @@ async fn clear_place(
             ledger::forget(&mut db, &tenant.schema).await?;
             if place.isolation == "database" {
                 drop(db);
-                guard::drop_database(&mut server, &place.database, &marker).await?;
+                if guard::drop_database(&mut server, &place.database, &marker).await? == Dropped::NotOurs {
+                    return Err(Error::Fatal(format!(
+                        "database {} on host '{}' is not this deployment's: nothing of it was dropped; rename or drop it by hand, then retry",
+                        place.database, place.host
+                    )));
+                }
             } else {
                 // Not DROP OWNED: it would also take the roles' rights on their live database.
                 ledger::revoke(&mut db, &operator).await?;
@@ -214,7 +219,10 @@ async fn clear_place(
             }
         }
     }
-    let left_the_host = tenant.status == "deleted" || place.host != tenant.host;
+    // Its roles go from a host it left, unless that host is its own server under another
+    // name (then DROP OWNED would take its live schema).
+    let left_the_host = tenant.status == "deleted"
+        || (place.host != tenant.host && hosts::surely_different_servers(cp, &app.config, &place.host, &tenant.host).await?);
     if left_the_host && !anything_else_on(cp, tenant, &place.host, kept_schema.is_some(), job).await? {
         for role in [&operator, &tenant.role] {
             if guard::role_is_ours(&mut server, role, &marker).await? {

@@ -40,7 +40,7 @@ use crate::{
     fault, guard, hosts,
     jobs::App,
     ledger,
-    lock::HostSlot,
+    lock::{HostSlot, TenantLock},
     naming::{self, aside_schema, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
     ops::{
         access, backup,
@@ -512,6 +512,15 @@ async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Resul
 /// switch is finished; if not, its copy in the target is cleared and the tenant's login
 /// given back at the source, as its status says. Also for a tenant deleted meanwhile.
 pub async fn recover(app: &App, request: &Request, job_id: &str) -> Result<()> {
+    // The job's lock is gone by now: this takes it again, and reads the tenant under it (a
+    // pause committed meanwhile must not get its login back).
+    let lock = TenantLock::acquire(&app.config, &request.slug).await?;
+    let result = recover_locked(app, request, job_id).await;
+    lock.release().await;
+    result
+}
+
+async fn recover_locked(app: &App, request: &Request, job_id: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let Some(tenant) = tenants::find_by_id(&mut cp, request.tenant_id).await? else { return Ok(()) };
     if tenant.status != "deleted" {
