@@ -154,6 +154,16 @@ impl TestEnv {
             cmd.env(k, v);
         }
         cmd.envs(extra.iter().copied());
+        // A test that panics before it kills its worker must not leave it running: the
+        // worker gets SIGKILL when the thread that started it (the test's) ends.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         cmd.spawn().expect("start tenant-worker")
     }
 
