@@ -51,6 +51,7 @@ pub async fn enqueue(
     let tenant = tenants::get(&mut cp, slug).await?;
     if let Some(host) = host.filter(|h| *h != tenant.host) {
         hosts::ensure_usable(&mut cp, config, host).await?;
+        moves::refuse_same_server(&mut cp, config, &tenant.host, host).await?;
     }
     drop(cp);
     let mut tx = pool.begin().await.context("failed to start a transaction")?;

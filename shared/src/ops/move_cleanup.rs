@@ -188,6 +188,14 @@ async fn clear_place(
     kept_schema: Option<&str>,
     job: Option<&str>,
 ) -> Result<()> {
+    // A deleted tenant's names (role, schema, marker) may belong to a newer tenant of the
+    // slug by now: then nothing here is this tenant's any more.
+    if tenant.status == "deleted" {
+        if let Some(now) = tenants::find(cp, &tenant.slug).await?.filter(|t| t.id != tenant.id && t.status != "deleted") {
+            tracing::warn!(tenant.slug = %now.slug, "the slug belongs to a newer tenant: an old move's leftovers are left for an admin");
+            return Ok(());
+        }
+    }
     let marker = deployment::marker(cp, &tenant.slug).await?;
     let home = place.is_home_of(tenant);
     let at = Tenant { host: place.host.clone(), database: place.database.clone(), ..tenant.clone() };

@@ -174,6 +174,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
     }
     // The target host is checked again here: it may have been disabled since the enqueue.
     hosts::choose(&mut cp, Some(&to.host)).await?;
+    refuse_same_server(&mut cp, &app.config, &from.host, &to.host).await?;
     // The source host's heavy slot is held by the job; the target's is taken here.
     let target_slot = match to.host != from.host {
         true => Some(HostSlot::acquire(&app.config, &to.host).await?),
@@ -514,7 +515,16 @@ async fn downtime(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Resul
 pub async fn recover(app: &App, request: &Request, job_id: &str) -> Result<()> {
     // The job's lock is gone by now: this takes it again, and reads the tenant under it (a
     // pause committed meanwhile must not get its login back).
-    let lock = TenantLock::acquire(&app.config, &request.slug).await?;
+    // Another job of the tenant may take the lock the moment the move's job let it go: the
+    // cleanup waits for it (nothing would run it again), up to an hour.
+    let started = std::time::Instant::now();
+    let lock = loop {
+        match TenantLock::acquire(&app.config, &request.slug).await {
+            Ok(lock) => break lock,
+            Err(Error::Busy(_)) if started.elapsed() < std::time::Duration::from_secs(3600) => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let result = recover_locked(app, request, job_id).await;
     lock.release().await;
     result
@@ -533,6 +543,17 @@ async fn recover_locked(app: &App, request: &Request, job_id: &str) -> Result<()
     if matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
         let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
         give_login_back(&mut server, &tenant).await?;
+    }
+    Ok(())
+}
+
+/// Refuses a move between two host names of one server (registered twice by SQL): its
+/// "target" database would be the tenant's live one, which the copy would drop first.
+pub async fn refuse_same_server(cp: &mut PgConnection, config: &Config, from: &str, to: &str) -> Result<()> {
+    if from != to && !hosts::surely_different_servers(cp, config, from, to).await? {
+        return Err(Error::Conflict(format!(
+            "hosts '{from}' and '{to}' may be the same PostgreSQL server (registered twice, or its identity cannot be read): a move between them is refused; see `tenantctl host list`"
+        )));
     }
     Ok(())
 }
