@@ -24,6 +24,16 @@ pub async fn record(conn: &mut PgConnection, actor: &str, tenant_id: Option<i64>
     Ok(())
 }
 
+/// Whether job `job_id` recorded `action` (a step it records once, to know on a rerun).
+pub async fn recorded_by_job(conn: &mut PgConnection, action: &str, job_id: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = $1 AND details ->> 'job_id' = $2)")
+        .bind(action)
+        .bind(job_id)
+        .fetch_one(conn)
+        .await
+        .context(format!("failed to read whether job {job_id} recorded '{action}'"))
+}
+
 /// One entry, as `tenantctl tenant show` prints it.
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Entry {

@@ -46,6 +46,14 @@ pub enum Error {
     },
 }
 
+/// A filter or argument value outside `choices`, in one sentence naming the valid ones
+/// (and where they come from, if `hint` says): a typo must not read as "nothing matched".
+pub fn unknown_value(what: &str, value: &str, choices: &[impl AsRef<str>], hint: Option<&str>) -> Error {
+    let choices: Vec<&str> = choices.iter().map(AsRef::as_ref).collect();
+    let hint = hint.map(|h| format!(" ({h})")).unwrap_or_default();
+    Error::Invalid(format!("unknown {what} '{}': use one of {}{hint}", value.escape_debug(), choices.join(", ")))
+}
+
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -9,7 +9,8 @@ use sqlx::{postgres::PgConnectOptions, PgConnection};
 
 use crate::{
     db::{self, ddl},
-    error::{Context as _, Result},
+    error::{Context as _, Error, Result},
+    tenants::Tenant,
 };
 
 /// The marker comment of `role`: `None` if the role does not exist, `Some(None)` if it has no comment.
@@ -89,6 +90,24 @@ pub async fn drop_schema(
             ddl(db_admin, "DROP SCHEMA IF EXISTS %I CASCADE", &[schema]).await.map(|()| Dropped::Dropped)
         }
         Some(_) => Ok(Dropped::NotOurs),
+    }
+}
+
+/// Drops `schema` of tenant `at` (of the database of `db_admin`, on `at`'s host) like
+/// [`drop_schema`]; a schema of that name that is not ours stops the work instead.
+pub async fn drop_tenant_schema(
+    db_admin: &mut PgConnection,
+    server: &mut PgConnection,
+    schema: &str,
+    at: &Tenant,
+    marker: &str,
+) -> Result<()> {
+    match drop_schema(db_admin, server, schema, &at.role, marker).await? {
+        Dropped::NotOurs => Err(Error::Fatal(format!(
+            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: it was left untouched and the work stopped; rename or drop it by hand, then retry",
+            at.database, at.host, at.slug
+        ))),
+        _ => Ok(()),
     }
 }
 

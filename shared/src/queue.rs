@@ -83,7 +83,7 @@ pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead"];
 pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
     if let Some(status) = &filter.status {
         if !STATUSES.contains(&status.as_str()) {
-            return Err(Error::Invalid(format!("unknown status '{status}': use one of {}", STATUSES.join(", "))));
+            return Err(crate::error::unknown_value("status", status, STATUSES, None));
         }
     }
     if let Some(job_type) = &filter.job_type {
@@ -118,7 +118,7 @@ pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
     if known.iter().any(|k| k == job_type) {
         return Ok(());
     }
-    Err(Error::Invalid(format!("unknown job type '{}': use one of {}", job_type.escape_debug(), known.join(", "))))
+    Err(crate::error::unknown_value("job type", job_type, &known, None))
 }
 
 /// Retries every failed and dead job (of one type, if given).

@@ -48,6 +48,24 @@ pub struct Tenant {
     pub migration_error: Option<String>,
 }
 
+impl Tenant {
+    /// Active, paused or suspended: a tenant with data that jobs may work on.
+    pub fn is_live(&self) -> bool {
+        matches!(self.status.as_str(), "active" | "paused" | "suspended")
+    }
+
+    /// Refuses, in one sentence, work on a tenant that is not live (`doing`: "moved", ...).
+    pub fn require_live(&self, doing: &str) -> Result<()> {
+        if self.is_live() {
+            return Ok(());
+        }
+        Err(Error::Conflict(format!(
+            "tenant '{}' is {}: only an active, paused or suspended tenant can be {doing}",
+            self.slug, self.status
+        )))
+    }
+}
+
 /// The columns of [`Tenant`], as a literal so queries stay `&'static str`.
 macro_rules! tenant_columns {
     () => {
@@ -367,7 +385,7 @@ pub async fn check_filter(
     host: Option<&str>,
 ) -> Result<()> {
     if let Some(status) = status.filter(|s| !STATUSES.contains(s)) {
-        return Err(Error::Invalid(format!("unknown status '{}': use one of {}", status.escape_debug(), STATUSES.join(", "))));
+        return Err(crate::error::unknown_value("status", status, STATUSES, None));
     }
     if let Some(plan) = plan {
         Plan::parse(plan)?;
@@ -384,7 +402,7 @@ pub async fn check_filter(
         let Some(value) = value else { continue };
         let known: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await.context(format!("failed to read the {what}s"))?;
         if !known.iter().any(|k| k == value) {
-            return Err(Error::Invalid(format!("unknown {what} '{}': use one of {} ({hint})", value.escape_debug(), known.join(", "))));
+            return Err(crate::error::unknown_value(what, value, &known, Some(hint)));
         }
     }
     Ok(())

@@ -36,14 +36,8 @@ pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancel
     }
     // A move that has held its tenant is finished by its retry (or undone when it gives up).
     if job.job_type == "MoveTenant" {
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = 'tenant.move_held' AND details ->> 'job_id' = $1)",
-        )
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .context("failed to read whether the move began")?;
-        if held {
+        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+        if crate::ops::moves::has_held(&mut conn, id).await? {
             return Err(Error::Conflict(format!(
                 "the move of '{slug}' has begun (its login is held) and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
             )));

@@ -56,12 +56,7 @@ pub async fn enqueue(
     drop(cp);
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
-    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-        return Err(Error::Conflict(format!(
-            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be moved",
-            tenant.status
-        )));
-    }
+    tenant.require_live("moved")?;
     refuse_while_moving(&mut tx, slug).await?;
     let isolation = plan.unwrap_or(Plan::parse(&tenant.plan)?).isolation();
     let from = Place::of(&tenant);

@@ -16,12 +16,7 @@ use crate::{
 pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, actor: &str) -> Result<(i64, String)> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
-    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-        return Err(Error::Conflict(format!(
-            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be restored",
-            tenant.status
-        )));
-    }
+    tenant.require_live("restored")?;
     let backup = match backup_id {
         Some(id) => backups::get(&mut tx, tenant.id, id)
             .await

@@ -111,6 +111,13 @@ pub async fn block_login(admin: &mut PgConnection, tenant: &Tenant) -> Result<()
     wait_until_gone(admin, &tenant.role).await
 }
 
+/// Login as the tenant's status says: only an active tenant may log in (after a restore or
+/// a move held it).
+pub async fn give_login_back(conn: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    let template = if tenant.status == "active" { "ALTER ROLE %I LOGIN" } else { "ALTER ROLE %I NOLOGIN" };
+    ddl(conn, template, &[&tenant.role]).await
+}
+
 /// Waits (up to 10 s) until the tenant's ended sessions have exited: a session told to end
 /// may still be committing, and a copy taken before it is gone could miss that commit.
 async fn wait_until_gone(admin: &mut PgConnection, role: &str) -> Result<()> {

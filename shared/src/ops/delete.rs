@@ -94,13 +94,7 @@ async fn started(cp: &mut PgConnection, tenant: &Tenant, job_id: &str, actor: &s
 
 /// Whether the delete `job_id` began touching its tenant (then it can only be finished).
 pub async fn has_started(cp: &mut PgConnection, job_id: &str) -> Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = 'tenant.delete_started' AND details ->> 'job_id' = $1)",
-    )
-    .bind(job_id)
-    .fetch_one(cp)
-    .await
-    .context("failed to read whether the delete began")
+    activity::recorded_by_job(cp, "tenant.delete_started", job_id).await
 }
 
 /// Drops the tenant's data and roles (only what is ours), then marks it deleted.

@@ -26,25 +26,6 @@ use crate::{
     tenants::{self, Tenant},
 };
 
-/// Drops `schema` (of the database of `db_admin`) if it is the tenant's; refuses to go on
-/// if a schema of that name belongs to someone else.
-pub async fn drop_ours(
-    db_admin: &mut PgConnection,
-    server: &mut PgConnection,
-    schema: &str,
-    role: &str,
-    marker: &str,
-    at: &Tenant,
-) -> Result<()> {
-    match guard::drop_schema(db_admin, server, schema, role, marker).await? {
-        Dropped::NotOurs => Err(Error::Fatal(format!(
-            "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: it was left untouched and the work stopped; rename or drop it by hand, then retry",
-            at.database, at.host, at.slug
-        ))),
-        _ => Ok(()),
-    }
-}
-
 pub async fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
         .bind(schema)
@@ -69,16 +50,19 @@ pub async fn copying_into(cp: &mut PgConnection, tenant: &Tenant, place: &Place,
     .context("failed to read the tenant's moves")
 }
 
+/// Where move `job_id` is copying to, while it has not switched (nor been abandoned).
+pub async fn copying_target(cp: &mut PgConnection, job_id: &str) -> Result<Option<Place>> {
+    sqlx::query_as("SELECT host, database_name, isolation FROM tenant_master.move_targets WHERE job_id = $1 AND state = 'copying'")
+        .bind(job_id)
+        .fetch_optional(cp)
+        .await
+        .context("failed to read the move's target")
+}
+
 /// Clears the copy move `job_id` was making (it gave up, or its tenant is being deleted)
 /// and records the target abandoned; a later retry of the job works its target out anew.
 pub async fn abandon_target(app: &App, cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<()> {
-    let target: Option<Place> =
-        sqlx::query_as("SELECT host, database_name, isolation FROM tenant_master.move_targets WHERE job_id = $1 AND state = 'copying'")
-            .bind(job_id)
-            .fetch_optional(&mut *cp)
-            .await
-            .context("failed to read the move's target")?;
-    let Some(target) = target else { return Ok(()) };
+    let Some(target) = copying_target(cp, job_id).await? else { return Ok(()) };
     clear_place(app, cp, tenant, &target, None, Some(job_id)).await?;
     sqlx::query("UPDATE tenant_master.move_targets SET state = 'abandoned', updated_at = now() WHERE job_id = $1")
         .bind(job_id)
@@ -204,11 +188,11 @@ async fn clear_place(
     if db::database_exists(&mut server, &place.database).await? {
         let mut db = hosts::connect(cp, &app.config, &place.host, &place.database).await?;
         if let Some(schema) = kept_schema {
-            drop_ours(&mut db, &mut server, schema, &tenant.role, &marker, &at).await?;
+            guard::drop_tenant_schema(&mut db, &mut server, schema, &at, &marker).await?;
         }
         if !home {
             // A move cut short before its rename left the source under the live name.
-            drop_ours(&mut db, &mut server, &tenant.schema, &tenant.role, &marker, &at).await?;
+            guard::drop_tenant_schema(&mut db, &mut server, &tenant.schema, &at, &marker).await?;
             ledger::forget(&mut db, &tenant.schema).await?;
             if place.isolation == "database" {
                 drop(db);

@@ -43,8 +43,7 @@ use crate::{
     lock::{HostSlot, TenantLock},
     naming::{self, aside_schema, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
     ops::{
-        access, backup,
-        move_cleanup::{self, drop_ours},
+        access, backup, move_cleanup,
         provision::{self, Login},
     },
     outcomes,
@@ -146,12 +145,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
         let downtime_ms = finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
         return Ok(Moved { downtime_ms: Some(downtime_ms), already_done: true, ..moved });
     }
-    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-        return Err(Error::Conflict(format!(
-            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be moved",
-            tenant.status
-        )));
-    }
+    tenant.require_live("moved")?;
     let plan = plan_switch(&tenant, request)?;
     let from = Place::of(&tenant);
     let to = target(&mut cp, &app.config, &tenant, request, job_id).await?;
@@ -191,7 +185,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
             // things as a real one would; otherwise the login is given back at once.
             if !e.is_injected() {
                 let mut server = hosts::connect_admin(&mut cp, &app.config, &from.host).await?;
-                give_login_back(&mut server, &tenant).await?;
+                access::give_login_back(&mut server, &tenant).await?;
             }
             return Err(e);
         }
@@ -205,13 +199,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
 /// Step 0: the target of job `job_id`, worked out on its first run and recorded, so every
 /// rerun copies to the same place (a shared database with room may be another one by then).
 async fn target(cp: &mut PgConnection, config: &Config, tenant: &Tenant, request: &Request, job_id: &str) -> Result<Place> {
-    let recorded: Option<Place> =
-        sqlx::query_as("SELECT host, database_name, isolation FROM tenant_master.move_targets WHERE job_id = $1 AND state = 'copying'")
-            .bind(job_id)
-            .fetch_optional(&mut *cp)
-            .await
-            .context("failed to read the move's target")?;
-    if let Some(place) = recorded {
+    if let Some(place) = move_cleanup::copying_target(cp, job_id).await? {
         return Ok(place);
     }
     let host = request.host.clone().unwrap_or_else(|| tenant.host.clone());
@@ -281,7 +269,7 @@ async fn copy_and_switch(
     let mut target_db = db::connect_to(&target_host, &to.database).await?;
     // The registry points at the source, so a schema of the tenant's name in the target is
     // what an earlier, unfinished run of a move copied there: it goes, and the copy restarts.
-    drop_ours(&mut target_db, &mut target_server, &tenant.schema, &tenant.role, &marker, &target).await?;
+    guard::drop_tenant_schema(&mut target_db, &mut target_server, &tenant.schema, &target, &marker).await?;
     provision::ensure_schema(&mut target_db, &target).await?;
     fault::point(slug, "move:target_ready")?;
 
@@ -429,7 +417,7 @@ async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place,
     }
     fault::point(&tenant.slug, "move:source_kept")?;
     let mut target_server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
-    give_login_back(&mut target_server, tenant).await?;
+    access::give_login_back(&mut target_server, tenant).await?;
     downtime(cp, tenant, job_id).await
 }
 
@@ -460,23 +448,21 @@ async fn set_source_aside(
     .execute(&mut *cp)
     .await
     .context("failed to record the superseded kept source")?;
-    drop_ours(source_db, server, &aside, &tenant.role, marker, tenant).await?;
+    guard::drop_tenant_schema(source_db, server, &aside, tenant, marker).await?;
     ddl(source_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await
 }
 
 /// Records when this job first held the tenant (once per job: a rerun keeps the first).
 async fn held_since(cp: &mut PgConnection, tenant: &Tenant, job_id: &str) -> Result<()> {
-    let recorded: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenant_master.activity_log WHERE action = 'tenant.move_held' AND details ->> 'job_id' = $1)",
-    )
-    .bind(job_id)
-    .fetch_one(&mut *cp)
-    .await
-    .context("failed to read the move's hold")?;
-    if !recorded {
+    if !has_held(cp, job_id).await? {
         activity::record(cp, "worker", Some(tenant.id), "tenant.move_held", json!({ "job_id": job_id })).await?;
     }
     Ok(())
+}
+
+/// Whether move `job_id` has held its tenant (then it can only be finished or undone).
+pub async fn has_held(cp: &mut PgConnection, job_id: &str) -> Result<bool> {
+    activity::recorded_by_job(cp, "tenant.move_held", job_id).await
 }
 
 async fn recorded_downtime(cp: &mut PgConnection, job_id: &str) -> Result<Option<i64>> {
@@ -540,9 +526,9 @@ async fn recover_locked(app: &App, request: &Request, job_id: &str) -> Result<()
         }
     }
     move_cleanup::abandon_target(app, &mut cp, &tenant, job_id).await?;
-    if matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+    if tenant.is_live() {
         let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
-        give_login_back(&mut server, &tenant).await?;
+        access::give_login_back(&mut server, &tenant).await?;
     }
     Ok(())
 }
@@ -563,12 +549,6 @@ fn plan_switch(tenant: &Tenant, request: &Request) -> Result<Option<PlanSwitch>>
     let Some(plan) = &request.plan else { return Ok(None) };
     let plan = Plan::parse(plan)?;
     Ok((plan.as_str() != tenant.plan).then(|| PlanSwitch { from: tenant.plan.clone(), to: plan.as_str().to_owned() }))
-}
-
-/// Login as the tenant's status says: only an active tenant may log in.
-async fn give_login_back(server: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    let template = if tenant.status == "active" { "ALTER ROLE %I LOGIN" } else { "ALTER ROLE %I NOLOGIN" };
-    ddl(server, template, &[&tenant.role]).await
 }
 
 /// Every table of `schema` with its row count, by name. The table list is read over the

@@ -18,9 +18,7 @@ use crate::{
     db::ddl,
     deployment,
     error::{Context as _, Error, Result},
-    fault,
-    guard::{self, Dropped},
-    hosts,
+    fault, guard, hosts,
     jobs::App,
     ledger,
     naming::aside_schema,
@@ -53,17 +51,12 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
         // A rerun of a finished restore (a lost acknowledgement, the orphan sweep, `jobs
         // retry`): the data stays as it is; only the login is left as the status says, as
         // the first run would have left it had it not stopped after recording.
-        give_login_back(&mut server, &tenant).await?;
+        access::give_login_back(&mut server, &tenant).await?;
         let done: Restored =
             serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded restore outcome is unreadable: {e}")))?;
         return Ok(Restored { already_done: true, ..done });
     }
-    if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-        return Err(Error::Conflict(format!(
-            "tenant '{slug}' is {}: only an active, paused or suspended tenant can be restored",
-            tenant.status
-        )));
-    }
+    tenant.require_live("restored")?;
     let chosen = backups::get(&mut cp, tenant.id, backup_id).await?;
     backup::verify_file(&chosen).await?;
     let marker = deployment::marker(&mut cp, slug).await?;
@@ -94,7 +87,7 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
                 // Whatever failed, the live data is back under its own name and the login as
                 // the status says before we return.
                 put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
-                give_login_back(&mut tenant_db, &tenant).await?;
+                access::give_login_back(&mut tenant_db, &tenant).await?;
             }
             return Err(e);
         }
@@ -103,7 +96,7 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     // Recorded before the login is given back: a rerun from here on changes nothing.
     outcomes::record(&mut cp, job_id, "RestoreTenant", tenant.id, &json!(restored)).await?;
     fault::point(slug, "restore:recorded")?;
-    give_login_back(&mut tenant_db, &tenant).await?;
+    access::give_login_back(&mut tenant_db, &tenant).await?;
     activity::record(
         &mut cp,
         "worker",
@@ -124,7 +117,7 @@ pub async fn recover(app: &App, slug: &str) -> Result<()> {
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
     put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
-    give_login_back(&mut tenant_db, &tenant).await
+    access::give_login_back(&mut tenant_db, &tenant).await
 }
 
 /// Where a restore stands, read from the schemas alone.
@@ -182,7 +175,7 @@ async fn replace_schema(
     }
     fault::point(&tenant.slug, "restore:restored")?;
     let finish = async {
-        drop_aside(tenant_db, server, tenant, &aside, marker).await?;
+        guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await?;
         bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
     };
     finish.await.map_err(|e| match e {
@@ -237,30 +230,12 @@ async fn put_back_aside(tenant_db: &mut PgConnection, server: &mut PgConnection,
     let aside = aside_schema(&tenant.schema);
     match stage(tenant_db, tenant).await? {
         Stage::Start => Ok(()),
-        Stage::Restored => drop_aside(tenant_db, server, tenant, &aside, marker).await,
+        Stage::Restored => guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await,
         Stage::AsideOnly { empty_live } => {
             if empty_live {
-                drop_aside(tenant_db, server, tenant, &tenant.schema, marker).await?;
+                guard::drop_tenant_schema(tenant_db, server, &tenant.schema, tenant, marker).await?;
             }
             ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&aside, &tenant.schema]).await
         }
     }
-}
-
-/// Drops a schema of the restore (the old copy, or an empty one it made); one that is not
-/// this deployment's stops the restore instead.
-async fn drop_aside(tenant_db: &mut PgConnection, server: &mut PgConnection, tenant: &Tenant, schema: &str, marker: &str) -> Result<()> {
-    match guard::drop_schema(tenant_db, server, schema, &tenant.role, marker).await? {
-        Dropped::NotOurs => Err(Error::Fatal(format!(
-            "schema {schema} in {} is not this deployment's tenant {}: the restore stopped without touching it",
-            tenant.database, tenant.slug
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Login as the tenant's status says: only an active tenant may log in.
-async fn give_login_back(conn: &mut PgConnection, tenant: &Tenant) -> Result<()> {
-    let template = if tenant.status == "active" { "ALTER ROLE %I LOGIN" } else { "ALTER ROLE %I NOLOGIN" };
-    ddl(conn, template, &[&tenant.role]).await
 }
