@@ -7,19 +7,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-use tenant_master_tests::{private_server::PrivateServer, TempDir, TestEnv};
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
-}
+use tenant_master_tests::{json, private_server::PrivateServer, stderr, stdout, TempDir, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_server_is_added_used_for_a_tenant_and_disabled() {

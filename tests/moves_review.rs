@@ -4,88 +4,23 @@
 //! that cannot be deleted, a move of a tenant whose restore stopped part way. Each test
 //! failed on the code before its fix.
 
-use sqlx::{Connection, PgConnection};
 use tenant_master::{
     fault,
-    jobs::move_tenant::{self, MoveTenant, Requested},
-    ops::{
-        delete, move_cleanup,
-        moves::{self, Request},
-        provision, prune,
-    },
+    jobs::move_tenant::{self, Requested},
+    ops::{delete, move_cleanup, moves, provision, prune},
     plans::{self, Changed},
-    tenants::{self, NewTenant, Tenant},
+    tenants::NewTenant,
 };
-use tenant_master_tests::{private_server::PrivateServer, TestEnv};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-async fn registry(env: &TestEnv, slug: &str) -> Tenant {
-    let mut conn = env.pool.acquire().await.unwrap();
-    tenants::get(&mut conn, slug).await.unwrap()
-}
-
-async fn log_in(env: &TestEnv, slug: &str) -> PgConnection {
-    let mut conn = env.pool.acquire().await.unwrap();
-    let url = tenants::credentials_url(&mut conn, &env.config, slug).await.unwrap();
-    PgConnection::connect(&url).await.unwrap()
-}
-
-async fn add_projects(env: &TestEnv, slug: &str, prefix: &str, n: i32) {
-    let mut own = log_in(env, slug).await;
-    sqlx::query("INSERT INTO projects (name) SELECT $1 || g FROM generate_series(1, $2) g")
-        .bind(prefix)
-        .bind(n)
-        .execute(&mut own)
-        .await
-        .unwrap();
-}
-
-async fn admin_on(url: &str, database: &str) -> PgConnection {
-    let options = tenant_master::db::options(url).unwrap();
-    tenant_master::db::connect_to(&options, database).await.unwrap()
-}
-
-async fn schemas_in(url: &str, database: &str, role: &str) -> Vec<String> {
-    let mut conn = admin_on(url, "postgres").await;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(database)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    if !exists {
-        return vec![];
-    }
-    let mut conn = admin_on(url, database).await;
-    sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '%' ORDER BY 1")
-        .bind(role)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-}
-
-fn request(t: &Tenant, host: Option<&str>, plan: Option<&str>) -> Request {
-    Request { slug: t.slug.clone(), tenant_id: t.id, host: host.map(str::to_owned), plan: plan.map(str::to_owned), actor: "test".into() }
-}
+use tenant_master_tests::{
+    admin_on, database_exists,
+    moves::{add_alias_of_the_test_server, payload, request},
+    private_server::PrivateServer,
+    schemas_like, stderr, TestEnv,
+};
 
 fn add_second(env: &TestEnv, second: &PrivateServer) {
-    let out = env
-        .tenantctl_command(&["host", "add", "second", "--admin-url-env", "SECOND_ADMIN_URL"])
-        .env("SECOND_ADMIN_URL", second.url())
-        .output()
-        .unwrap();
+    let out = env.add_host("second", &second.url());
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-async fn payload(env: &TestEnv, job_id: &str) -> MoveTenant {
-    let v: serde_json::Value = sqlx::query_scalar("SELECT convert_from(job, 'UTF8')::jsonb FROM apalis.jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-    serde_json::from_value(v).unwrap()
 }
 
 /// A cross-host move is cut short after the copy reached the second server (SIGKILL; the
@@ -101,7 +36,7 @@ async fn a_cut_short_move_leaves_nothing_for_the_next_tenant_of_the_slug() {
     env.config.backups.keep_deleted_days = 0;
     add_second(&env, &second);
     let t = env.provisioned(&env.slug("ghost"), "starter").await;
-    add_projects(&env, &t.slug, "secret-", 50).await;
+    env.add_projects(&t.slug, "secret-", 50).await;
     let req = request(&t, Some("second"), None);
     fault::arm(&t.slug, "move:restored");
     let err = moves::move_tenant(&env.app(), &req, "move-ghost").await.unwrap_err();
@@ -109,19 +44,19 @@ async fn a_cut_short_move_leaves_nothing_for_the_next_tenant_of_the_slug() {
 
     // The careless admin: delete while the move waits for its retry.
     delete::delete(&env.app(), &t.slug, Some(t.id), "delete-ghost", "admin").await.expect("delete");
-    assert_eq!(registry(&env, &t.slug).await.status, "deleted");
+    assert_eq!(env.registry(&t.slug).await.status, "deleted");
     // The move's retry is refused; the job gives up and its on_dead runs.
     let err = moves::move_tenant(&env.app(), &req, "move-ghost").await.unwrap_err();
     println!("retry of the move: {err}");
     moves::recover(&env.app(), &req, "move-ghost").await.unwrap();
-    let left = schemas_in(&second.url(), &t.database, &t.role).await;
+    let left = schemas_like(&second.url(), &t.database, &t.role).await;
     println!("schemas of the deleted tenant left on the second server: {left:?}");
 
     // Weeks later the slug is free again; a new customer takes it, on host 'second'.
     prune::prune_deleted_tenant_backups(&env.pool, 0).await.unwrap();
     let new = NewTenant::parse(&t.slug, "demo", "starter", "new-owner@example.com", None, Some("second")).unwrap();
     provision::provision(&env.app(), &new, "test").await.expect("provision the new tenant");
-    let mut own = log_in(&env, &t.slug).await;
+    let mut own = env.as_tenant(&t.slug).await;
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE name LIKE 'secret-%'").fetch_one(&mut own).await.unwrap();
     assert_eq!(seen, 0, "the new tenant of the slug sees {seen} rows of the deleted tenant (left on 'second': {left:?})");
 }
@@ -152,7 +87,7 @@ async fn a_dead_move_leaves_no_ledger_rows_for_a_later_tenant() {
     prune::prune_deleted_tenant_backups(&env.pool, 0).await.unwrap();
     let new = NewTenant::parse(&t.slug, "demo", "starter", "new-owner@example.com", None, Some("second")).unwrap();
     provision::provision(&env.app(), &new, "test").await.expect("provision the new tenant");
-    let mut own = log_in(&env, &t.slug).await;
+    let mut own = env.as_tenant(&t.slug).await;
     let has_projects: bool = sqlx::query_scalar("SELECT to_regclass('projects') IS NOT NULL").fetch_one(&mut own).await.unwrap();
     assert!(has_projects, "the new tenant's migrations were skipped ({ledger_left} stale ledger rows left by on_dead): it has no tables");
 }
@@ -164,7 +99,7 @@ async fn a_dead_move_leaves_no_ledger_rows_for_a_later_tenant() {
 async fn a_delete_during_a_pending_move_finishes() {
     let env = TestEnv::new().await;
     let t = env.provisioned(&env.slug("stuck"), "starter").await;
-    add_projects(&env, &t.slug, "row-", 20).await;
+    env.add_projects(&t.slug, "row-", 20).await;
     let req = request(&t, None, Some("enterprise"));
     fault::arm(&t.slug, "move:restored");
     assert!(moves::move_tenant(&env.app(), &req, "move-stuck").await.unwrap_err().is_injected());
@@ -184,16 +119,9 @@ async fn a_delete_during_a_pending_move_finishes() {
     let second = delete::delete(&env.app(), &t.slug, Some(t.id), "delete-stuck", "admin").await;
     println!("delete retried: {second:?}");
     let server = tenant_master_tests::server_url();
-    let left = schemas_in(&server, &target.database, &t.role).await;
-    let status = registry(&env, &t.slug).await.status;
-    let db_left: bool = {
-        let mut c = admin_on(&server, "postgres").await;
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&target.database)
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-    };
+    let left = schemas_like(&server, &target.database, &t.role).await;
+    let status = env.registry(&t.slug).await.status;
+    let db_left = database_exists(&server, &target.database).await;
     assert!(first.is_ok(), "the delete failed: {first:?} (copy left: {left:?})");
     assert_eq!(status, "deleted", "retried delete: {second:?}; dedicated database left: {db_left}");
 }
@@ -209,7 +137,7 @@ async fn change_plan_then_move_keeps_the_plan_isolation_invariant() {
     let env = TestEnv::new().await;
     add_second(&env, &second);
     let t = env.provisioned(&env.slug("twice"), "starter").await;
-    add_projects(&env, &t.slug, "row-", 10).await;
+    env.add_projects(&t.slug, "row-", 10).await;
     let Changed::Moving { job_id: j1, .. } = plans::change(&env.pool, &env.config, &t.slug, "enterprise", None, "admin").await.unwrap()
     else {
         panic!("expected a move")
@@ -227,7 +155,7 @@ async fn change_plan_then_move_keeps_the_plan_isolation_invariant() {
         panic!("expected a move")
     };
     moves::move_tenant(&env.app(), &payload(&env, &j2).await.request, &j2).await.unwrap();
-    let after = registry(&env, &t.slug).await;
+    let after = env.registry(&t.slug).await;
     assert_eq!((after.plan.as_str(), after.isolation.as_str(), after.host.as_str()), ("enterprise", "database", "second"));
 }
 
@@ -241,7 +169,7 @@ async fn a_tenant_upgraded_to_a_dedicated_database_on_the_same_host_can_be_delet
     let mut failures = Vec::new();
     for (i, prune_first) in [false, true].into_iter().enumerate() {
         let t = env.provisioned(&env.slug(&format!("upgraded{i}")), "starter").await;
-        add_projects(&env, &t.slug, "row-", 10).await;
+        env.add_projects(&t.slug, "row-", 10).await;
         moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), &format!("move-up-{i}")).await.unwrap();
         if prune_first {
             sqlx::query("UPDATE tenant_master.kept_sources SET kept_until = now() - interval '1 second' WHERE tenant_id = $1")
@@ -276,7 +204,7 @@ async fn a_tenant_upgraded_to_a_dedicated_database_on_the_same_host_can_be_delet
 async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
     let env = TestEnv::new().await;
     let t = env.provisioned(&env.slug("halfrestored"), "starter").await;
-    add_projects(&env, &t.slug, "row-", 100).await;
+    env.add_projects(&t.slug, "row-", 100).await;
     {
         // The state a SIGKILL of the restore leaves between CREATE SCHEMA and pg_restore's commit.
         let mut db = env.admin(&t.database).await;
@@ -295,14 +223,14 @@ async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
     assert!(refused.contains("restore that stopped part way"), "{refused}");
     // The restore job's last attempt gives up: its on_dead puts the data back.
     tenant_master::ops::restore::recover(&env.app(), &t.slug).await.unwrap();
-    let after = registry(&env, &t.slug).await;
+    let after = env.registry(&t.slug).await;
     let mut db = env.admin(&after.database).await;
     let live_rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))
         .fetch_one(&mut db)
         .await
         .unwrap_or(-1);
     let server = tenant_master_tests::server_url();
-    let old = schemas_in(&server, &t.database, &t.role).await;
+    let old = schemas_like(&server, &t.database, &t.role).await;
     assert_eq!(
         live_rows, 100,
         "live copy in {} has {live_rows} rows (-1: no projects table); the rows are left in {}: {old:?}",
@@ -316,21 +244,16 @@ async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_under_two_names_keeps_its_tenants_roles_when_a_copy_is_pruned() {
     let env = TestEnv::new().await;
-    let url = tenant_master_tests::url_with_database(&tenant_master_tests::server_url(), "postgres");
-    sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity, enabled) VALUES ('alias', $1, 10, true)")
-        .bind(&url)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    add_alias_of_the_test_server(&env).await;
     let t = env.provisioned(&env.slug("aliased"), "starter").await;
-    add_projects(&env, &t.slug, "row-", 30).await;
+    env.add_projects(&t.slug, "row-", 30).await;
     moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), "move-alias").await.unwrap();
     // The registry names the tenant's server by its other name (a move to an alias is
     // refused now, see below; a registry edited by hand gets here too).
     sqlx::query("UPDATE tenant_master.tenants SET host = 'alias' WHERE id = $1").bind(t.id).execute(&env.pool).await.unwrap();
     sqlx::query("UPDATE tenant_master.kept_sources SET kept_until = now() - interval '1 second'").execute(&env.pool).await.unwrap();
     assert_eq!(move_cleanup::prune_kept_sources(&env.app()).await.unwrap(), 1);
-    let mut own = log_in(&env, &t.slug).await;
+    let mut own = env.as_tenant(&t.slug).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut own).await.unwrap();
     assert_eq!(rows, 30, "the tenant and its data survive the prune on its own server's other name");
 }
@@ -341,21 +264,16 @@ async fn a_server_under_two_names_keeps_its_tenants_roles_when_a_copy_is_pruned(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_to_its_own_server_under_another_name_is_refused_and_loses_nothing() {
     let env = TestEnv::new().await;
-    let url = tenant_master_tests::url_with_database(&tenant_master_tests::server_url(), "postgres");
-    sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity, enabled) VALUES ('alias', $1, 10, true)")
-        .bind(&url)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    add_alias_of_the_test_server(&env).await;
     for plan in ["enterprise", "starter"] {
         let t = env.provisioned(&env.slug(&format!("al{}", &plan[..2])), plan).await;
-        add_projects(&env, &t.slug, "row-", 30).await;
+        env.add_projects(&t.slug, "row-", 30).await;
         let refused = moves::move_tenant(&env.app(), &request(&t, Some("alias"), None), &format!("move-al-{plan}")).await;
         let refused = refused.expect_err("refused").to_string();
         assert!(refused.contains("may be the same PostgreSQL server"), "{refused}");
         let refused = move_tenant::enqueue(&env.pool, &env.config, &t.slug, Some("alias"), None, "admin").await.unwrap_err().to_string();
         assert!(refused.contains("may be the same PostgreSQL server"), "{refused}");
-        let mut own = log_in(&env, &t.slug).await;
+        let mut own = env.as_tenant(&t.slug).await;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut own).await.unwrap();
         assert_eq!(rows, 30, "{plan}");
     }
@@ -368,7 +286,7 @@ async fn a_move_to_its_own_server_under_another_name_is_refused_and_loses_nothin
 async fn a_dead_moves_cleanup_waits_for_another_job_of_the_tenant() {
     let env = TestEnv::new().await;
     let t = env.provisioned(&env.slug("rcbusy"), "starter").await;
-    add_projects(&env, &t.slug, "row-", 5).await;
+    env.add_projects(&t.slug, "row-", 5).await;
     fault::arm(&t.slug, "move:held");
     moves::move_tenant(&env.app(), &request(&t, None, Some("enterprise")), "move-rcbusy").await.unwrap_err();
     let other = tenant_master::lock::TenantLock::acquire(&env.config, &t.slug).await.unwrap();
@@ -381,7 +299,7 @@ async fn a_dead_moves_cleanup_waits_for_another_job_of_the_tenant() {
     let app = tenant_master::jobs::App::new(config, env.pool.clone());
     moves::recover(&app, &request(&t, None, Some("enterprise")), "move-rcbusy").await.unwrap();
     release.await.unwrap();
-    let mut own = log_in(&env, &t.slug).await;
+    let mut own = env.as_tenant(&t.slug).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut own).await.unwrap();
     assert_eq!(rows, 5, "the active tenant logs in again after the dead move");
 }

@@ -5,15 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tenant_master_tests::TestEnv;
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use tenant_master_tests::{stderr, stdout, TestEnv};
 
 /// One line on stderr, starting `error:`.
 fn one_sentence(out: &std::process::Output) -> String {

@@ -3,19 +3,11 @@
 //! tenants_per_shared_database`), so a backup's catalog read stays bounded. Tenants in every
 //! shard work, back up and restore exactly, and see only their own schema.
 
-use sqlx::{Connection, PgConnection};
 use tenant_master::{
     backups::Kind,
     ops::{backup, restore},
-    tenants,
 };
 use tenant_master_tests::{names_in_backup, TestEnv};
-
-async fn log_in(env: &TestEnv, slug: &str) -> PgConnection {
-    let mut conn = env.pool.acquire().await.unwrap();
-    let url = tenants::credentials_url(&mut conn, &env.config, slug).await.unwrap();
-    PgConnection::connect(&url).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_fill_one_shared_database_after_another() {
@@ -35,11 +27,11 @@ async fn tenants_fill_one_shared_database_after_another() {
 
     // Each writes its own rows; a tenant sees its schema only, not a neighbour's in its shard.
     for t in &tenants {
-        let mut conn = log_in(&env, &t.slug).await;
+        let mut conn = env.as_tenant(&t.slug).await;
         sqlx::query("INSERT INTO projects (name) VALUES ($1)").bind(format!("of-{}", t.slug)).execute(&mut conn).await.unwrap();
     }
     let (a, b) = (&tenants[2], &tenants[3]);
-    let mut as_a = log_in(&env, &a.slug).await;
+    let mut as_a = env.as_tenant(&a.slug).await;
     let peek = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{}\".projects", b.schema))).fetch_all(&mut as_a).await;
     assert!(peek.is_err(), "a tenant reads its shard neighbour");
 
@@ -50,7 +42,7 @@ async fn tenants_fill_one_shared_database_after_another() {
     sqlx::query("DELETE FROM projects").execute(&mut as_a).await.unwrap();
     drop(as_a);
     restore::restore(&app, &a.slug, taken.id, "shard-restore").await.unwrap();
-    let mut as_a = log_in(&env, &a.slug).await;
+    let mut as_a = env.as_tenant(&a.slug).await;
     let rows: Vec<String> = sqlx::query_scalar("SELECT name FROM projects").fetch_all(&mut as_a).await.unwrap();
     assert_eq!(rows, vec![format!("of-{}", a.slug)]);
 

@@ -375,17 +375,7 @@ async fn rollout_times(n: usize, logs: &std::path::Path) -> (f64, f64) {
     wait_listening(&env, 1).await;
     eprintln!("  rollout: provisioning {n} tenants");
     provision_rate(&env, "free", n).await;
-    let tenantctl = |args: &[&str]| {
-        let mut cmd = Command::new(sibling("tenantctl"));
-        cmd.env_remove("TENANT_MASTER_CONFIG").args(args).stdout(Stdio::null()).stderr(Stdio::null());
-        for (k, v) in env.env_vars() {
-            cmd.env(k, v);
-        }
-        let started = Instant::now();
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "tenantctl {args:?} failed");
-        started.elapsed().as_secs_f64()
-    };
+    let tenantctl = |args: &[&str]| tenantctl_secs(&env, args);
     eprintln!("  rollout: nothing pending");
     let idle = tenantctl(&["tenant", "migrate", "--all"]);
     std::fs::write(
@@ -566,7 +556,7 @@ async fn main() {
     }
     // `--moves`: only the moves (issue 14), for a quick look.
     if std::env::args().any(|a| a == "--moves") {
-        print_table(o.runs, move_times(o.runs).await, "").await;
+        print_table(o.runs, move_times(o.runs).await, "");
         return;
     }
     let env = TestEnv::new().await;
@@ -717,19 +707,34 @@ async fn main() {
         "idle < 50".into(),
     ]);
 
-    print_table(o.runs, rows, &sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default()).await;
+    print_table(o.runs, rows, &sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default());
 }
 
-async fn print_table(runs: usize, rows: Vec<[String; 5]>, server_version: &str) {
-    let machine = format!(
-        "{} cores, {}{}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
-            .unwrap_or_default(),
-        if server_version.is_empty() { String::new() } else { format!(", PostgreSQL {server_version}") }
-    );
+/// Seconds one `tenantctl` command takes (the process, its connection and its work).
+fn tenantctl_secs(env: &TestEnv, args: &[&str]) -> f64 {
+    let mut cmd = Command::new(sibling("tenantctl"));
+    cmd.env_remove("TENANT_MASTER_CONFIG").args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env.env_vars() {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "tenantctl {args:?} failed");
+    started.elapsed().as_secs_f64()
+}
+
+/// "N cores, CPU model" of this machine, for the tables.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    format!("{} cores, {model}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
+}
+
+fn print_table(runs: usize, rows: Vec<[String; 5]>, server_version: &str) {
+    let postgres = if server_version.is_empty() { String::new() } else { format!(", PostgreSQL {server_version}") };
+    let machine = format!("{}{postgres}", machine());
     println!("\nTenant Master benchmark, {} ({} runs per figure, median; {})\n", chrono::Utc::now().format("%Y-%m-%d"), runs, machine);
     println!("| measure | Tenant Master | baseline, same run | ratio | target |");
     println!("| --- | --- | --- | --- | --- |");

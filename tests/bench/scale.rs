@@ -4,10 +4,7 @@
 //! and a `tenant migrate --all`, through one worker with the default settings. Prints one
 //! table; removes everything it created.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tenant_master::{
@@ -16,7 +13,7 @@ use tenant_master::{
 };
 use tenant_master_tests::{TempDir, TestEnv};
 
-use super::{memory_kb, sibling, spawn_worker, wait_listening};
+use super::{machine, memory_kb, spawn_worker, tenantctl_secs, wait_listening};
 
 /// One size's figures.
 struct Figures {
@@ -55,10 +52,10 @@ pub async fn run(sizes: &[usize], per_shared_database: Option<u32>) {
         eprintln!("  daily cleanup and PruneJobs");
         let cleanup_secs = night(&env, "daily_cleanup", night_index).await;
         eprintln!("  tenant migrate --all, control-plane queries");
-        let migrate_secs = tenantctl(&env, &["tenant", "migrate", "--all"]);
-        let list_secs = tenantctl(&env, &["tenant", "list", "--json"]);
-        let show_secs = tenantctl(&env, &["tenant", "show", &env.slug("s0"), "--json"]);
-        let jobs_secs = tenantctl(&env, &["jobs", "list", "--json"]);
+        let migrate_secs = tenantctl_secs(&env, &["tenant", "migrate", "--all"]);
+        let list_secs = tenantctl_secs(&env, &["tenant", "list", "--json"]);
+        let show_secs = tenantctl_secs(&env, &["tenant", "show", &env.slug("s0"), "--json"]);
+        let jobs_secs = tenantctl_secs(&env, &["jobs", "list", "--json"]);
         let rss_mb = memory_kb(worker.id(), "VmHWM:") / 1024.0;
         figures.push(Figures {
             tenants: size,
@@ -159,29 +156,8 @@ async fn night(env: &TestEnv, name: &str, index: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Seconds one `tenantctl` command takes (the process, its connection and its query).
-fn tenantctl(env: &TestEnv, args: &[&str]) -> f64 {
-    let mut cmd = Command::new(sibling("tenantctl"));
-    cmd.env_remove("TENANT_MASTER_CONFIG").args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env.env_vars() {
-        cmd.env(k, v);
-    }
-    let started = Instant::now();
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "tenantctl {args:?} failed");
-    started.elapsed().as_secs_f64()
-}
-
 fn print_table(figures: &[Figures]) {
-    let machine = format!(
-        "{} cores, {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
-            .unwrap_or_default()
-    );
-    println!("\nTenant Master at scale, {} ({machine}; one worker, default settings)\n", Utc::now().format("%Y-%m-%d"));
+    println!("\nTenant Master at scale, {} ({}; one worker, default settings)\n", Utc::now().format("%Y-%m-%d"), machine());
     let header: Vec<String> = figures.iter().map(|f| format!("{} tenants", f.tenants)).collect();
     println!("| measure | {} |", header.join(" | "));
     println!("| --- |{}", " --- |".repeat(figures.len()));

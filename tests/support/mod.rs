@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod moves;
 pub mod private_server;
 pub mod smtp;
 
@@ -258,6 +259,47 @@ async fn cleanup(server: &str, control_db: &str, prefix: &str, suffix: &str) {
     }
 }
 
+/// An admin connection to `database` of the server at `url` (as the OS user, like `db::options`).
+pub async fn admin_on(url: &str, database: &str) -> PgConnection {
+    let options = db::options(url).unwrap();
+    db::connect_to(&options, database).await.unwrap()
+}
+
+/// Whether `database` exists on the server at `url`.
+pub async fn database_exists(url: &str, database: &str) -> bool {
+    let mut conn = admin_on(url, "postgres").await;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(database).fetch_one(&mut conn).await.unwrap()
+}
+
+/// The schemas of `database` (none if it is gone) on the server at `url` whose names start
+/// with `prefix` (a tenant's role: its live schema and the copies named after it).
+pub async fn schemas_like(url: &str, database: &str, prefix: &str) -> Vec<String> {
+    if !database_exists(url, database).await {
+        return Vec::new();
+    }
+    let mut conn = admin_on(url, database).await;
+    sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '%' ORDER BY 1")
+        .bind(prefix)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A command's stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A command's stdout, as JSON (the panic shows both streams).
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
+}
+
 /// `url` with its database replaced.
 pub fn url_with_database(url: &str, database: &str) -> String {
     let base = url.split('?').next().unwrap();
@@ -393,9 +435,40 @@ impl TestEnv {
 
     /// A connection as the tenant's own role, with the password from the registry.
     pub async fn as_tenant(&self, slug: &str) -> PgConnection {
+        self.try_as_tenant(slug).await.expect("connect as the tenant")
+    }
+
+    /// Logs in with the tenant's credentials as `tenantctl tenant credentials` prints them;
+    /// the error if the tenant may not log in.
+    pub async fn try_as_tenant(&self, slug: &str) -> Result<PgConnection, sqlx::Error> {
         let mut conn = self.pool.acquire().await.unwrap();
         let url = tenant_master::tenants::credentials_url(&mut conn, &self.config, slug).await.unwrap();
-        PgConnection::connect(&url).await.expect("connect as the tenant")
+        PgConnection::connect(&url).await
+    }
+
+    /// The tenant's registry row.
+    pub async fn registry(&self, slug: &str) -> tenant_master::tenants::Tenant {
+        let mut conn = self.pool.acquire().await.unwrap();
+        tenant_master::tenants::get(&mut conn, slug).await.unwrap()
+    }
+
+    /// `n` rows `<prefix>1..n` in the tenant's `projects`, written as the tenant.
+    pub async fn add_projects(&self, slug: &str, prefix: &str, n: i32) {
+        let mut own = self.as_tenant(slug).await;
+        sqlx::query("INSERT INTO projects (name) SELECT $1 || g FROM generate_series(1, $2) g")
+            .bind(prefix)
+            .bind(n)
+            .execute(&mut own)
+            .await
+            .unwrap();
+    }
+
+    /// `tenantctl host add NAME` with the admin URL `url` passed in an environment variable.
+    pub fn add_host(&self, name: &str, url: &str) -> Output {
+        self.tenantctl_command(&["host", "add", name, "--admin-url-env", "TEST_HOST_ADMIN_URL"])
+            .env("TEST_HOST_ADMIN_URL", url)
+            .output()
+            .unwrap()
     }
 
     /// Counts the tenant's roles, schemas, applied migrations and tables on the server.
