@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/ensure-postgres.sh
+./deploy/ensure-browser.sh
 cargo build --workspace --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

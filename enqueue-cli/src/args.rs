@@ -53,6 +53,51 @@ pub enum Command {
     /// Database hosts.
     #[command(subcommand)]
     Host(HostCommand),
+    /// The admin panel (a web UI over the same calls as these commands) and its users.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Serve the admin panel until SIGTERM or Ctrl-C. It speaks plain HTTP: put a TLS proxy in front
+    /// of it for anything but 127.0.0.1 (see the README, "Admin panel").
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TENANT_MASTER_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+        listen: String,
+        /// A TLS proxy is in front: take the client address from X-Forwarded-For and the
+        /// scheme from X-Forwarded-Proto (session cookies become Secure over https).
+        #[arg(long, env = "TENANT_MASTER_ADMIN_BEHIND_PROXY")]
+        behind_proxy: bool,
+    },
+    /// Add, list and remove the panel's users.
+    #[command(subcommand)]
+    User(AdminUserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AdminUserCommand {
+    /// Add a user; the password is read from TENANT_MASTER_ADMIN_PASSWORD or stdin (never argv).
+    Add {
+        /// The user's name (a-z first, then a-z, 0-9, '_', '.', '-').
+        name: String,
+        /// admin (may act) or viewer (sees everything, changes nothing).
+        #[arg(long)]
+        role: String,
+    },
+    /// Set a user's password (from TENANT_MASTER_ADMIN_PASSWORD or stdin); ends their sessions.
+    Password {
+        /// The user's name.
+        name: String,
+    },
+    /// Remove a user; ends their sessions.
+    Remove {
+        /// The user's name.
+        name: String,
+    },
+    /// List the users and their roles.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +174,12 @@ pub enum TenantCommand {
         /// Only tenants on this plan: free, starter, business, enterprise or lifetime.
         #[arg(long)]
         plan: Option<String>,
+        /// Only tenants on this database host (see `tenantctl host list`).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only tenants whose slug or owner e-mail contains this text (any case).
+        #[arg(long)]
+        search: Option<String>,
         /// Only tenants behind their product's migrations.
         #[arg(long)]
         outdated: bool,
@@ -437,6 +488,9 @@ pub enum JobsCommand {
         /// With --failed: only jobs of this type, e.g. BackupTenant.
         #[arg(long = "type", requires = "failed")]
         job_type: Option<String>,
+        /// With --failed: only jobs of this tenant (its slug).
+        #[arg(long, requires = "failed")]
+        tenant: Option<String>,
     },
     /// Remove a job that has not started (pending, failed or dead).
     Cancel {

@@ -16,11 +16,7 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         JobsCommand::List { status, job_type, tenant, limit } => {
             if let Some(slug) = &tenant {
-                // A typo must not read as "no jobs".
-                let mut conn = pool.acquire().await?;
-                if tenant_master::tenants::find(&mut conn, slug).await?.is_none() {
-                    return Err(tenant_master::Error::Invalid(format!("no tenant '{slug}': see `tenantctl tenant list`")).into());
-                }
+                known_tenant(&pool, slug).await?;
             }
             let jobs = queue::list(&pool, &JobFilter { status, job_type, tenant, limit }).await?;
             if ctx.json {
@@ -51,8 +47,15 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
                 show(&job);
             }
         }
-        JobsCommand::Retry { ids, failed, job_type } => {
-            let retried = if failed { queue::retry_failed(&pool, job_type.as_deref()).await? } else { retry_given(&pool, &ids).await? };
+        JobsCommand::Retry { ids, failed, job_type, tenant } => {
+            let retried = if failed {
+                if let Some(slug) = &tenant {
+                    known_tenant(&pool, slug).await?;
+                }
+                queue::retry_matching(&pool, &JobFilter { job_type, tenant, ..Default::default() }, None).await?
+            } else {
+                retry_given(&pool, &ids).await?
+            };
             if ctx.json {
                 println!("{}", serde_json::json!({ "retried": retried }));
             } else {
@@ -81,19 +84,28 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a slug that names no tenant: a typo must not read as "no jobs".
+pub async fn known_tenant(pool: &sqlx::PgPool, slug: &str) -> tenant_master::Result<()> {
+    use tenant_master::error::Context as _;
+    let mut conn = pool.acquire().await.context("failed to connect to the control plane")?;
+    match tenant_master::tenants::find(&mut conn, slug).await? {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!("no tenant '{slug}': see `tenantctl tenant list`"))),
+    }
+}
+
 /// Retries the given ids; every one must exist and be failed, dead or pending.
-async fn retry_given(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result<Vec<String>> {
+pub async fn retry_given(pool: &sqlx::PgPool, ids: &[String]) -> tenant_master::Result<Vec<String>> {
     for id in ids {
         let job = queue::get(pool, id).await?;
         if matches!(job.status.as_str(), "running" | "done") {
             return Err(Error::Conflict(format!(
                 "job {id} is {}: only failed, dead or pending jobs can be retried; nothing was retried",
                 job.status
-            ))
-            .into());
+            )));
         }
     }
-    Ok(queue::retry(pool, ids).await?)
+    queue::retry(pool, ids).await
 }
 
 fn first_line(text: &str) -> String {

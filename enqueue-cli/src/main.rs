@@ -9,6 +9,7 @@ mod host;
 mod jobs;
 mod maintenance;
 mod output;
+mod panel;
 mod rollout;
 mod tenant;
 mod wait;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tenant_master::{telemetry, Config};
 
-use crate::args::{Cli, Command};
+use crate::args::{AdminCommand, Cli, Command};
 
 /// What a command needs besides its own arguments.
 pub struct Ctx {
@@ -71,6 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,
         Command::Key(cmd) => host::key(&ctx, cmd).await,
         Command::Host(cmd) => host::run(&ctx, cmd).await,
+        Command::Admin(AdminCommand::Serve { listen, behind_proxy }) => panel::serve(ctx, &listen, behind_proxy).await,
+        Command::Admin(AdminCommand::User(cmd)) => panel::users::run(&ctx, cmd).await,
     }
 }
 

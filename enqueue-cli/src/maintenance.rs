@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tenant_master::{
     activity,
     jobs::vacuum::{self, MaintenanceRequest},
@@ -48,31 +47,12 @@ pub async fn run(ctx: &Ctx, a: MaintenanceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-struct ScheduleRow {
-    name: String,
-    cron: String,
-    job: String,
-    next_run: Option<DateTime<Utc>>,
-    last_slot: Option<DateTime<Utc>>,
-}
-
 pub async fn schedule(ctx: &Ctx, cmd: ScheduleCommand) -> anyhow::Result<ExitCode> {
     let pool = ctx.pool().await?;
     let now = Utc::now();
     match cmd {
         ScheduleCommand::List => {
-            let mut rows = Vec::new();
-            for s in Schedule::all(&ctx.config.scheduler)? {
-                let last_slot = schedule::last_slot(&pool, &s.name).await?;
-                rows.push(ScheduleRow {
-                    next_run: s.next_run(now),
-                    last_slot,
-                    cron: s.cron_text.clone(),
-                    job: s.config.job.clone(),
-                    name: s.name,
-                });
-            }
+            let rows = schedule::overview(&pool, &ctx.config.scheduler, now).await?;
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

@@ -142,9 +142,9 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::tenant(ctx, &tenant, &[], &[]);
             Ok(ExitCode::SUCCESS)
         }
-        TenantCommand::List { status, product, plan, outdated } => {
+        TenantCommand::List { status, product, plan, host, search, outdated } => {
             let pool = ctx.pool().await?;
-            let list = tenants::list(&pool, &ListFilter { status, product, plan }).await?;
+            let list = tenants::list(&pool, &ListFilter { status, product, plan, host, search }).await?;
             let mut pending = output::Pending::new(&ctx.config);
             let list: Vec<_> = list
                 .into_iter()

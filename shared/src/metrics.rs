@@ -12,7 +12,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::error::{Context as _, Result};
+use crate::error::Result;
 
 /// Upper bounds (seconds) of the run-duration histogram.
 const BUCKETS: [f64; 10] = [0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0];
@@ -81,17 +81,7 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the queue read from `pool`.
     pub async fn render(&self, pool: &PgPool) -> Result<String> {
-        let queue: Vec<(String, i64, f64)> = sqlx::query_as(
-            // Every registered type, 0 when none is waiting: an alert on the series then
-            // sees a value, not a gap.
-            "SELECT t.job_type, count(j.id), COALESCE(EXTRACT(EPOCH FROM now() - min(j.run_at))::float8, 0)
-             FROM tenant_master.job_types t
-             LEFT JOIN apalis.jobs j ON j.job_type = t.job_type AND j.status = 'Pending' AND j.run_at <= now()
-             GROUP BY t.job_type ORDER BY t.job_type",
-        )
-        .fetch_all(pool)
-        .await
-        .context("failed to read the queue depth")?;
+        let queue = crate::queue::depth(pool).await?;
         let mut out = String::new();
         let all = self.by_type.lock().unwrap();
         let counters: [Counter; 5] = [
@@ -124,15 +114,15 @@ impl Metrics {
         }
         let _ =
             writeln!(out, "# HELP tenant_master_queue_depth Jobs due and waiting, by job type.\n# TYPE tenant_master_queue_depth gauge");
-        for (t, n, _) in &queue {
-            let _ = writeln!(out, "tenant_master_queue_depth{{type=\"{t}\"}} {n}");
+        for d in &queue {
+            let _ = writeln!(out, "tenant_master_queue_depth{{type=\"{}\"}} {}", d.job_type, d.due);
         }
         let _ = writeln!(
             out,
             "# HELP tenant_master_queue_oldest_pending_age_seconds Age of the oldest due job, by job type.\n# TYPE tenant_master_queue_oldest_pending_age_seconds gauge"
         );
-        for (t, _, age) in &queue {
-            let _ = writeln!(out, "tenant_master_queue_oldest_pending_age_seconds{{type=\"{t}\"}} {age:.3}");
+        for d in &queue {
+            let _ = writeln!(out, "tenant_master_queue_oldest_pending_age_seconds{{type=\"{}\"}} {:.3}", d.job_type, d.oldest_due_secs);
         }
         Ok(out)
     }

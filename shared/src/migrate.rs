@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (11, "rollouts", include_str!("../../migrations/0011_rollouts.sql")),
     (12, "plan_history", include_str!("../../migrations/0012_plan_history.sql")),
     (13, "moves", include_str!("../../migrations/0013_moves.sql")),
+    (14, "admin_panel", include_str!("../../migrations/0014_admin_panel.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

@@ -81,14 +81,7 @@ pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead"];
 
 /// Jobs matching `filter`, newest first.
 pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
-    if let Some(status) = &filter.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(crate::error::unknown_value("status", status, STATUSES, None));
-        }
-    }
-    if let Some(job_type) = &filter.job_type {
-        check_job_type(pool, job_type).await?;
-    }
+    check(pool, filter).await?;
     sqlx::query_as(
         "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload, result FROM tenant_master.jobs
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR tenant = $3)
@@ -101,6 +94,19 @@ pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
     .fetch_all(pool)
     .await
     .context("failed to list jobs")
+}
+
+/// Refuses a status or job type that matches nothing by construction.
+async fn check(pool: &PgPool, filter: &JobFilter) -> Result<()> {
+    if let Some(status) = &filter.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(crate::error::unknown_value("status", status, STATUSES, None));
+        }
+    }
+    if let Some(job_type) = &filter.job_type {
+        check_job_type(pool, job_type).await?;
+    }
+    Ok(())
 }
 
 /// Puts failed, dead (or pending) jobs back to pending with a fresh attempt budget, due now,
@@ -121,18 +127,64 @@ pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
     Err(crate::error::unknown_value("job type", job_type, &known, None))
 }
 
-/// Retries every failed and dead job (of one type, if given).
-pub async fn retry_failed(pool: &PgPool, job_type: Option<&str>) -> Result<Vec<String>> {
-    if let Some(job_type) = job_type {
-        check_job_type(pool, job_type).await?;
-    }
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR type = $1)")
-            .bind(job_type)
-            .fetch_all(pool)
-            .await
-            .context("failed to find failed jobs")?;
+/// The failed and dead jobs matching `filter` (its status, if given, must be failed or
+/// dead; its limit is ignored), up to job id `upto` when given: what "retry all that
+/// match" would retry. Ids are ULIDs, so `upto` is the newest job an admin saw counted.
+pub async fn retryable(pool: &PgPool, filter: &JobFilter, upto: Option<&str>) -> Result<Vec<String>> {
+    check(pool, filter).await?;
+    sqlx::query_scalar(
+        "SELECT id FROM tenant_master.jobs
+         WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
+           AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR id <= $4)
+         ORDER BY id",
+    )
+    .bind(&filter.status)
+    .bind(&filter.job_type)
+    .bind(&filter.tenant)
+    .bind(upto)
+    .fetch_all(pool)
+    .await
+    .context("failed to find the failed jobs")
+}
+
+/// Retries every failed and dead job matching `filter` (see [`retryable`]).
+pub async fn retry_matching(pool: &PgPool, filter: &JobFilter, upto: Option<&str>) -> Result<Vec<String>> {
+    let ids = retryable(pool, filter, upto).await?;
     retry(pool, &ids).await
+}
+
+/// Jobs due and waiting, per registered job type (0 when none waits).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Depth {
+    pub job_type: String,
+    pub due: i64,
+    /// Seconds the oldest due job has waited, 0 when none waits.
+    pub oldest_due_secs: f64,
+}
+
+/// The queue's depth by job type, from the queue table itself (what workers will fetch).
+pub async fn depth(pool: &PgPool) -> Result<Vec<Depth>> {
+    sqlx::query_as(
+        "SELECT t.job_type, count(j.id) AS due, COALESCE(EXTRACT(EPOCH FROM now() - min(j.run_at))::float8, 0) AS oldest_due_secs
+         FROM tenant_master.job_types t
+         LEFT JOIN apalis.jobs j ON j.job_type = t.job_type AND j.status = 'Pending' AND j.run_at <= now()
+         GROUP BY t.job_type ORDER BY t.job_type",
+    )
+    .fetch_all(pool)
+    .await
+    .context("failed to read the queue depth")
+}
+
+/// How many jobs gave up in the last `hours` hours.
+pub async fn dead_within(pool: &PgPool, hours: i32) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_master.jobs
+         WHERE status = 'dead' AND COALESCE(done_at, lock_at, run_at) > now() - make_interval(hours => $1)",
+    )
+    .bind(hours)
+    .fetch_one(pool)
+    .await
+    .context("failed to count the dead jobs")
 }
 
 /// Removes a job that has not started (pending, failed or dead); a running job is refused.

@@ -180,6 +180,31 @@ pub async fn last_slot(pool: &PgPool, schedule: &str) -> Result<Option<DateTime<
         .context("failed to read the schedule runs")
 }
 
+/// A schedule as `tenantctl schedule list` and the admin panel show it.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub name: String,
+    pub cron: String,
+    pub job: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub last_slot: Option<DateTime<Utc>>,
+}
+
+/// Every enabled schedule with its next run after `now` and its last slot fanned out.
+pub async fn overview(pool: &PgPool, config: &SchedulerConfig, now: DateTime<Utc>) -> Result<Vec<Overview>> {
+    let mut rows = Vec::new();
+    for s in Schedule::all(config)? {
+        rows.push(Overview {
+            next_run: s.next_run(now),
+            last_slot: last_slot(pool, &s.name).await?,
+            cron: s.cron_text.clone(),
+            job: s.config.job.clone(),
+            name: s.name,
+        });
+    }
+    Ok(rows)
+}
+
 /// One scheduler pass at `now`: fans out every due slot not yet recorded (a slot another
 /// scheduler is fanning out at this moment is deduplicated by the job keys).
 pub async fn tick(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>, catch_up: Duration, by: &str) -> Result<Vec<FanOut>> {

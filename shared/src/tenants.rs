@@ -370,6 +370,9 @@ pub struct ListFilter {
     pub status: Option<String>,
     pub product: Option<String>,
     pub plan: Option<String>,
+    pub host: Option<String>,
+    /// Part of the slug or of the owner's e-mail, any case.
+    pub search: Option<String>,
 }
 
 /// A tenant's statuses (DESIGN §2).
@@ -408,19 +411,38 @@ pub async fn check_filter(
     Ok(())
 }
 
+/// How many tenants there are of each status and plan (deleted ones included).
+pub async fn counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>> {
+    sqlx::query_as("SELECT status, plan, count(*) FROM tenant_master.tenants GROUP BY status, plan ORDER BY status, plan")
+        .fetch_all(pool)
+        .await
+        .context("failed to count the tenants")
+}
+
 /// Tenants matching `filter`, by slug; an unknown value is refused (see [`check_filter`]).
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Tenant>> {
-    check_filter(pool, filter.status.as_deref(), filter.product.as_deref(), filter.plan.as_deref(), None).await?;
+    check_filter(pool, filter.status.as_deref(), filter.product.as_deref(), filter.plan.as_deref(), filter.host.as_deref()).await?;
+    // The search text is a bound value matched literally (LIKE's wildcards escaped).
+    let search = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     sqlx::query_as(concat!(
         "SELECT ",
         tenant_columns!(),
         " FROM tenant_master.tenants
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR product = $2) AND ($3::text IS NULL OR plan = $3)
+           AND ($4::text IS NULL OR host = $4)
+           AND ($5::text IS NULL OR slug ILIKE '%' || $5 || '%' OR owner_email ILIKE '%' || $5 || '%')
          ORDER BY slug"
     ))
     .bind(&filter.status)
     .bind(&filter.product)
     .bind(&filter.plan)
+    .bind(&filter.host)
+    .bind(search)
     .fetch_all(pool)
     .await
     .context("failed to list tenants")

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod browser;
 pub mod moves;
+pub mod panel;
 pub mod private_server;
 pub mod smtp;
 

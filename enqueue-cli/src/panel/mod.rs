@@ -1,0 +1,76 @@
+//! `tenantctl admin serve`: the admin panel. Server-rendered pages and plain forms over
+//! the same library calls as the CLI, so the two can never disagree; templates, styles
+//! and the one small script are compiled into the binary (no build step, no CDN).
+//!
+//! Its connection budget: one pool of [`POOL_SIZE`] connections to the control plane.
+
+mod actions;
+mod auth;
+mod pages;
+pub mod users;
+mod web;
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use tenant_master::Config;
+
+use crate::Ctx;
+
+/// Connections the panel holds at most: page loads are a few short queries each.
+pub const POOL_SIZE: u32 = 4;
+
+/// What every request handler shares.
+pub struct Panel {
+    pub pool: sqlx::PgPool,
+    pub config: Config,
+    /// A TLS proxy is in front: trust its X-Forwarded-For and X-Forwarded-Proto.
+    pub behind_proxy: bool,
+}
+
+pub type Shared = Arc<Panel>;
+
+pub fn router(panel: Shared) -> Router {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/static/panel.css", get(web::stylesheet))
+        .route("/tenants", get(pages::tenants).post(actions::create_tenant))
+        .route("/tenants/new", get(pages::new_tenant))
+        .route("/tenants/{slug}", get(pages::tenant))
+        .route("/tenants/{slug}/{action}", post(actions::tenant_action))
+        .route("/jobs", get(pages::jobs))
+        .route("/jobs/retry", get(pages::retry_matching).post(actions::retry_matching))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/{id}/{action}", post(actions::job_action))
+        .route("/schedules", get(pages::schedules))
+        .route("/hosts", get(pages::hosts))
+        .fallback(web::not_found)
+        .with_state(panel)
+}
+
+pub async fn serve(ctx: Ctx, listen: &str, behind_proxy: bool) -> anyhow::Result<ExitCode> {
+    let addr: SocketAddr =
+        listen.parse().map_err(|_| tenant_master::Error::Invalid(format!("--listen '{listen}' is not an address like 127.0.0.1:8001")))?;
+    let pool = tenant_master::db::connect_pool(&ctx.config.database_url, POOL_SIZE).await?;
+    auth::require_users(&pool).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; pick a free address with --listen (env TENANT_MASTER_ADMIN_LISTEN)"))?;
+    let shown = listener.local_addr()?;
+    if !shown.ip().is_loopback() && !behind_proxy {
+        eprintln!("warning: serving plain HTTP on {shown}: passwords and cookies cross the network in the clear; put a TLS proxy in front and pass --behind-proxy");
+    }
+    eprintln!("admin panel on http://{shown}/ (SIGTERM or Ctrl-C stops it)");
+    let app = router(Arc::new(Panel { pool, config: ctx.config, behind_proxy }));
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tenant_master::worker::shutdown_signal().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}

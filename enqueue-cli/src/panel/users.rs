@@ -1,0 +1,226 @@
+//! The panel's users: `tenantctl admin user ...`. Passwords come from stdin or
+//! `TENANT_MASTER_ADMIN_PASSWORD`, never argv, and are kept only as argon2id hashes.
+
+use std::{io::IsTerminal as _, process::ExitCode};
+
+use argon2::{
+    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString},
+    Argon2,
+};
+use sqlx::PgPool;
+use tenant_master::{error::Context as _, Error, Result};
+
+use crate::{args::AdminUserCommand, Ctx};
+
+/// What a user may do: `viewer` sees everything and changes nothing.
+pub const ROLES: &[&str] = &["admin", "viewer"];
+
+/// The variable a script sets instead of typing the password.
+pub const PASSWORD_ENV: &str = "TENANT_MASTER_ADMIN_PASSWORD";
+
+const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Refuses a user name the table would refuse, in one sentence.
+pub fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!("'{name}' is not a user name: start with a-z, then a-z, 0-9, '_', '.' or '-', at most 63 characters")))
+}
+
+/// The argon2id hash (a PHC string with its own salt) of `password`.
+pub fn hash(password: &str) -> String {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a valid salt");
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashes any password").to_string()
+}
+
+/// Whether `password` matches `stored` (a PHC string); a malformed hash never matches.
+pub fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A hash of a password nobody has, checked when the user does not exist, so a wrong
+/// name takes as long to refuse as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 24]>())))
+}
+
+/// The password from the environment, else one line of stdin (not echoed on a terminal).
+fn read_password() -> anyhow::Result<String> {
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(p) => p,
+        Err(_) => {
+            let stdin = std::io::stdin();
+            let terminal = stdin.is_terminal();
+            if terminal {
+                eprint!("password (not shown): ");
+                let _ = std::process::Command::new("stty").arg("-echo").status();
+            }
+            let mut line = String::new();
+            let read = stdin.read_line(&mut line);
+            if terminal {
+                let _ = std::process::Command::new("stty").arg("echo").status();
+                eprintln!();
+            }
+            read.map_err(|e| anyhow::anyhow!("could not read the password from stdin: {e}"))?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::Invalid(format!(
+            "the password must have at least {MIN_PASSWORD_CHARS} characters: pipe it on stdin or set {PASSWORD_ENV}"
+        ))
+        .into());
+    }
+    Ok(password)
+}
+
+fn check_role(role: &str) -> Result<()> {
+    if ROLES.contains(&role) {
+        return Ok(());
+    }
+    Err(tenant_master::error::unknown_value("role", role, ROLES, None))
+}
+
+#[derive(serde::Serialize, sqlx::FromRow)]
+struct UserRow {
+    name: String,
+    role: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn run(ctx: &Ctx, cmd: AdminUserCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AdminUserCommand::Add { name, role } => {
+            check_name(&name)?;
+            check_role(&role)?;
+            let password = read_password()?;
+            let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
+            let pool = ctx.pool().await?;
+            let added =
+                sqlx::query("INSERT INTO tenant_master.admin_users (name, role, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(&name)
+                    .bind(&role)
+                    .bind(&hashed)
+                    .execute(&pool)
+                    .await
+                    .context("failed to add the admin user")?;
+            if added.rows_affected() == 0 {
+                return Err(Error::Conflict(format!(
+                    "admin user '{name}' exists already: `tenantctl admin user password {name}` sets a new password"
+                ))
+                .into());
+            }
+            audit(&pool, "admin.user_added", serde_json::json!({ "user": name, "role": role })).await?;
+            say(
+                ctx,
+                serde_json::json!({ "user": name, "role": role }),
+                format!("added {role} '{name}': they can log in to `tenantctl admin serve` now"),
+            );
+        }
+        AdminUserCommand::Password { name } => {
+            check_name(&name)?;
+            let password = read_password()?;
+            let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
+            let pool = ctx.pool().await?;
+            let mut tx = pool.begin().await.context("failed to begin")?;
+            let changed = sqlx::query("UPDATE tenant_master.admin_users SET password_hash = $2, updated_at = now() WHERE name = $1")
+                .bind(&name)
+                .bind(&hashed)
+                .execute(&mut *tx)
+                .await
+                .context("failed to set the password")?;
+            if changed.rows_affected() == 0 {
+                return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
+            }
+            // A new password logs out every session that knew the old one.
+            sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE user_name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .context("failed to end the sessions")?;
+            tx.commit().await.context("failed to commit")?;
+            audit(&pool, "admin.user_password_set", serde_json::json!({ "user": name })).await?;
+            say(ctx, serde_json::json!({ "user": name }), format!("set a new password for '{name}'; their open sessions were ended"));
+        }
+        AdminUserCommand::Remove { name } => {
+            check_name(&name)?;
+            let pool = ctx.pool().await?;
+            let removed = sqlx::query("DELETE FROM tenant_master.admin_users WHERE name = $1")
+                .bind(&name)
+                .execute(&pool)
+                .await
+                .context("failed to remove the admin user")?;
+            if removed.rows_affected() == 0 {
+                return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
+            }
+            audit(&pool, "admin.user_removed", serde_json::json!({ "user": name })).await?;
+            say(ctx, serde_json::json!({ "user": name, "removed": true }), format!("removed '{name}' and ended their sessions"));
+        }
+        AdminUserCommand::List => {
+            let pool = ctx.pool().await?;
+            let users: Vec<UserRow> = list(&pool).await?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else if users.is_empty() {
+                println!("no admin users: add the first with `tenantctl admin user add NAME --role admin`");
+            } else {
+                println!("{:<24} {:<8} CREATED", "NAME", "ROLE");
+                for u in users {
+                    println!("{:<24} {:<8} {}", u.name, u.role, u.created_at.format("%Y-%m-%d %H:%M"));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(pool: &PgPool) -> Result<Vec<UserRow>> {
+    sqlx::query_as("SELECT name, role, created_at, updated_at FROM tenant_master.admin_users ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .context("failed to list the admin users")
+}
+
+/// User management is an admin action too: logged with the OS user as actor.
+async fn audit(pool: &PgPool, action: &str, details: serde_json::Value) -> Result<()> {
+    let mut conn = pool.acquire().await.context("failed to connect")?;
+    tenant_master::activity::record(&mut conn, &tenant_master::activity::default_actor(), None, action, details).await
+}
+
+fn say(ctx: &Ctx, json: serde_json::Value, text: String) {
+    if ctx.json {
+        println!("{json}");
+    } else {
+        println!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_only_their_password() {
+        let stored = hash("correct horse battery");
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(verify("correct horse battery", &stored));
+        assert!(!verify("correct horse batterY", &stored));
+        assert!(!verify("correct horse battery", "not a hash"));
+        assert_ne!(stored, hash("correct horse battery"), "each hash has its own salt");
+    }
+
+    #[test]
+    fn user_names() {
+        assert!(check_name("alice").is_ok() && check_name("ops.bob-2").is_ok());
+        for bad in ["", "Alice", "1bob", "a b", "a'b", &"a".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

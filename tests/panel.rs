@@ -1,0 +1,379 @@
+//! The admin panel in a real headless Chromium, against the real `tenantctl admin serve`,
+//! the real worker and the real PostgreSQL server: what an admin does and sees, what a
+//! viewer and a forged form cannot do, and what a password guesser meets.
+
+use std::time::Duration;
+
+use tenant_master_tests::{
+    browser::{free_port, http, Browser},
+    panel::{add_user, log_in, screenshots, PanelServer, DESKTOP, PHONE},
+    stderr, TempDir, TestEnv,
+};
+
+const PASSWORD: &str = "correct horse battery staple";
+const LONG: Duration = Duration::from_secs(180);
+
+/// Creates and provisions `slug` through the CLI (a worker must be running).
+fn create_tenant(env: &TestEnv, slug: &str) {
+    let out = env.tenantctl(&[
+        "tenant",
+        "create",
+        slug,
+        "--product",
+        "demo",
+        "--owner-email",
+        "owner@example.com",
+        "--plan",
+        "starter",
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    assert!(out.status.success(), "tenant create: {}", stderr(&out));
+}
+
+/// Activity-log entries of the panel: (actor, action, origin).
+async fn panel_audit(env: &TestEnv) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT actor, action, origin FROM tenant_master.activity_log WHERE actor LIKE 'panel:%' ORDER BY id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+async fn jobs_of(env: &TestEnv, slug: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE tenant = $1").bind(slug).fetch_one(&env.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_runs_a_tenant_from_the_browser() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("panel-admin");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    add_user(&env, "alice", "admin", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    log_in(&browser, &panel, "alice", PASSWORD);
+
+    // Create: the form, then the tenant's page follows provisioning until it is active.
+    let slug = env.slug("acme");
+    browser.goto(&panel.url("/tenants/new"));
+    browser.fill("#slug", &slug);
+    browser.fill("#name", "Acme Ltd");
+    browser.fill("#owner_email", "owner@acme.example");
+    browser.select("#plan", "business");
+    screenshots(&browser, "new-tenant");
+    browser.click("#create");
+    browser.wait_text("#status", "active", LONG);
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
+    assert_eq!(env.registry(&slug).await.plan, "business");
+    assert!(env.try_as_tenant(&slug).await.is_ok(), "an active tenant logs in");
+
+    // Pause: the job's page follows it live; then the tenant is paused and cannot log in.
+    browser.click("#pause");
+    browser.wait_text("#status", "done", LONG);
+    screenshots(&browser, "job");
+    browser.goto(&panel.url(&format!("/tenants/{slug}")));
+    browser.wait_text("#status", "paused", LONG);
+    assert!(env.try_as_tenant(&slug).await.is_err(), "a paused tenant cannot log in");
+
+    // Resume, then a backup taken on demand.
+    browser.click("#resume");
+    browser.wait_text("#status", "done", LONG);
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
+    assert!(env.try_as_tenant(&slug).await.is_ok(), "a resumed tenant logs in again");
+    browser.goto(&panel.url(&format!("/tenants/{slug}")));
+    browser.click("#backup");
+    browser.wait_text("#status", "done", LONG);
+    browser.goto(&panel.url(&format!("/tenants/{slug}")));
+    browser.wait_text("#backups", "manual", Duration::from_secs(10));
+    assert!(browser.text("#history").contains("panel:alice"), "the tenant's history names the admin");
+    screenshots(&browser, "tenant");
+    assert!(browser.fits(PHONE), "the tenant page fits a phone without scrolling sideways");
+
+    // A destructive action without the slug typed does nothing.
+    browser.fill("#delete-confirm", "not-the-slug");
+    browser.click("#delete");
+    browser.wait_text("#error", "needs its slug typed", Duration::from_secs(10));
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
+
+    // The other pages, as an admin sees them.
+    for (path, name, marker) in [
+        ("/", "dashboard", "#queue"),
+        ("/tenants", "tenants", "#tenants"),
+        ("/jobs", "jobs", "#jobs"),
+        ("/hosts", "hosts", "#hosts"),
+        ("/schedules", "schedules", "#schedules"),
+    ] {
+        browser.goto(&panel.url(path));
+        browser.find(marker);
+        assert!(browser.fits(PHONE), "{path} fits a phone without scrolling sideways");
+        screenshots(&browser, name);
+    }
+    browser.goto(&panel.url(&format!("/tenants?q={}", &slug[..6])));
+    assert!(browser.text("#tenants").contains(&slug), "search by part of the slug finds it");
+    browser.goto(&panel.url("/tenants?q=nobody-has-this"));
+    assert!(!browser.text("#tenants").contains(&slug));
+
+    // Every action is in the activity log with the admin as actor and the client's address.
+    let audit = panel_audit(&env).await;
+    for action in ["admin.login", "admin.tenant_create", "admin.pause", "admin.resume", "admin.backup"] {
+        assert!(
+            audit.iter().any(|(actor, a, origin)| actor == "panel:alice" && a == action && origin.as_deref() == Some("127.0.0.1")),
+            "{action} by panel:alice from 127.0.0.1 in {audit:?}"
+        );
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+#[tokio::test]
+async fn failed_jobs_are_retried_by_filter_and_one_is_cancelled() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("panel-jobs");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    let (a, b) = (env.slug("alpha"), env.slug("beta"));
+    create_tenant(&env, &a);
+    create_tenant(&env, &b);
+    let _ = worker.kill();
+    let _ = worker.wait();
+
+    // Backups fail for real: the worker's backup folder is a file. Retries are an hour apart.
+    let broken = logs.path().join("backups");
+    std::fs::write(&broken, "not a folder").unwrap();
+    let broken_dir = broken.display().to_string();
+    let mut worker = env.spawn_worker_with(
+        &logs.path().join("worker2.log"),
+        &[("TENANT_MASTER_BACKUP_DIR", &broken_dir), ("TENANT_MASTER_WORKER_RETRY_BASE_SECS", "3600")],
+    );
+    let out = env.tenantctl(&["backup", "create", &a, &b, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tenant_master_tests::eventually(LONG, "both backups failed", || async {
+        let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' AND status = 'failed'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        failed == 2
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+
+    add_user(&env, "alice", "admin", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    log_in(&browser, &panel, "alice", PASSWORD);
+
+    // The dashboard and the job list show the failures with their error.
+    browser.goto(&panel.url("/jobs?status=failed"));
+    let listed = browser.text("#jobs");
+    assert!(listed.contains(&a) && listed.contains(&b), "{listed}");
+    screenshots(&browser, "jobs-failed");
+
+    // Cancel beta's backup from its page.
+    browser.goto(&panel.url(&format!("/jobs?type=BackupTenant&tenant={b}")));
+    browser.click("#jobs tbody a");
+    browser.wait_text("#status", "failed", Duration::from_secs(10));
+    assert!(!browser.text("#last-error").is_empty());
+    browser.click("#cancel");
+    browser.wait_text("#notice", "cancelled", Duration::from_secs(10));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'BackupTenant' AND tenant = $1")
+        .bind(&b)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "beta's backup job is gone");
+
+    // Fix the cause, then retry all that match the filter: the count comes first.
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::create_dir(&broken).unwrap();
+    browser.goto(&panel.url("/jobs?type=BackupTenant"));
+    browser.click("#retry-matching");
+    browser.wait_text("#retry-count", "1 failed or dead job(s) match", Duration::from_secs(10));
+    screenshots(&browser, "retry-matching");
+    browser.click("#confirm-retry");
+    browser.wait_text("#notice", "fresh attempt budget", Duration::from_secs(10));
+    let status: String = sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE type = 'BackupTenant' AND tenant = $1")
+        .bind(&a)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+
+    // With the folder fixed, the retried backup succeeds; its page shows it.
+    let mut worker = env.spawn_worker_with(&logs.path().join("worker3.log"), &[("TENANT_MASTER_BACKUP_DIR", &broken_dir)]);
+    browser.goto(&panel.url(&format!("/jobs?type=BackupTenant&tenant={a}")));
+    browser.click("#jobs tbody a");
+    browser.wait_text("#status", "done", LONG);
+    let files = std::fs::read_dir(&broken).unwrap().count();
+    assert!(files > 0, "the backup file was written");
+    let audit = panel_audit(&env).await;
+    assert!(audit.iter().any(|(_, action, _)| action == "admin.job_cancel"), "{audit:?}");
+    assert!(audit.iter().any(|(_, action, _)| action == "admin.jobs_retry_matching"), "{audit:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// A page on another origin that posts a form to the panel as soon as it loads: what a
+/// malicious site an admin visits would do. Serves it on a port of its own.
+fn attacker_site(target: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            use std::io::{Read as _, Write as _};
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let html = format!(
+                "<!doctype html><form id=f method=post action=\"{target}\"><input name=reason value=pwned></form>\
+                 <script>document.getElementById('f').submit()</script>"
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn viewers_and_forged_forms_change_nothing() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("panel-viewer");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    let slug = env.slug("target");
+    create_tenant(&env, &slug);
+    add_user(&env, "alice", "admin", PASSWORD);
+    add_user(&env, "victor", "viewer", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    let pause = format!("/tenants/{slug}/pause");
+    let before = jobs_of(&env, &slug).await;
+
+    // A viewer sees the tenant but no action; a POST with the viewer's own proof is refused.
+    log_in(&browser, &panel, "victor", PASSWORD);
+    browser.goto(&panel.url(&format!("/tenants/{slug}")));
+    browser.wait_text("#status", "active", Duration::from_secs(10));
+    assert!(!browser.exists("#actions") && !browser.exists("#pause"), "a viewer is offered no action");
+    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
+    let status = browser.post_from_page(&pause, &format!("csrf={}", csrf.as_str().unwrap()));
+    assert_eq!(status, 403, "a viewer's POST is refused");
+    browser.goto(&panel.url("/jobs"));
+    assert!(!browser.exists("#retry-matching"));
+    browser.click("#me + input + button");
+
+    // An admin's browser visits a hostile page on another port (same site: the
+    // SameSite=Strict cookie is sent) that posts to the panel without the CSRF proof.
+    log_in(&browser, &panel, "alice", PASSWORD);
+    let evil = attacker_site(panel.url(&pause));
+    browser.goto(&format!("http://127.0.0.1:{evil}/"));
+    browser.wait_text("#error", "another site", Duration::from_secs(20));
+    // The same forged post from the panel's own origin, where only the proof is missing.
+    browser.goto(&panel.url(&format!("/tenants/{slug}")));
+    let status = browser.post_from_page(&pause, "reason=pwned");
+    assert_eq!(status, 403, "a POST without the CSRF proof is refused");
+    let status = browser.post_from_page(&pause, "reason=pwned&csrf=guessed");
+    assert_eq!(status, 403, "a POST with a wrong proof is refused");
+    assert_eq!(jobs_of(&env, &slug).await, before, "no forged or viewer request enqueued anything");
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
+
+    // The control: the same POST with the session's proof goes through, so the refusals
+    // above were the checks at work and not a broken request.
+    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
+    let status = browser.post_from_page(&pause, &format!("reason=ok&csrf={}", csrf.as_str().unwrap()));
+    assert_eq!(status, 0, "a genuine form is accepted (a redirect)");
+    assert_eq!(jobs_of(&env, &slug).await, before + 1);
+    let audit = panel_audit(&env).await;
+    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.pause").count(), 1, "{audit:?}");
+    assert!(audit.iter().all(|(actor, action, _)| actor != "panel:victor" || action == "admin.login"), "{audit:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// One login POST outside the browser; returns the status.
+fn post_login(panel: &PanelServer, user: &str, password: &str) -> u16 {
+    let body = format!("user={user}&password={}", password.replace(' ', "+"));
+    http(panel.port, "POST", "/login", &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes()).unwrap().0
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_refused_then_rate_limited() {
+    let env = TestEnv::new().await;
+    add_user(&env, "alice", "admin", PASSWORD);
+    add_user(&env, "bob", "admin", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+
+    browser.goto(&panel.url("/login"));
+    browser.fill("#user", "alice");
+    browser.fill("#password", "wrong password!");
+    browser.click("#login");
+    browser.wait_text("#error", "wrong user name or password", Duration::from_secs(10));
+    assert!(!browser.exists("#me"), "not logged in");
+    screenshots(&browser, "login-refused");
+    // An unknown user reads the same: the panel does not say which names exist.
+    assert_eq!(post_login(&panel, "mallory", "whatever it is"), 401);
+
+    // Four more wrong guesses for alice; then even her right password is refused for now.
+    for _ in 0..4 {
+        assert_eq!(post_login(&panel, "alice", "still wrong!!"), 401);
+    }
+    log_in_refused(&browser, &panel, "alice", PASSWORD);
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.admin_sessions").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(sessions, 0, "no session was opened");
+    // Another user is not locked out by alice's guesser...
+    assert_eq!(post_login(&panel, "bob", PASSWORD), 303);
+    // ...until the address itself has failed too often, over any names.
+    for i in 0..14 {
+        post_login(&panel, &format!("guess{i}"), "nope nope nope");
+    }
+    assert_eq!(post_login(&panel, "bob", PASSWORD), 429, "an address with 20 failures in 15 minutes is refused");
+    let audit = panel_audit(&env).await;
+    assert!(audit.iter().any(|(actor, action, origin)| actor == "panel:alice"
+        && action == "admin.login_rate_limited"
+        && origin.as_deref() == Some("127.0.0.1")));
+    assert!(audit.iter().filter(|(_, action, _)| action == "admin.login_failed").count() >= 20);
+}
+
+fn log_in_refused(browser: &Browser, panel: &PanelServer, user: &str, password: &str) {
+    browser.goto(&panel.url("/login"));
+    browser.fill("#user", user);
+    browser.fill("#password", password);
+    browser.click("#login");
+    browser.wait_text("#error", "too many failed logins", Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn serve_refuses_without_an_admin_and_users_need_a_real_password() {
+    let env = TestEnv::new().await;
+    let port = free_port().to_string();
+    let out = env.tenantctl(&["admin", "serve", "--listen", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tenantctl admin user add"), "{}", stderr(&out));
+    let short = env
+        .tenantctl_command(&["admin", "user", "add", "alice", "--role", "admin"])
+        .env("TENANT_MASTER_ADMIN_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2));
+    let role = env
+        .tenantctl_command(&["admin", "user", "add", "alice", "--role", "root"])
+        .env("TENANT_MASTER_ADMIN_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(role.status.code(), Some(2));
+    assert!(stderr(&role).contains("admin") && stderr(&role).contains("viewer"));
+    add_user(&env, "alice", "admin", PASSWORD);
+    let stored: String =
+        sqlx::query_scalar("SELECT password_hash FROM tenant_master.admin_users WHERE name = 'alice'").fetch_one(&env.pool).await.unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(PASSWORD), "only a hash is stored");
+    let again = env
+        .tenantctl_command(&["admin", "user", "add", "alice", "--role", "viewer"])
+        .env("TENANT_MASTER_ADMIN_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("exists already"));
+}

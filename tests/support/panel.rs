@@ -1,0 +1,90 @@
+//! The admin panel as a user meets it: the real `tenantctl admin serve` process, its users
+//! added with the real `tenantctl admin user add`, and a browser logged in to it.
+
+use std::{
+    path::PathBuf,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use super::{
+    browser::{free_port, http, Browser},
+    stderr, TestEnv,
+};
+
+/// Phone and desktop widths the screenshots are taken at.
+pub const PHONE: u32 = 390;
+pub const DESKTOP: u32 = 1280;
+
+pub struct PanelServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl PanelServer {
+    pub fn start(env: &TestEnv) -> PanelServer {
+        let port = free_port();
+        let mut cmd = env.tenantctl_command(&["admin", "serve", "--listen", &format!("127.0.0.1:{port}")]);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start tenantctl admin serve");
+        let started = Instant::now();
+        while http(port, "GET", "/login", &[], b"").is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "tenantctl admin serve exited");
+            assert!(started.elapsed() < Duration::from_secs(20), "the panel did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        PanelServer { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for PanelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds a panel user through the CLI, the password in the environment (never argv).
+pub fn add_user(env: &TestEnv, name: &str, role: &str, password: &str) {
+    let out = env
+        .tenantctl_command(&["admin", "user", "add", name, "--role", role])
+        .env("TENANT_MASTER_ADMIN_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "admin user add: {}", stderr(&out));
+}
+
+/// Logs `browser` in through the login form and waits for the dashboard.
+pub fn log_in(browser: &Browser, panel: &PanelServer, user: &str, password: &str) {
+    browser.goto(&panel.url("/login"));
+    browser.fill("#user", user);
+    browser.fill("#password", password);
+    browser.click("#login");
+    browser.wait_text("#me", user, Duration::from_secs(20));
+}
+
+/// Where screenshots go: `PANEL_SCREENSHOTS` if set (the README's come from
+/// `PANEL_SCREENSHOTS=tests/screenshots`), else target/panel-screenshots.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    let dir = std::env::var("PANEL_SCREENSHOTS").map(PathBuf::from).unwrap_or_else(|_| super::repo_root().join("target/panel-screenshots"));
+    let dir = if dir.is_absolute() { dir } else { super::repo_root().join(dir) };
+    dir.join(format!("{name}.png"))
+}
+
+/// Saves the current page at phone and desktop width, as `<name>-phone.png` and `<name>-desktop.png`.
+pub fn screenshots(browser: &Browser, name: &str) {
+    browser.screenshot(&screenshot_path(&format!("{name}-phone")), PHONE);
+    browser.screenshot(&screenshot_path(&format!("{name}-desktop")), DESKTOP);
+}
