@@ -334,7 +334,24 @@ async fn wrong_passwords_are_refused_then_rate_limited() {
     assert!(audit.iter().any(|(actor, action, origin)| actor == "panel:alice"
         && action == "admin.login_rate_limited"
         && origin.as_deref() == Some("127.0.0.1")));
-    assert!(audit.iter().filter(|(_, action, _)| action == "admin.login_failed").count() >= 20);
+    // 19 wrong passwords, each logged; and the first refusal of alice and of the address.
+    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_failed").count(), 19, "{audit:?}");
+    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_rate_limited").count(), 2, "{audit:?}");
+    // A guesser hammering on writes nothing more.
+    let before = written_rows(&env).await;
+    for _ in 0..10 {
+        assert_eq!(post_login(&panel, "alice", "hammer hammer"), 429);
+    }
+    assert_eq!(written_rows(&env).await, before);
+}
+
+async fn written_rows(env: &TestEnv) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM tenant_master.admin_login_failures) + (SELECT count(*) FROM tenant_master.activity_log)",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap()
 }
 
 fn log_in_refused(browser: &Browser, panel: &PanelServer, user: &str, password: &str) {

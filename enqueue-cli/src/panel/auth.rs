@@ -206,7 +206,8 @@ pub struct Login {
 }
 
 pub async fn login(State(panel): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, Form(login): Form<Login>) -> PageResult {
-    let user = login.user.trim().to_owned();
+    // A name longer than any user's is kept short: it is stored with each failure.
+    let user: String = login.user.trim().chars().take(64).collect();
     let pool = &panel.pool;
     let mut tx = pool.begin().await?;
     // One login of a user at a time: the count below cannot be raced past.
@@ -226,7 +227,16 @@ pub async fn login(State(panel): State<Shared>, ClientIp(ip): ClientIp, headers:
     .await?;
     let details = serde_json::json!({ "user": user, "client_ip": ip });
     if by_user >= MAX_FAILURES_PER_USER || by_address >= MAX_FAILURES_PER_ADDRESS {
-        activity::record_from(&mut tx, &format!("panel:{user}"), None, "admin.login_rate_limited", details, Some(&ip)).await?;
+        // The first refusal of a window is logged (and counted, so the next ones are
+        // not): a guesser hammering away writes nothing more.
+        if by_user == MAX_FAILURES_PER_USER || by_address == MAX_FAILURES_PER_ADDRESS {
+            sqlx::query("INSERT INTO tenant_master.admin_login_failures (user_name, client_ip) VALUES ($1, $2)")
+                .bind(&user)
+                .bind(&ip)
+                .execute(&mut *tx)
+                .await?;
+            activity::record_from(&mut tx, &format!("panel:{user}"), None, "admin.login_rate_limited", details, Some(&ip)).await?;
+        }
         tx.commit().await?;
         return Err(PanelError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -181,7 +181,13 @@ pub async fn job(State(panel): State<Shared>, me: Session, Path(id): Path<String
     let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
     let result = job.result.as_ref().map(|r| serde_json::to_string_pretty(r).unwrap_or_default());
     let finished = job.is_finished();
-    Ok(render("job.html", minijinja::context! { me, job, payload, result, finished, refresh => (!finished).then_some(2) }))
+    // A failed job waits for its backoff: no need to look as often as at a running one.
+    let refresh = match job.status.as_str() {
+        "pending" | "running" => Some(2),
+        "failed" => Some(10),
+        _ => None,
+    };
+    Ok(render("job.html", minijinja::context! { me, job, payload, result, finished, refresh }))
 }
 
 pub async fn schedules(State(panel): State<Shared>, me: Session) -> PageResult {
