@@ -176,4 +176,8 @@ async fn retry_failed_and_cancel() {
     assert!(String::from_utf8_lossy(&done.stderr).contains("is done"));
     let bad = env.tenantctl(&["jobs", "list", "--status", "broken"]);
     assert_eq!(bad.status.code(), Some(2));
+    // Retry by tenant: a typo is refused, not read as "nothing failed".
+    let typo = env.tenantctl(&["jobs", "retry", "--failed", "--tenant", "no_such_tenant"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", String::from_utf8_lossy(&typo.stderr));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no tenant 'no_such_tenant'"));
 }

@@ -394,3 +394,61 @@ async fn serve_refuses_without_an_admin_and_users_need_a_real_password() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("exists already"));
 }
+
+async fn projects(env: &TestEnv, slug: &str) -> i64 {
+    let mut own = env.as_tenant(slug).await;
+    sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(&mut own).await.unwrap()
+}
+
+#[tokio::test]
+async fn restore_plan_and_delete_from_the_browser() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("panel-restore");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    let slug = env.slug("gamma");
+    create_tenant(&env, &slug);
+    env.add_projects(&slug, "kept", 3).await;
+    add_user(&env, "alice", "admin", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    log_in(&browser, &panel, "alice", PASSWORD);
+    let page = panel.url(&format!("/tenants/{slug}"));
+
+    browser.goto(&page);
+    browser.click("#backup");
+    browser.wait_text("#status", "done", LONG);
+    env.add_projects(&slug, "later", 4).await;
+    assert_eq!(projects(&env, &slug).await, 7);
+
+    // Restore: refused without the slug typed, then done with it, back to the 3 rows.
+    browser.goto(&page);
+    browser.click("#restore");
+    browser.wait_text("#error", "needs its slug typed", Duration::from_secs(10));
+    assert_eq!(projects(&env, &slug).await, 7, "nothing restored without the confirmation");
+    browser.goto(&page);
+    browser.fill("#restore-confirm", &slug);
+    browser.click("#restore");
+    browser.wait_text("h1", "RestoreTenant", Duration::from_secs(10));
+    browser.wait_text("#status", "done", LONG);
+    assert_eq!(projects(&env, &slug).await, 3, "the backup's rows are back");
+
+    // A plan change within the isolation mode is immediate and kept in the plan history.
+    browser.goto(&page);
+    browser.select("#new-plan", "business");
+    browser.click("#change-plan");
+    browser.wait_text("#plan", "business", Duration::from_secs(10));
+    assert_eq!(env.registry(&slug).await.plan, "business");
+
+    // Delete, with the slug typed: the tenant's page follows it to the end.
+    browser.fill("#delete-confirm", &slug);
+    browser.click("#delete");
+    browser.wait_text("h1", "DeleteTenant", Duration::from_secs(10));
+    browser.wait_text("#status", "done", LONG);
+    assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("deleted"));
+    let audit = panel_audit(&env).await;
+    for action in ["admin.backup", "admin.restore", "admin.plan", "admin.delete"] {
+        assert!(audit.iter().any(|(actor, a, _)| actor == "panel:alice" && a == action), "{action} in {audit:?}");
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
