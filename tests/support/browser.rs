@@ -105,14 +105,7 @@ impl Browser {
         let port = free_port();
         let mut cmd = Command::new(CHROMEDRIVER);
         cmd.arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null());
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        super::die_with_test(&mut cmd);
         let driver = cmd.spawn().expect("start chromedriver");
         let started = Instant::now();
         while http(port, "GET", "/status", &[], b"").is_err() {

@@ -21,6 +21,19 @@ use rand::Rng;
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, PgPool};
 use tenant_master::{db, migrate, Config};
 
+/// A test that panics before it kills a child it started must not leave it running: the
+/// child gets SIGKILL when the thread that started it (the test's) ends.
+pub fn die_with_test(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// The server tests run against (a superuser or a role with CREATEDB and CREATEROLE).
 pub fn server_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://127.0.0.1:5432/postgres".to_owned())
@@ -157,16 +170,7 @@ impl TestEnv {
             cmd.env(k, v);
         }
         cmd.envs(extra.iter().copied());
-        // A test that panics before it kills its worker must not leave it running: the
-        // worker gets SIGKILL when the thread that started it (the test's) ends.
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         cmd.spawn().expect("start tenant-worker")
     }
 

@@ -26,14 +26,7 @@ impl PanelServer {
         let port = free_port();
         let mut cmd = env.tenantctl_command(&["admin", "serve", "--listen", &format!("127.0.0.1:{port}")]);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        super::die_with_test(&mut cmd);
         let mut child = cmd.spawn().expect("start tenantctl admin serve");
         let started = Instant::now();
         while http(port, "GET", "/login", &[], b"").is_err() {
