@@ -59,6 +59,8 @@ fn the_compose_file_runs_the_whole_system() {
         let text = read(&format!("deploy/systemd/{unit}.service"));
         assert!(text.contains(&format!("ExecStart=/usr/local/bin/{unit} ")) && text.contains("KillSignal=SIGTERM"), "{unit}.service");
     }
+    let panel = read("deploy/systemd/tenant-admin-panel.service");
+    assert!(panel.contains("ExecStart=/usr/local/bin/tenantctl ") && panel.contains(" admin serve --listen 127.0.0.1:8001 --behind-proxy"));
     // Where the Compose CLI exists, it must accept the file.
     let has_compose = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
     if has_compose {
