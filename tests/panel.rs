@@ -186,12 +186,32 @@ async fn failed_jobs_are_retried_by_filter_and_one_is_cancelled() {
     // Fix the cause, then retry all that match the filter: the count comes first.
     std::fs::remove_file(&broken).unwrap();
     std::fs::create_dir(&broken).unwrap();
-    browser.goto(&panel.url("/jobs?type=BackupTenant"));
+    browser.goto(&panel.url("/jobs"));
     browser.click("#retry-matching");
     browser.wait_text("#retry-count", "1 failed or dead job(s) match", Duration::from_secs(10));
     screenshots(&browser, "retry-matching");
+    // An older job fails between the count and the confirmation: it was not counted, so
+    // it is not retried unseen.
+    let late: String = sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'ProvisionTenant' AND tenant = $1")
+        .bind(&a)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = 1, last_result = '{\"Err\": \"late\"}' WHERE id = $1")
+        .bind(&late)
+        .execute(&env.pool)
+        .await
+        .unwrap();
     browser.click("#confirm-retry");
     browser.wait_text("#notice", "fresh attempt budget", Duration::from_secs(10));
+    let late_status: String =
+        sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(&late).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(late_status, "failed", "a job that failed after the count is left for the next look");
+    sqlx::query("UPDATE apalis.jobs SET status = 'Done', last_result = '{\"Ok\": null}' WHERE id = $1")
+        .bind(&late)
+        .execute(&env.pool)
+        .await
+        .unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE type = 'BackupTenant' AND tenant = $1")
         .bind(&a)
         .fetch_one(&env.pool)
@@ -215,7 +235,8 @@ async fn failed_jobs_are_retried_by_filter_and_one_is_cancelled() {
 
 /// A page on another origin that posts a form to the panel as soon as it loads: what a
 /// malicious site an admin visits would do. Serves it on a port of its own.
-fn attacker_site(target: String) -> u16 {
+fn attacker_site(target: String, fields: &[(&str, &str)]) -> u16 {
+    let inputs: String = fields.iter().map(|(k, v)| format!("<input name={k} value=\"{v}\">")).collect();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -225,7 +246,7 @@ fn attacker_site(target: String) -> u16 {
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
             let html = format!(
-                "<!doctype html><form id=f method=post action=\"{target}\"><input name=reason value=pwned></form>\
+                "<!doctype html><form id=f method=post action=\"{target}\">{inputs}</form>\
                  <script>document.getElementById('f').submit()</script>"
             );
             let _ = write!(
@@ -262,12 +283,23 @@ async fn viewers_and_forged_forms_change_nothing() {
     assert_eq!(status, 403, "a viewer's POST is refused");
     browser.goto(&panel.url("/jobs"));
     assert!(!browser.exists("#retry-matching"));
+    browser.goto(&panel.url("/tenants?q=%00"));
+    browser.wait_text("#error", "cannot store", Duration::from_secs(10));
+    browser.goto(&panel.url("/"));
     browser.click("#me + input + button");
+
+    // A hostile page that logs the browser in as the attacker's own account (whose
+    // actions would then be the victim's work under the attacker's name) is refused.
+    let evil = attacker_site(panel.url("/login"), &[("user", "victor"), ("password", PASSWORD)]);
+    browser.goto(&format!("http://127.0.0.1:{evil}/"));
+    browser.wait_text("#error", "another site", Duration::from_secs(20));
+    browser.goto(&panel.url("/"));
+    browser.find("#login");
 
     // An admin's browser visits a hostile page on another port (same site: the
     // SameSite=Strict cookie is sent) that posts to the panel without the CSRF proof.
     log_in(&browser, &panel, "alice", PASSWORD);
-    let evil = attacker_site(panel.url(&pause));
+    let evil = attacker_site(panel.url(&pause), &[("reason", "pwned")]);
     browser.goto(&format!("http://127.0.0.1:{evil}/"));
     browser.wait_text("#error", "another site", Duration::from_secs(20));
     // The same forged post from the panel's own origin, where only the proof is missing.
@@ -323,7 +355,9 @@ async fn wrong_passwords_are_refused_then_rate_limited() {
     log_in_refused(&browser, &panel, "alice", PASSWORD);
     let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.admin_sessions").fetch_one(&env.pool).await.unwrap();
     assert_eq!(sessions, 0, "no session was opened");
-    // Another user is not locked out by alice's guesser...
+    // Alice herself, from another address, is not locked out by the guesser...
+    assert_eq!(post_login_from("127.0.0.2", &panel, "alice", PASSWORD).await, 303);
+    // ...nor is another user from the guesser's address...
     assert_eq!(post_login(&panel, "bob", PASSWORD), 303);
     // ...until the address itself has failed too often, over any names.
     for i in 0..14 {
@@ -352,6 +386,24 @@ async fn written_rows(env: &TestEnv) -> i64 {
     .fetch_one(&env.pool)
     .await
     .unwrap()
+}
+
+/// One login POST from source address `from` (any 127.x address reaches the loopback).
+async fn post_login_from(from: &str, panel: &PanelServer, user: &str, password: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(format!("127.0.0.1:{}", panel.port).parse().unwrap()).await.unwrap();
+    let body = format!("user={user}&password={}", password.replace(' ', "+"));
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        panel.port,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
 }
 
 fn log_in_refused(browser: &Browser, panel: &PanelServer, user: &str, password: &str) {

@@ -172,19 +172,37 @@ pub async fn list(pool: &PgPool, config: &Config, only: Option<&str>) -> Result<
     if let (Some(name), true) = (only, rows.is_empty()) {
         return Err(Error::NotFound(format!("unknown host '{name}': see `tenantctl host list`")));
     }
+    // The admin settings first, then the control-plane connection goes back to the pool:
+    // the probes (up to 5 s each for a host that does not answer) run at once, holding none.
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let mut hosts = Vec::new();
-    for (name, enabled, capacity, tenants) in rows {
-        let (server_version, problem) = match admin_options(&mut conn, config, &name).await {
+    let mut options = Vec::new();
+    for (name, ..) in &rows {
+        options.push(admin_options(&mut conn, config, name).await);
+    }
+    drop(conn);
+    let probes = options.into_iter().map(|options| async move {
+        match options {
             Ok(options) => {
                 let found = probe(&options).await;
                 (found.version, found.problem)
             }
             Err(e) => (None, Some(e.to_string())),
-        };
-        hosts.push(HostInfo { reachable: server_version.is_some(), name, enabled, capacity, tenants, server_version, problem });
-    }
-    Ok(hosts)
+        }
+    });
+    let found = futures_util::future::join_all(probes).await;
+    Ok(rows
+        .into_iter()
+        .zip(found)
+        .map(|((name, enabled, capacity, tenants), (server_version, problem))| HostInfo {
+            reachable: server_version.is_some(),
+            name,
+            enabled,
+            capacity,
+            tenants,
+            server_version,
+            problem,
+        })
+        .collect())
 }
 
 /// Refuses, in one sentence, a host that is unknown, disabled or cannot be reached (within

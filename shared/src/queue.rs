@@ -128,28 +128,29 @@ pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
 }
 
 /// The failed and dead jobs matching `filter` (its status, if given, must be failed or
-/// dead; its limit is ignored), up to job id `upto` when given: what "retry all that
-/// match" would retry. Ids are ULIDs, so `upto` is the newest job an admin saw counted.
-pub async fn retryable(pool: &PgPool, filter: &JobFilter, upto: Option<&str>) -> Result<Vec<String>> {
+/// dead; its limit is ignored), and among `only` when given: what "retry all that match"
+/// retries. The admin panel passes the ids it counted, so a job that failed after the
+/// count is not swept in unseen.
+pub async fn retryable(pool: &PgPool, filter: &JobFilter, only: Option<&[String]>) -> Result<Vec<String>> {
     check(pool, filter).await?;
     sqlx::query_scalar(
         "SELECT id FROM tenant_master.jobs
          WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
-           AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR id <= $4)
+           AND ($3::text IS NULL OR tenant = $3) AND ($4::text[] IS NULL OR id = ANY($4))
          ORDER BY id",
     )
     .bind(&filter.status)
     .bind(&filter.job_type)
     .bind(&filter.tenant)
-    .bind(upto)
+    .bind(only)
     .fetch_all(pool)
     .await
     .context("failed to find the failed jobs")
 }
 
 /// Retries every failed and dead job matching `filter` (see [`retryable`]).
-pub async fn retry_matching(pool: &PgPool, filter: &JobFilter, upto: Option<&str>) -> Result<Vec<String>> {
-    let ids = retryable(pool, filter, upto).await?;
+pub async fn retry_matching(pool: &PgPool, filter: &JobFilter, only: Option<&[String]>) -> Result<Vec<String>> {
+    let ids = retryable(pool, filter, only).await?;
     retry(pool, &ids).await
 }
 

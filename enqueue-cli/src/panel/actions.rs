@@ -37,7 +37,7 @@ async fn tenant_id(panel: &Shared, slug: &str) -> Result<Option<i64>, PanelError
     Ok(tenants::find(&mut conn, slug).await?.map(|t| t.id))
 }
 
-pub async fn create_tenant(State(panel): State<Shared>, act: Act) -> PageResult {
+pub async fn create_tenant(State(panel): State<Shared>, mut act: Act) -> PageResult {
     let new = NewTenant::parse(
         act.require("slug", "the slug")?,
         act.require("product", "the product")?,
@@ -47,11 +47,11 @@ pub async fn create_tenant(State(panel): State<Shared>, act: Act) -> PageResult 
         act.field("host"),
     )?;
     let (tenant, job_id) = tenants::create_in_new_transaction(&panel.pool, &panel.config, &new, &act.actor()).await?;
-    act.audit(&panel.pool, Some(tenant.id), "admin.tenant_create", json!({ "slug": tenant.slug, "job_id": job_id })).await?;
+    act.audit(Some(tenant.id), "admin.tenant_create", json!({ "slug": tenant.slug, "job_id": job_id })).await?;
     Ok(see(&format!("/tenants/{}", tenant.slug)))
 }
 
-pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Path<(String, String)>, act: Act) -> PageResult {
+pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Path<(String, String)>, mut act: Act) -> PageResult {
     let pool = &panel.pool;
     let actor = act.actor();
     let job_id = match action.as_str() {
@@ -81,7 +81,7 @@ pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Pa
             match plans::change(pool, &panel.config, &slug, plan, None, &actor).await? {
                 Changed::Moving { job_id, .. } => job_id,
                 Changed::Changed(t) | Changed::Unchanged(t) => {
-                    act.audit(pool, Some(t.id), "admin.plan", json!({ "slug": slug, "plan": plan })).await?;
+                    act.audit(Some(t.id), "admin.plan", json!({ "slug": slug, "plan": plan })).await?;
                     return Ok(see(&format!("/tenants/{slug}")));
                 }
             }
@@ -89,11 +89,11 @@ pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Pa
         _ => return Err(PanelError::new(StatusCode::NOT_FOUND, format!("there is no tenant action '{action}'"))),
     };
     let id = tenant_id(&panel, &slug).await?;
-    act.audit(pool, id, &format!("admin.{action}"), json!({ "slug": slug, "job_id": job_id })).await?;
+    act.audit(id, &format!("admin.{action}"), json!({ "slug": slug, "job_id": job_id })).await?;
     Ok(see(&format!("/jobs/{job_id}")))
 }
 
-pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(String, String)>, act: Act) -> PageResult {
+pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(String, String)>, mut act: Act) -> PageResult {
     let pool = &panel.pool;
     let (job, to) = match action.as_str() {
         "retry" => {
@@ -107,27 +107,29 @@ pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(S
         Some(slug) => tenant_id(&panel, slug).await?,
         None => None,
     };
-    act.audit(pool, tenant, &format!("admin.job_{action}"), json!({ "job_id": id, "type": job.job_type, "slug": job.tenant })).await?;
+    act.audit(tenant, &format!("admin.job_{action}"), json!({ "job_id": id, "type": job.job_type, "slug": job.tenant })).await?;
     Ok(see(&to))
 }
 
-/// Retries what the confirmation page counted: the failed and dead jobs matching the
-/// filter, up to the newest one counted (a job that failed since is not swept in unseen).
-pub async fn retry_matching(State(panel): State<Shared>, act: Act) -> PageResult {
+/// Retries what the confirmation page counted: the jobs it listed that still match the
+/// filter and are still failed or dead. A job that failed after the count is left alone
+/// (the next look counts it); one retried meanwhile by someone else is not retried twice.
+pub async fn retry_matching(State(panel): State<Shared>, mut act: Act) -> PageResult {
     let filter = JobFilter {
         status: act.field("status").map(str::to_owned),
         job_type: act.field("type").map(str::to_owned),
         tenant: act.field("tenant").map(str::to_owned),
         limit: 0,
     };
-    let Some(upto) = act.field("upto") else {
+    let counted: Vec<String> = act.field("ids").unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    if counted.is_empty() {
         return Err(PanelError::new(StatusCode::BAD_REQUEST, "no failed or dead job matched when counted: nothing was retried"));
-    };
-    let retried = queue::retry_matching(&panel.pool, &filter, Some(upto)).await?;
+    }
+    let retried = queue::retry_matching(&panel.pool, &filter, Some(&counted)).await?;
     let details = json!({
         "filter": { "status": filter.status, "type": filter.job_type, "tenant": filter.tenant },
-        "counted": act.field("count"), "retried": retried.len(), "job_ids": retried,
+        "counted": counted.len(), "retried": retried.len(), "job_ids": retried,
     });
-    act.audit(&panel.pool, None, "admin.jobs_retry_matching", details).await?;
+    act.audit(None, "admin.jobs_retry_matching", details).await?;
     Ok(see("/jobs?notice=retried"))
 }

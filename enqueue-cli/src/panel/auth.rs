@@ -20,7 +20,7 @@ use tenant_master::{activity, error::Context as _, Error};
 
 use super::{
     users,
-    web::{over_tls, render, see, ClientIp, PageResult, PanelError},
+    web::{over_tls, render, see, Client, PageResult, PanelError},
     Shared,
 };
 
@@ -29,9 +29,12 @@ const COOKIE: &str = "tm_session";
 const SESSION_HOURS: i32 = 12;
 /// Failed logins are counted over this window...
 const FAILURE_WINDOW_MINUTES: i32 = 15;
-/// ...and a user with this many in it is refused, even with the right password,
-const MAX_FAILURES_PER_USER: i64 = 5;
-/// ...as is an address with this many (over all the names it tried).
+/// ...and a user with this many from one address is refused there, even with the right
+/// password (another address is not: a guesser cannot lock an admin out from anywhere),
+const MAX_FAILURES_PER_USER_AND_ADDRESS: i64 = 5;
+/// ...as is a user with this many from all addresses together (many guessers at once),
+const MAX_FAILURES_PER_USER: i64 = 100;
+/// ...and an address with this many, over all the names it tried.
 const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 
 /// A logged-in user.
@@ -105,6 +108,9 @@ pub struct Act {
     pub user: String,
     pub ip: String,
     pub form: HashMap<String, String>,
+    /// Taken before the action runs, so the action's entry can be written once it is done
+    /// even when the pool is busy.
+    audit: sqlx::pool::PoolConnection<sqlx::Postgres>,
 }
 
 impl Act {
@@ -122,19 +128,19 @@ impl Act {
             .ok_or_else(|| PanelError::new(StatusCode::BAD_REQUEST, format!("{what} is missing: fill it in and send the form again")))
     }
 
-    /// Writes this action to the activity log: the admin as actor, the client's address
-    /// as origin (and in the details).
-    pub async fn audit(
-        &self,
-        pool: &PgPool,
-        tenant_id: Option<i64>,
-        action: &str,
-        mut details: serde_json::Value,
-    ) -> Result<(), PanelError> {
+    /// Writes this action, done, to the activity log: the admin as actor, the client's
+    /// address as origin (and in the details). A failure here must not read as "try again":
+    /// the action took effect.
+    pub async fn audit(&mut self, tenant_id: Option<i64>, action: &str, mut details: serde_json::Value) -> Result<(), PanelError> {
         details["client_ip"] = self.ip.clone().into();
-        let mut conn = pool.acquire().await?;
-        activity::record_from(&mut conn, &self.actor(), tenant_id, action, details, Some(&self.ip)).await?;
-        Ok(())
+        let actor = self.actor();
+        activity::record_from(&mut self.audit, &actor, tenant_id, action, details, Some(&self.ip)).await.map_err(|e| {
+            tracing::error!(error = %e, action, "an action was done but not written to the activity log");
+            PanelError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("done, but its activity-log entry could not be written ({e}): do not repeat it; check the tenant or job"),
+            )
+        })
     }
 }
 
@@ -144,10 +150,9 @@ impl FromRequest<Shared> for Act {
     async fn from_request(request: Request, panel: &Shared) -> Result<Act, Response> {
         let (mut parts, body) = request.into_parts();
         let session = Session::from_request_parts(&mut parts, panel).await?;
-        let ClientIp(ip) = ClientIp::from_request_parts(&mut parts, panel).await.map_err(IntoResponse::into_response)?;
-        if !same_origin(&parts.headers, panel.behind_proxy) {
-            return Err(PanelError::forbidden("this form was sent from another site: refused").into_response());
-        }
+        let client = Client::from_request_parts(&mut parts, panel).await.map_err(IntoResponse::into_response)?;
+        let ip = client.ip.clone();
+        refuse_cross_site(&parts.headers, &client).map_err(IntoResponse::into_response)?;
         let Form(fields) = Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), panel).await.map_err(|_| {
             PanelError::new(StatusCode::BAD_REQUEST, "the form could not be read: reload the page and try again").into_response()
         })?;
@@ -163,19 +168,31 @@ impl FromRequest<Shared> for Act {
                 PanelError::forbidden(format!("'{}' is a viewer: viewers see everything and change nothing", session.user)).into_response()
             );
         }
-        Ok(Act { user: session.user, ip, form })
+        let audit = panel.pool.acquire().await.map_err(|e| PanelError::from(e).into_response())?;
+        Ok(Act { user: session.user, ip, form, audit })
     }
 }
 
-/// A browser names the page a POST came from in Origin; when it does, that page must be
-/// ours. (The CSRF proof is the real check; this refuses a forgery before reading it.)
-fn same_origin(headers: &HeaderMap, behind_proxy: bool) -> bool {
+/// A browser names the page a POST came from in Origin (and says "cross-site" in
+/// Sec-Fetch-Site); when it does, that page must be ours. The CSRF proof is the real check
+/// for actions; login and logout have no session yet or any more, and rely on this one.
+fn same_origin(headers: &HeaderMap, client: &Client) -> bool {
+    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    // Behind a proxy the browser's host is the one the proxy forwards, if it says.
-    let forwarded = behind_proxy.then(|| headers.get("x-forwarded-host")).flatten();
+    // Behind the proxy the browser's host is the one the proxy forwards, if it says.
+    let forwarded = client.via_proxy.then(|| headers.get("x-forwarded-host")).flatten();
     let Some(host) = forwarded.or_else(|| headers.get(header::HOST)).and_then(|v| v.to_str().ok()) else { return false };
     let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
     origin_host.eq_ignore_ascii_case(host)
+}
+
+fn refuse_cross_site(headers: &HeaderMap, client: &Client) -> Result<(), PanelError> {
+    if same_origin(headers, client) {
+        return Ok(());
+    }
+    Err(PanelError::forbidden("this form was sent from another site: refused"))
 }
 
 /// Refuses to serve a panel nobody can log in to.
@@ -205,97 +222,149 @@ pub struct Login {
     password: String,
 }
 
-pub async fn login(State(panel): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, Form(login): Form<Login>) -> PageResult {
-    // A name longer than any user's is kept short: it is stored with each failure.
-    let user: String = login.user.trim().chars().take(64).collect();
+/// Failed logins in the window: of this user from this address, of this user from
+/// anywhere, and from this address over any names.
+struct Failures {
+    pair: i64,
+    user: i64,
+    address: i64,
+}
+
+impl Failures {
+    async fn count(tx: &mut sqlx::PgConnection, user: &str, ip: &str) -> Result<Failures, PanelError> {
+        let (pair, user, address): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE user_name = $1 AND $1 <> '' AND client_ip = $2),
+                    count(*) FILTER (WHERE user_name = $1 AND $1 <> ''),
+                    count(*) FILTER (WHERE client_ip = $2)
+             FROM tenant_master.admin_login_failures WHERE at > now() - make_interval(mins => $3)",
+        )
+        .bind(user)
+        .bind(ip)
+        .bind(FAILURE_WINDOW_MINUTES)
+        .fetch_one(tx)
+        .await?;
+        Ok(Failures { pair, user, address })
+    }
+
+    /// Over a limit: refused, even with the right password.
+    fn limited(&self) -> bool {
+        self.pair >= MAX_FAILURES_PER_USER_AND_ADDRESS || self.user >= MAX_FAILURES_PER_USER || self.address >= MAX_FAILURES_PER_ADDRESS
+    }
+
+    /// The first refusal of a window, the one logged.
+    fn first_refusal(&self) -> bool {
+        self.pair == MAX_FAILURES_PER_USER_AND_ADDRESS || self.user == MAX_FAILURES_PER_USER || self.address == MAX_FAILURES_PER_ADDRESS
+    }
+}
+
+async fn record_failure(tx: &mut sqlx::PgConnection, user: &str, ip: &str) -> Result<(), PanelError> {
+    sqlx::query("INSERT INTO tenant_master.admin_login_failures (user_name, client_ip) VALUES ($1, $2)")
+        .bind(user)
+        .bind(ip)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderMap, Form(login): Form<Login>) -> PageResult {
+    // A login posted from another site would log this browser in as someone else.
+    refuse_cross_site(&headers, &client)?;
+    let ip = client.ip.clone();
     let pool = &panel.pool;
+    // Only a well-formed name is looked up, counted or logged: anything else (a password
+    // typed into the wrong box, a megabyte of junk) is an unknown user, stored as nothing.
+    let typed = login.user.trim();
+    let name = users::check_name(typed).is_ok().then_some(typed);
     let mut tx = pool.begin().await?;
-    // One login of a user at a time: the count below cannot be raced past.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login:' || $1, 0))")
-        .bind(&user)
+    // One login per address, and per user, at a time: the counts cannot be raced past.
+    // (Always the address first: two logins never wait for each other in a circle.)
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login_ip:' || $1, 0))")
+        .bind(&ip)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE at < now() - interval '1 day'").execute(&mut *tx).await?;
-    let (by_user, by_address): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE user_name = $1), count(*) FILTER (WHERE client_ip = $2)
-         FROM tenant_master.admin_login_failures WHERE at > now() - make_interval(mins => $3)",
-    )
-    .bind(&user)
-    .bind(&ip)
-    .bind(FAILURE_WINDOW_MINUTES)
-    .fetch_one(&mut *tx)
-    .await?;
-    let details = serde_json::json!({ "user": user, "client_ip": ip });
-    if by_user >= MAX_FAILURES_PER_USER || by_address >= MAX_FAILURES_PER_ADDRESS {
-        // The first refusal of a window is logged (and counted, so the next ones are
-        // not): a guesser hammering away writes nothing more.
-        if by_user == MAX_FAILURES_PER_USER || by_address == MAX_FAILURES_PER_ADDRESS {
-            sqlx::query("INSERT INTO tenant_master.admin_login_failures (user_name, client_ip) VALUES ($1, $2)")
-                .bind(&user)
-                .bind(&ip)
+    let stored: Option<String> = match name {
+        Some(name) => {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login:' || $1, 0))")
+                .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            activity::record_from(&mut tx, &format!("panel:{user}"), None, "admin.login_rate_limited", details, Some(&ip)).await?;
+            sqlx::query_scalar("SELECT password_hash FROM tenant_master.admin_users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        None => None,
+    };
+    // A known user is named in the counts and the log; an unknown name is not kept.
+    let user = if stored.is_some() { name.unwrap_or_default() } else { "" };
+    let actor = if user.is_empty() { "panel:unknown-user".to_owned() } else { format!("panel:{user}") };
+    let details = serde_json::json!({ "user": (!user.is_empty()).then_some(user), "client_ip": ip });
+    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE at < now() - interval '1 day'").execute(&mut *tx).await?;
+    let failures = Failures::count(&mut tx, user, &ip).await?;
+    if failures.limited() {
+        // The first refusal of a window is logged (and counted, so the next ones are
+        // not): a guesser hammering away writes nothing more.
+        if failures.first_refusal() {
+            record_failure(&mut tx, user, &ip).await?;
+            activity::record_from(&mut tx, &actor, None, "admin.login_rate_limited", details, Some(&ip)).await?;
         }
         tx.commit().await?;
         return Err(PanelError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins for this user or from this address: wait {FAILURE_WINDOW_MINUTES} minutes, or ask an admin to set a new password"),
+            format!("too many failed logins for this user or from this address: wait {FAILURE_WINDOW_MINUTES} minutes (`tenantctl admin user password NAME` clears a user's count)"),
         ));
     }
-    let stored: Option<String> = sqlx::query_scalar("SELECT password_hash FROM tenant_master.admin_users WHERE name = $1")
-        .bind(&user)
-        .fetch_optional(&mut *tx)
-        .await?;
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| users::decoy_hash().to_owned());
     let password = login.password;
     let matches = tokio::task::spawn_blocking(move || users::verify(&password, &stored)).await.unwrap_or(false) && known;
     if !matches {
-        sqlx::query("INSERT INTO tenant_master.admin_login_failures (user_name, client_ip) VALUES ($1, $2)")
-            .bind(&user)
-            .bind(&ip)
-            .execute(&mut *tx)
-            .await?;
-        activity::record_from(&mut tx, &format!("panel:{user}"), None, "admin.login_failed", details, Some(&ip)).await?;
+        record_failure(&mut tx, user, &ip).await?;
+        activity::record_from(&mut tx, &actor, None, "admin.login_failed", details, Some(&ip)).await?;
         tx.commit().await?;
-        let mut page = render("login.html", minijinja::context! { error => "wrong user name or password", user => user });
+        let mut page = render("login.html", minijinja::context! { error => "wrong user name or password", user => name });
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     }
     let token = random_token();
     sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1").bind(&user).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1 AND client_ip = $2")
+        .bind(user)
+        .bind(&ip)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO tenant_master.admin_sessions (token_sha256, user_name, csrf_token, client_ip, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
     )
     .bind(token_hash(&token))
-    .bind(&user)
+    .bind(user)
     .bind(random_token())
     .bind(&ip)
     .bind(SESSION_HOURS)
     .execute(&mut *tx)
     .await?;
-    activity::record_from(&mut tx, &format!("panel:{user}"), None, "admin.login", details, Some(&ip)).await?;
+    activity::record_from(&mut tx, &actor, None, "admin.login", details, Some(&ip)).await?;
     tx.commit().await?;
-    let secure = if over_tls(&headers, panel.behind_proxy) { "; Secure" } else { "" };
+    let secure = if over_tls(&headers, &client) { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_HOURS * 3600);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
 }
 
 /// Ends the session (any role may; the CSRF proof is still required).
-pub async fn logout(State(panel): State<Shared>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> PageResult {
+pub async fn logout(
+    State(panel): State<Shared>,
+    client: Client,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> PageResult {
+    refuse_cross_site(&headers, &client)?;
     let session = session_of(&panel.pool, &headers).await?;
-    if let (Some(session), Some(token)) = (session, cookie_token(&headers)) {
-        if !form.get("csrf").is_some_and(|p| same(p, &session.csrf)) {
-            return Err(PanelError::forbidden("this form lacks its session's CSRF proof: reload the page and try again"));
-        }
-        sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE token_sha256 = $1")
-            .bind(token_hash(&token))
-            .execute(&panel.pool)
-            .await?;
+    let (Some(session), Some(token)) = (session, cookie_token(&headers)) else { return Ok(see("/login")) };
+    if !form.get("csrf").is_some_and(|p| same(p, &session.csrf)) {
+        return Err(PanelError::forbidden("this form lacks its session's CSRF proof: reload the page and try again"));
     }
+    sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE token_sha256 = $1").bind(token_hash(&token)).execute(&panel.pool).await?;
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response())
 }
@@ -315,15 +384,19 @@ mod tests {
 
     #[test]
     fn origin_must_be_ours_when_given() {
+        let direct = Client { ip: "127.0.0.1".into(), via_proxy: false };
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8001".parse().unwrap());
-        assert!(same_origin(&h, false), "no Origin: the CSRF proof decides");
+        assert!(same_origin(&h, &direct), "no Origin: the CSRF proof decides");
         h.insert(header::ORIGIN, "http://127.0.0.1:8001".parse().unwrap());
-        assert!(same_origin(&h, false));
+        assert!(same_origin(&h, &direct));
         h.insert(header::ORIGIN, "http://127.0.0.1:9999".parse().unwrap());
-        assert!(!same_origin(&h, false));
+        assert!(!same_origin(&h, &direct));
         h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(!same_origin(&h, false));
+        assert!(!same_origin(&h, &direct));
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!same_origin(&h, &direct), "a cross-site fetch without Origin");
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub async fn retry_matching(State(panel): State<Shared>, me: Session, Query(q): 
     Ok(render(
         "retry.html",
         minijinja::context! {
-            me, count => ids.len(), upto => ids.iter().max(),
+            me, count => ids.len(), ids => ids.join(","),
             filter => minijinja::context! { status => filter.status, type => filter.job_type, tenant => filter.tenant },
         },
     ))

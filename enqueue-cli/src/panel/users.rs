@@ -57,14 +57,14 @@ fn read_password() -> anyhow::Result<String> {
         Err(_) => {
             let stdin = std::io::stdin();
             let terminal = stdin.is_terminal();
-            if terminal {
+            let quiet = terminal.then(|| {
                 eprint!("password (not shown): ");
-                let _ = std::process::Command::new("stty").arg("-echo").status();
-            }
+                no_echo::start()
+            });
             let mut line = String::new();
             let read = stdin.read_line(&mut line);
-            if terminal {
-                let _ = std::process::Command::new("stty").arg("echo").status();
+            if let Some(guard) = quiet {
+                drop(guard);
                 eprintln!();
             }
             read.map_err(|e| anyhow::anyhow!("could not read the password from stdin: {e}"))?;
@@ -78,6 +78,55 @@ fn read_password() -> anyhow::Result<String> {
         .into());
     }
     Ok(password)
+}
+
+/// The terminal's echo off while a password is typed: back on when the guard drops, and
+/// on Ctrl-C or SIGTERM too (a handler restores it, then exits 130).
+mod no_echo {
+    use std::sync::OnceLock;
+
+    static SAVED: OnceLock<libc::termios> = OnceLock::new();
+
+    extern "C" fn restore_and_exit(_: libc::c_int) {
+        // Only async-signal-safe calls here.
+        unsafe {
+            if let Some(saved) = SAVED.get() {
+                libc::tcsetattr(0, libc::TCSANOW, saved);
+            }
+            libc::write(2, b"\n".as_ptr().cast(), 1);
+            libc::_exit(130);
+        }
+    }
+
+    pub struct Guard(libc::termios);
+
+    /// None when stdin is not a terminal whose settings can be read.
+    pub fn start() -> Option<Guard> {
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return None;
+            }
+            let _ = SAVED.set(saved);
+            let handler = restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &quiet);
+            Some(Guard(saved))
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &self.0);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            }
+        }
+    }
 }
 
 fn check_role(role: &str) -> Result<()> {
@@ -139,7 +188,13 @@ pub async fn run(ctx: &Ctx, cmd: AdminUserCommand) -> anyhow::Result<ExitCode> {
             if changed.rows_affected() == 0 {
                 return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
             }
-            // A new password logs out every session that knew the old one.
+            // A new password logs out every session that knew the old one, and clears the
+            // user's failed logins (what the refusal page tells a locked-out admin to do).
+            sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .context("failed to clear the failed logins")?;
             sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE user_name = $1")
                 .bind(&name)
                 .execute(&mut *tx)
@@ -147,7 +202,11 @@ pub async fn run(ctx: &Ctx, cmd: AdminUserCommand) -> anyhow::Result<ExitCode> {
                 .context("failed to end the sessions")?;
             tx.commit().await.context("failed to commit")?;
             audit(&pool, "admin.user_password_set", serde_json::json!({ "user": name })).await?;
-            say(ctx, serde_json::json!({ "user": name }), format!("set a new password for '{name}'; their open sessions were ended"));
+            say(
+                ctx,
+                serde_json::json!({ "user": name }),
+                format!("set a new password for '{name}'; their open sessions were ended and their failed logins forgotten"),
+            );
         }
         AdminUserCommand::Remove { name } => {
             check_name(&name)?;

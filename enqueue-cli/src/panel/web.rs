@@ -99,8 +99,14 @@ impl PanelError {
     }
 }
 
+/// SQLSTATE 22021 (a NUL byte or bad encoding in a value) is the client's input, not our fault.
+const BAD_INPUT: &str = "the request holds a character the database cannot store (such as a NUL byte): check what was typed";
+
 impl From<Error> for PanelError {
     fn from(e: Error) -> PanelError {
+        if e.sqlstate().as_deref() == Some("22021") {
+            return PanelError::new(StatusCode::BAD_REQUEST, BAD_INPUT);
+        }
         let status = match &e {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
@@ -116,6 +122,9 @@ impl From<Error> for PanelError {
 
 impl From<sqlx::Error> for PanelError {
     fn from(e: sqlx::Error) -> PanelError {
+        if tenant_master::error::sqlstate(&e).as_deref() == Some("22021") {
+            return PanelError::new(StatusCode::BAD_REQUEST, BAD_INPUT);
+        }
         tracing::error!(error = %e, "panel query failed");
         PanelError::new(StatusCode::SERVICE_UNAVAILABLE, "the control-plane database did not answer: try again, and see the panel's log")
     }
@@ -136,22 +145,29 @@ pub fn see(path: &str) -> Response {
     Redirect::to(path).into_response()
 }
 
-/// The client's address: the peer, or with `--behind-proxy` the address the proxy appended
-/// last to X-Forwarded-For (earlier entries are the client's own word).
+/// Who is asking: the peer's address, or, with `--behind-proxy` and a request that came
+/// from a proxy on this machine (a loopback peer), the address the proxy appended last to
+/// X-Forwarded-For (earlier entries are the client's own word). A client that reaches the
+/// port directly cannot choose its address that way.
 #[derive(Debug, Clone)]
-pub struct ClientIp(pub String);
+pub struct Client {
+    pub ip: String,
+    /// The request came through the trusted proxy: its X-Forwarded-* headers count.
+    pub via_proxy: bool,
+}
 
-impl FromRequestParts<Shared> for ClientIp {
+impl FromRequestParts<Shared> for Client {
     type Rejection = PanelError;
 
-    async fn from_request_parts(parts: &mut Parts, panel: &Shared) -> Result<ClientIp, PanelError> {
-        if panel.behind_proxy {
+    async fn from_request_parts(parts: &mut Parts, panel: &Shared) -> Result<Client, PanelError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let via_proxy = panel.behind_proxy && peer.is_some_and(|ip| ip.is_loopback());
+        if via_proxy {
             if let Some(ip) = forwarded_for(&parts.headers) {
-                return Ok(ClientIp(ip));
+                return Ok(Client { ip, via_proxy });
             }
         }
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        Ok(ClientIp(peer.unwrap_or_else(|| "unknown".into())))
+        Ok(Client { ip: peer.map(|ip| ip.to_string()).unwrap_or_else(|| "unknown".into()), via_proxy })
     }
 }
 
@@ -161,9 +177,9 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     last.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
-/// Whether the browser reached us over https (only a trusted proxy can say so).
-pub fn over_tls(headers: &HeaderMap, behind_proxy: bool) -> bool {
-    behind_proxy && headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+/// Whether the browser reached us over https (only the trusted proxy can say so).
+pub fn over_tls(headers: &HeaderMap, client: &Client) -> bool {
+    client.via_proxy && headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 pub async fn stylesheet() -> Response {
