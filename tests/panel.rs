@@ -86,6 +86,17 @@ async fn an_admin_runs_a_tenant_from_the_browser() {
     browser.wait_text("#status", "done", LONG);
     browser.goto(&panel.url(&format!("/tenants/{slug}")));
     browser.wait_text("#backups", "manual", Duration::from_secs(10));
+    // Several actions at once (a double click, two admins): each is done and logged, none
+    // starves the others of connections.
+    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
+    let statuses = browser.post_many_from_page(&format!("/tenants/{slug}/backup"), &format!("csrf={}", csrf.as_str().unwrap()), 8);
+    assert_eq!(statuses, vec![0; 8], "every concurrent action was accepted (redirected)");
+    let logged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_master.activity_log WHERE action = 'admin.backup' AND origin = '127.0.0.1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(logged, 9, "the first backup and the 8 at once, each logged with the address");
     assert!(browser.text("#history").contains("panel:alice"), "the tenant's history names the admin");
     screenshots(&browser, "tenant");
     assert!(browser.fits(PHONE), "the tenant page fits a phone without scrolling sideways");

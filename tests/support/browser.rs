@@ -232,6 +232,16 @@ impl Browser {
         self.script_async(script, json!([path, body])).as_u64().unwrap_or(u64::MAX)
     }
 
+    /// `n` such POSTs at once; their statuses.
+    pub fn post_many_from_page(&self, path: &str, body: &str, n: usize) -> Vec<u64> {
+        let script = "const done = arguments[arguments.length - 1];
+            const one = () => fetch(arguments[0], { method: 'POST', body: arguments[1], redirect: 'manual',
+                headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }).then(r => r.status, e => -1);
+            Promise.all(Array.from({ length: arguments[2] }, one)).then(done);";
+        let statuses = self.script_async(script, json!([path, body, n]));
+        statuses.as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap_or(u64::MAX)).collect()).unwrap_or_default()
+    }
+
     /// Whether the page, laid out `width` CSS pixels wide, fits without scrolling sideways.
     pub fn fits(&self, width: u32) -> bool {
         let cdp = |cmd: &str, params: Value| self.session_call("POST", "/goog/cdp/execute", Some(json!({ "cmd": cmd, "params": params })));

@@ -168,7 +168,7 @@ impl FromRequest<Shared> for Act {
                 PanelError::forbidden(format!("'{}' is a viewer: viewers see everything and change nothing", session.user)).into_response()
             );
         }
-        let audit = panel.pool.acquire().await.map_err(|e| PanelError::from(e).into_response())?;
+        let audit = panel.audit_pool.acquire().await.map_err(|e| PanelError::from(e).into_response())?;
         Ok(Act { user: session.user, ip, form, audit })
     }
 }

@@ -2,7 +2,8 @@
 //! the same library calls as the CLI, so the two can never disagree; templates, styles
 //! and the one small script are compiled into the binary (no build step, no CDN).
 //!
-//! Its connection budget: one pool of [`POOL_SIZE`] connections to the control plane.
+//! Its connection budget: one pool of [`POOL_SIZE`] connections to the control plane for
+//! pages and actions, and one of [`AUDIT_POOL_SIZE`] for the actions' audit entries.
 
 mod actions;
 mod auth;
@@ -20,12 +21,17 @@ use tenant_master::Config;
 
 use crate::Ctx;
 
-/// Connections the panel holds at most: page loads are a few short queries each.
+/// Connections for pages and the actions' library calls: a few short queries each.
 pub const POOL_SIZE: u32 = 4;
+/// Connections for audit entries, apart: an action takes one before it runs (so its entry
+/// can be written once it is done), and waiting for one never holds a page's connection.
+/// It also bounds how many actions run at once.
+pub const AUDIT_POOL_SIZE: u32 = 2;
 
 /// What every request handler shares.
 pub struct Panel {
     pub pool: sqlx::PgPool,
+    pub audit_pool: sqlx::PgPool,
     pub config: Config,
     /// A TLS proxy is in front: trust its X-Forwarded-For and X-Forwarded-Proto.
     pub behind_proxy: bool,
@@ -57,6 +63,7 @@ pub async fn serve(ctx: Ctx, listen: &str, behind_proxy: bool) -> anyhow::Result
     let addr: SocketAddr =
         listen.parse().map_err(|_| tenant_master::Error::Invalid(format!("--listen '{listen}' is not an address like 127.0.0.1:8001")))?;
     let pool = tenant_master::db::connect_pool(&ctx.config.database_url, POOL_SIZE).await?;
+    let audit_pool = tenant_master::db::connect_pool(&ctx.config.database_url, AUDIT_POOL_SIZE).await?;
     auth::require_users(&pool).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -66,7 +73,7 @@ pub async fn serve(ctx: Ctx, listen: &str, behind_proxy: bool) -> anyhow::Result
         eprintln!("warning: serving plain HTTP on {shown}: passwords and cookies cross the network in the clear; put a TLS proxy in front and pass --behind-proxy");
     }
     eprintln!("admin panel on http://{shown}/ (SIGTERM or Ctrl-C stops it)");
-    let app = router(Arc::new(Panel { pool, config: ctx.config, behind_proxy }));
+    let app = router(Arc::new(Panel { pool, audit_pool, config: ctx.config, behind_proxy }));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tenant_master::worker::shutdown_signal().await;
