@@ -319,6 +319,9 @@ async fn viewers_and_forged_forms_change_nothing() {
     assert_eq!(status, 403, "a POST without the CSRF proof is refused");
     let status = browser.post_from_page(&pause, "reason=pwned&csrf=guessed");
     assert_eq!(status, 403, "a POST with a wrong proof is refused");
+    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
+    let status = browser.post_from_page(&pause, &format!("reason=a%00b&csrf={}", csrf.as_str().unwrap()));
+    assert_eq!(status, 400, "a NUL byte in a reason is bad input, not a server fault");
     assert_eq!(jobs_of(&env, &slug).await, before, "no forged or viewer request enqueued anything");
     assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
 
@@ -368,6 +371,11 @@ async fn wrong_passwords_are_refused_then_rate_limited() {
     assert_eq!(sessions, 0, "no session was opened");
     // Alice herself, from another address, is not locked out by the guesser...
     assert_eq!(post_login_from("127.0.0.2", &panel, "alice", PASSWORD).await, 303);
+    // An unknown name meets the same limit: the limits do not tell which names exist.
+    for _ in 0..4 {
+        assert_eq!(post_login(&panel, "mallory", "whatever it is"), 401);
+    }
+    assert_eq!(post_login(&panel, "mallory", "whatever it is"), 429);
     // ...nor is another user from the guesser's address...
     assert_eq!(post_login(&panel, "bob", PASSWORD), 303);
     // ...until the address itself has failed too often, over any names.
@@ -379,9 +387,11 @@ async fn wrong_passwords_are_refused_then_rate_limited() {
     assert!(audit.iter().any(|(actor, action, origin)| actor == "panel:alice"
         && action == "admin.login_rate_limited"
         && origin.as_deref() == Some("127.0.0.1")));
-    // 19 wrong passwords, each logged; and the first refusal of alice and of the address.
-    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_failed").count(), 19, "{audit:?}");
-    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_rate_limited").count(), 2, "{audit:?}");
+    // 18 wrong passwords, each logged; and the first refusal of alice, of mallory and of
+    // the address, mallory's and the address's under no user's name.
+    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_failed").count(), 18, "{audit:?}");
+    assert_eq!(audit.iter().filter(|(_, action, _)| action == "admin.login_rate_limited").count(), 3, "{audit:?}");
+    assert!(!audit.iter().any(|(actor, ..)| actor.contains("mallory") || actor.contains("guess")), "{audit:?}");
     // A guesser hammering on writes nothing more.
     let before = written_rows(&env).await;
     for _ in 0..10 {

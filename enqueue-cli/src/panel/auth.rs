@@ -29,12 +29,12 @@ const COOKIE: &str = "tm_session";
 const SESSION_HOURS: i32 = 12;
 /// Failed logins are counted over this window...
 const FAILURE_WINDOW_MINUTES: i32 = 15;
-/// ...and a user with this many from one address is refused there, even with the right
-/// password (another address is not: a guesser cannot lock an admin out from anywhere),
+/// ...and a user name with this many from one address is refused there, even with the
+/// right password (not from another address: a guesser cannot lock an admin out; no limit
+/// per user over all addresses, which would let one),
 const MAX_FAILURES_PER_USER_AND_ADDRESS: i64 = 5;
-/// ...as is a user with this many from all addresses together (many guessers at once),
-const MAX_FAILURES_PER_USER: i64 = 100;
-/// ...and an address with this many, over all the names it tried.
+/// ...and an address with this many, over all the names it tried. An IPv6 address counts
+/// as its /64, which one client usually holds whole.
 const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 
 /// A logged-in user.
@@ -222,20 +222,17 @@ pub struct Login {
     password: String,
 }
 
-/// Failed logins in the window: of this user from this address, of this user from
-/// anywhere, and from this address over any names.
+/// Failed logins in the window: of this user name from this address, and from this
+/// address over any names.
 struct Failures {
     pair: i64,
-    user: i64,
     address: i64,
 }
 
 impl Failures {
     async fn count(tx: &mut sqlx::PgConnection, user: &str, ip: &str) -> Result<Failures, PanelError> {
-        let (pair, user, address): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE user_name = $1 AND $1 <> '' AND client_ip = $2),
-                    count(*) FILTER (WHERE user_name = $1 AND $1 <> ''),
-                    count(*) FILTER (WHERE client_ip = $2)
+        let (pair, address): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE user_name = $1 AND $1 <> '' AND client_ip = $2), count(*) FILTER (WHERE client_ip = $2)
              FROM tenant_master.admin_login_failures WHERE at > now() - make_interval(mins => $3)",
         )
         .bind(user)
@@ -243,17 +240,28 @@ impl Failures {
         .bind(FAILURE_WINDOW_MINUTES)
         .fetch_one(tx)
         .await?;
-        Ok(Failures { pair, user, address })
+        Ok(Failures { pair, address })
     }
 
     /// Over a limit: refused, even with the right password.
     fn limited(&self) -> bool {
-        self.pair >= MAX_FAILURES_PER_USER_AND_ADDRESS || self.user >= MAX_FAILURES_PER_USER || self.address >= MAX_FAILURES_PER_ADDRESS
+        self.pair >= MAX_FAILURES_PER_USER_AND_ADDRESS || self.address >= MAX_FAILURES_PER_ADDRESS
     }
 
     /// The first refusal of a window, the one logged.
     fn first_refusal(&self) -> bool {
-        self.pair == MAX_FAILURES_PER_USER_AND_ADDRESS || self.user == MAX_FAILURES_PER_USER || self.address == MAX_FAILURES_PER_ADDRESS
+        self.pair == MAX_FAILURES_PER_USER_AND_ADDRESS || self.address == MAX_FAILURES_PER_ADDRESS
+    }
+}
+
+/// What the address limit counts: an IPv4 address, or an IPv6 address's /64.
+fn address_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => ip.to_owned(),
     }
 }
 
@@ -270,16 +278,19 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
     // A login posted from another site would log this browser in as someone else.
     refuse_cross_site(&headers, &client)?;
     let ip = client.ip.clone();
+    let address = address_key(&ip);
     let pool = &panel.pool;
-    // Only a well-formed name is looked up, counted or logged: anything else (a password
-    // typed into the wrong box, a megabyte of junk) is an unknown user, stored as nothing.
+    // Only a well-formed name is looked up or counted: anything else (a megabyte of junk, a
+    // password typed into the wrong box) is stored as nothing. Unknown well-formed names
+    // count like users, so the limits do not tell which names exist.
     let typed = login.user.trim();
     let name = users::check_name(typed).is_ok().then_some(typed);
+    let counted = name.unwrap_or_default();
     let mut tx = pool.begin().await?;
     // One login per address, and per user, at a time: the counts cannot be raced past.
     // (Always the address first: two logins never wait for each other in a circle.)
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login_ip:' || $1, 0))")
-        .bind(&ip)
+        .bind(&address)
         .execute(&mut *tx)
         .await?;
     let stored: Option<String> = match name {
@@ -295,17 +306,17 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
         }
         None => None,
     };
-    // A known user is named in the counts and the log; an unknown name is not kept.
-    let user = if stored.is_some() { name.unwrap_or_default() } else { "" };
+    // Only a user who exists is named in the log.
+    let user = if stored.is_some() { counted } else { "" };
     let actor = if user.is_empty() { "panel:unknown-user".to_owned() } else { format!("panel:{user}") };
     let details = serde_json::json!({ "user": (!user.is_empty()).then_some(user), "client_ip": ip });
     sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE at < now() - interval '1 day'").execute(&mut *tx).await?;
-    let failures = Failures::count(&mut tx, user, &ip).await?;
+    let failures = Failures::count(&mut tx, counted, &address).await?;
     if failures.limited() {
         // The first refusal of a window is logged (and counted, so the next ones are
         // not): a guesser hammering away writes nothing more.
         if failures.first_refusal() {
-            record_failure(&mut tx, user, &ip).await?;
+            record_failure(&mut tx, counted, &address).await?;
             activity::record_from(&mut tx, &actor, None, "admin.login_rate_limited", details, Some(&ip)).await?;
         }
         tx.commit().await?;
@@ -319,7 +330,7 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
     let password = login.password;
     let matches = tokio::task::spawn_blocking(move || users::verify(&password, &stored)).await.unwrap_or(false) && known;
     if !matches {
-        record_failure(&mut tx, user, &ip).await?;
+        record_failure(&mut tx, counted, &address).await?;
         activity::record_from(&mut tx, &actor, None, "admin.login_failed", details, Some(&ip)).await?;
         tx.commit().await?;
         let mut page = render("login.html", minijinja::context! { error => "wrong user name or password", user => name });
@@ -330,7 +341,7 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
     sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
     sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1 AND client_ip = $2")
         .bind(user)
-        .bind(&ip)
+        .bind(&address)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
@@ -397,6 +408,13 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&h, &direct), "a cross-site fetch without Origin");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        assert_eq!(address_key("2001:db8:1:1::25"), "2001:db8:1:1::/64");
+        assert_eq!(address_key("2001:db8:1:1:ffff::1"), address_key("2001:db8:1:1::2"));
+        assert_eq!(address_key("127.0.0.1"), "127.0.0.1");
     }
 
     #[test]

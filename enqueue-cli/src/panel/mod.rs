@@ -50,7 +50,8 @@ pub fn router(panel: Shared) -> Router {
         .route("/tenants/{slug}", get(pages::tenant))
         .route("/tenants/{slug}/{action}", post(actions::tenant_action))
         .route("/jobs", get(pages::jobs))
-        .route("/jobs/retry", get(pages::retry_matching).post(actions::retry_matching))
+        // The confirmation carries every counted id (27 bytes each): room for 300,000.
+        .route("/jobs/retry", get(pages::retry_matching).post(actions::retry_matching).layer(axum::extract::DefaultBodyLimit::max(8 << 20)))
         .route("/jobs/{id}", get(pages::job))
         .route("/jobs/{id}/{action}", post(actions::job_action))
         .route("/schedules", get(pages::schedules))

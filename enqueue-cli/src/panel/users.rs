@@ -81,11 +81,13 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// The terminal's echo off while a password is typed: back on when the guard drops, and
-/// on Ctrl-C or SIGTERM too (a handler restores it, then exits 130).
+/// on Ctrl-C, Ctrl-\\, a hang-up or SIGTERM too (a handler restores it, then exits 130).
 mod no_echo {
     use std::sync::OnceLock;
 
     static SAVED: OnceLock<libc::termios> = OnceLock::new();
+    /// The signals that end a prompt: Ctrl-C, Ctrl-\, a closed terminal, kill.
+    const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM];
 
     extern "C" fn restore_and_exit(_: libc::c_int) {
         // Only async-signal-safe calls here.
@@ -109,8 +111,9 @@ mod no_echo {
             }
             let _ = SAVED.set(saved);
             let handler = restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGTERM, handler);
+            for signal in SIGNALS {
+                libc::signal(signal, handler);
+            }
             let mut quiet = saved;
             quiet.c_lflag &= !libc::ECHO;
             libc::tcsetattr(0, libc::TCSANOW, &quiet);
@@ -122,8 +125,9 @@ mod no_echo {
         fn drop(&mut self) {
             unsafe {
                 libc::tcsetattr(0, libc::TCSANOW, &self.0);
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                for signal in SIGNALS {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
             }
         }
     }

@@ -99,12 +99,17 @@ impl PanelError {
     }
 }
 
-/// SQLSTATE 22021 (a NUL byte or bad encoding in a value) is the client's input, not our fault.
+/// SQLSTATE 22021 or 22P05 (a NUL byte or bad encoding in a value, in text or JSON) is
+/// the client's input, not our fault.
 const BAD_INPUT: &str = "the request holds a character the database cannot store (such as a NUL byte): check what was typed";
+
+fn is_bad_input(sqlstate: Option<String>) -> bool {
+    matches!(sqlstate.as_deref(), Some("22021" | "22P05"))
+}
 
 impl From<Error> for PanelError {
     fn from(e: Error) -> PanelError {
-        if e.sqlstate().as_deref() == Some("22021") {
+        if is_bad_input(e.sqlstate()) {
             return PanelError::new(StatusCode::BAD_REQUEST, BAD_INPUT);
         }
         let status = match &e {
@@ -122,7 +127,7 @@ impl From<Error> for PanelError {
 
 impl From<sqlx::Error> for PanelError {
     fn from(e: sqlx::Error) -> PanelError {
-        if tenant_master::error::sqlstate(&e).as_deref() == Some("22021") {
+        if is_bad_input(tenant_master::error::sqlstate(&e)) {
             return PanelError::new(StatusCode::BAD_REQUEST, BAD_INPUT);
         }
         tracing::error!(error = %e, "panel query failed");
@@ -132,7 +137,8 @@ impl From<sqlx::Error> for PanelError {
 
 impl IntoResponse for PanelError {
     fn into_response(self) -> Response {
-        let mut response = render("error.html", minijinja::context! { message => self.message, status => self.status.as_u16() });
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        let mut response = render("error.html", minijinja::context! { message => self.message, status => self.status.as_u16(), reason });
         *response.status_mut() = self.status;
         response
     }
@@ -160,7 +166,8 @@ impl FromRequestParts<Shared> for Client {
     type Rejection = PanelError;
 
     async fn from_request_parts(parts: &mut Parts, panel: &Shared) -> Result<Client, PanelError> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        // An IPv4 client of a dual-stack [::] listener shows as ::ffff:a.b.c.d: as itself.
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical());
         let via_proxy = panel.behind_proxy && peer.is_some_and(|ip| ip.is_loopback());
         if via_proxy {
             if let Some(ip) = forwarded_for(&parts.headers) {
