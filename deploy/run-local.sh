@@ -79,6 +79,9 @@ cat <<TXT
 The worker is running. In another terminal:
   $bin/tenantctl tenant create bigco --product demo --plan enterprise --owner-email you@example.com --wait
   psql "\$($bin/tenantctl tenant credentials $slug)" -c 'select * from projects'
+The admin panel (README, "Admin panel"):
+  $bin/tenantctl admin user add admin --role admin   # asks for a password
+  $bin/tenantctl admin serve                          # http://127.0.0.1:8001/
 Ctrl-C here stops the worker (it finishes running jobs first).
 TXT
 while true; do worker_alive; sleep 1; done
