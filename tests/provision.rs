@@ -200,3 +200,23 @@ async fn a_bad_payload_fails_at_once_and_marks_nothing_active() {
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants").fetch_one(&env.pool).await.unwrap();
     assert_eq!(tenants, 0);
 }
+
+/// A session on template1 (autovacuum, an admin's psql) makes CREATE DATABASE fail with
+/// 55006 while it lasts: provisioning waits for it instead of failing the attempt.
+#[tokio::test]
+async fn a_busy_template1_delays_create_database_instead_of_failing() {
+    let env = TestEnv::new().await;
+    let database = format!("{}busy_template", env.config.database_prefix);
+    let mut admin = env.admin("postgres").await;
+    let holder = env.admin("template1").await;
+    // The naive CREATE fails while template1 is held: the case is real.
+    let err = tenant_master::db::ddl(&mut admin, "CREATE DATABASE %I", &[&database]).await.unwrap_err();
+    assert_eq!(err.sqlstate().as_deref(), Some("55006"), "{err}");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        holder.close().await.unwrap();
+    });
+    assert!(tenant_master::db::create_database_if_missing(&mut admin, &database).await.unwrap(), "created once template1 was free");
+    release.await.unwrap();
+    tenant_master::db::ddl(&mut admin, "DROP DATABASE %I", &[&database]).await.unwrap();
+}

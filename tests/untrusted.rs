@@ -201,7 +201,7 @@ async fn tenant_roles_reach_their_own_database_only_after_lockdown() {
     // A database open to PUBLIC, as `postgres` and `template1` are on a new server.
     let open = format!("{}open", env.config.database_prefix);
     let mut server = env.admin("postgres").await;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{open}\""))).execute(&mut server).await.unwrap();
+    assert!(tenant_master::db::create_database_if_missing(&mut server, &open).await.unwrap());
     let url = {
         let mut conn = env.pool.acquire().await.unwrap();
         tenants::credentials_url(&mut conn, &env.config, &tenant.slug).await.unwrap()
@@ -244,7 +244,7 @@ async fn a_foreign_database_with_a_shared_name_is_not_adopted() {
     let env = TestEnv::new().await;
     let shared = format!("{}demo_shared", env.config.database_prefix);
     let mut server = env.admin("postgres").await;
-    tenant_master::db::ddl(&mut server, "CREATE DATABASE %I", &[&shared]).await.unwrap();
+    assert!(tenant_master::db::create_database_if_missing(&mut server, &shared).await.unwrap());
     let mut foreign = env.admin(&shared).await;
     sqlx::raw_sql("CREATE TABLE public.orders (id int); INSERT INTO public.orders VALUES (1)").execute(&mut foreign).await.unwrap();
     drop(foreign);

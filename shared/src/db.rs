@@ -123,13 +123,28 @@ pub async fn create_database_if_missing(conn: &mut PgConnection, database: &str)
     if database_exists(conn, database).await? {
         return Ok(false);
     }
-    match ddl(conn, "CREATE DATABASE %I", &[database]).await {
-        Ok(()) => Ok(true),
-        // Someone else created it between our check and our CREATE: that is what we wanted.
-        Err(e) if matches!(e.sqlstate().as_deref(), Some("42P04" | "23505")) => Ok(false),
-        Err(e) => Err(e),
+    // CREATE DATABASE copies template1 and refuses while any session is connected to it
+    // (55006: autovacuum, an admin's psql, a tool that defaults to it). That passes within
+    // moments: wait for it here rather than fail the job into a backoff of minutes.
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match ddl(conn, "CREATE DATABASE %I", &[database]).await {
+            Ok(()) => return Ok(true),
+            // Someone else created it between our check and our CREATE: what we wanted.
+            Err(e) if matches!(e.sqlstate().as_deref(), Some("42P04" | "23505")) => return Ok(false),
+            Err(e) if e.sqlstate().as_deref() == Some("55006") && waited < TEMPLATE_BUSY_WAIT => {
+                tracing::debug!(database, "template1 is in use: waiting to create the database");
+                tokio::time::sleep(TEMPLATE_BUSY_POLL).await;
+                waited += TEMPLATE_BUSY_POLL;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
+
+/// How long [`create_database_if_missing`] waits for template1 to be free, and how often it looks.
+const TEMPLATE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const TEMPLATE_BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The text of `template` with `args` quoted in by the server's `format()`; for queries
 /// whose identifiers vary while their values stay bind parameters.
