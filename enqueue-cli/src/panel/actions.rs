@@ -32,11 +32,6 @@ fn confirmed(act: &Act, slug: &str, doing: &str) -> Result<(), PanelError> {
     ))
 }
 
-async fn tenant_id(panel: &Shared, slug: &str) -> Result<Option<i64>, PanelError> {
-    let mut conn = panel.pool.acquire().await?;
-    Ok(tenants::find(&mut conn, slug).await?.map(|t| t.id))
-}
-
 pub async fn create_tenant(State(panel): State<Shared>, mut act: Act) -> PageResult {
     let new = NewTenant::parse(
         act.require("slug", "the slug")?,
@@ -88,7 +83,7 @@ pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Pa
         }
         _ => return Err(PanelError::new(StatusCode::NOT_FOUND, format!("there is no tenant action '{action}'"))),
     };
-    let id = tenant_id(&panel, &slug).await?;
+    let id = act.tenant_id(&slug).await;
     act.audit(id, &format!("admin.{action}"), json!({ "slug": slug, "job_id": job_id })).await?;
     Ok(see(&format!("/jobs/{job_id}")))
 }
@@ -97,14 +92,15 @@ pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(S
     let pool = &panel.pool;
     let (job, to) = match action.as_str() {
         "retry" => {
+            let job = queue::get(pool, &id).await?;
             crate::jobs::retry_given(pool, std::slice::from_ref(&id)).await?;
-            (queue::get(pool, &id).await?, format!("/jobs/{id}"))
+            (job, format!("/jobs/{id}"))
         }
         "cancel" => (cancel::cancel(pool, &id, &act.actor()).await?.job, "/jobs?notice=cancelled".to_owned()),
         _ => return Err(PanelError::new(StatusCode::NOT_FOUND, format!("there is no job action '{action}'"))),
     };
     let tenant = match &job.tenant {
-        Some(slug) => tenant_id(&panel, slug).await?,
+        Some(slug) => act.tenant_id(slug).await,
         None => None,
     };
     act.audit(tenant, &format!("admin.job_{action}"), json!({ "job_id": id, "type": job.job_type, "slug": job.tenant })).await?;

@@ -128,6 +128,12 @@ impl Act {
             .ok_or_else(|| PanelError::new(StatusCode::BAD_REQUEST, format!("{what} is missing: fill it in and send the form again")))
     }
 
+    /// The id of tenant `slug` for the activity log, read on the audit connection after the
+    /// action took effect: none if it cannot be read (the entry still names the slug).
+    pub async fn tenant_id(&mut self, slug: &str) -> Option<i64> {
+        tenant_master::tenants::find(&mut self.audit, slug).await.ok().flatten().map(|t| t.id)
+    }
+
     /// Writes this action, done, to the activity log: the admin as actor, the client's
     /// address as origin (and in the details). A failure here must not read as "try again":
     /// the action took effect.
