@@ -96,7 +96,8 @@ pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
     .context("failed to list jobs")
 }
 
-/// Refuses a status or job type that matches nothing by construction.
+/// Refuses a status, job type or tenant that matches nothing by construction: a typo must
+/// not read as "no jobs".
 async fn check(pool: &PgPool, filter: &JobFilter) -> Result<()> {
     if let Some(status) = &filter.status {
         if !STATUSES.contains(&status.as_str()) {
@@ -105,6 +106,12 @@ async fn check(pool: &PgPool, filter: &JobFilter) -> Result<()> {
     }
     if let Some(job_type) = &filter.job_type {
         check_job_type(pool, job_type).await?;
+    }
+    if let Some(slug) = &filter.tenant {
+        let mut conn = pool.acquire().await.context("failed to connect to the control plane")?;
+        if crate::tenants::find(&mut conn, slug).await?.is_none() {
+            return Err(Error::Invalid(format!("no tenant '{slug}': see `tenantctl tenant list`")));
+        }
     }
     Ok(())
 }
