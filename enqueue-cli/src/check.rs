@@ -144,8 +144,7 @@ async fn connection_budget(ctx: &Ctx, pool: &PgPool, workers: u32) -> anyhow::Re
 
 /// Per enabled host: which databases every role, and so every tenant role, may connect to.
 async fn reach(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Vec<Item>> {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM tenant_master.db_hosts WHERE enabled ORDER BY name").fetch_all(pool).await?;
+    let names = tenant_master::hosts::names(pool, true).await?;
     let mut cp = pool.acquire().await?;
     let mut items = Vec::new();
     for host in names {

@@ -101,12 +101,9 @@ pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity
     }
     // The same server under two names would get twice its heavy-job and migration slots.
     if let Some(identity) = &found.identity {
+        let others = names(pool, false).await?;
         let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenant_master.db_hosts ORDER BY name")
-            .fetch_all(&mut *conn)
-            .await
-            .context("failed to list the hosts")?;
-        for other in names {
+        for other in others {
             let Ok(other_options) = admin_options(&mut conn, config, &other).await else { continue };
             if probe(&other_options).await.identity.as_ref() == Some(identity) {
                 return Err(Error::Conflict(format!(
@@ -157,6 +154,15 @@ pub async fn set_enabled(pool: &PgPool, name: &str, enabled: bool) -> Result<()>
         return Err(Error::NotFound(format!("unknown host '{name}': see `tenantctl host list`")));
     }
     Ok(())
+}
+
+/// The hosts' names (only the enabled ones, new tenants' choices, if asked), by name.
+pub async fn names(pool: &PgPool, enabled_only: bool) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM tenant_master.db_hosts WHERE enabled OR NOT $1 ORDER BY name")
+        .bind(enabled_only)
+        .fetch_all(pool)
+        .await
+        .context("failed to read the hosts")
 }
 
 /// Every host (or the one named), each probed: reachable, server version, admin rights.

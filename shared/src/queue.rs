@@ -122,12 +122,17 @@ pub async fn retry(pool: &PgPool, ids: &[String]) -> Result<Vec<String>> {
     sqlx::query_scalar("SELECT tenant_master.retry_jobs($1)").bind(ids).fetch_all(pool).await.context("failed to retry jobs")
 }
 
-/// Refuses a job type that is not registered, naming the ones that are.
-pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
-    let known: Vec<String> = sqlx::query_scalar("SELECT job_type FROM tenant_master.job_types ORDER BY job_type")
+/// The registered job types, by name.
+pub async fn job_types(pool: &PgPool) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT job_type FROM tenant_master.job_types ORDER BY job_type")
         .fetch_all(pool)
         .await
-        .context("failed to read the job types")?;
+        .context("failed to read the job types")
+}
+
+/// Refuses a job type that is not registered, naming the ones that are.
+pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
+    let known = job_types(pool).await?;
     if known.iter().any(|k| k == job_type) {
         return Ok(());
     }

@@ -393,22 +393,29 @@ pub async fn check_filter(
     if let Some(plan) = plan {
         Plan::parse(plan)?;
     }
-    for (what, value, query, hint) in [
-        (
-            "product",
-            product,
-            "SELECT name FROM tenant_master.products ORDER BY name",
-            "`tenantctl migrate` registers the products it finds",
-        ),
-        ("host", host, "SELECT name FROM tenant_master.db_hosts ORDER BY name", "`tenantctl host list` shows them"),
-    ] {
-        let Some(value) = value else { continue };
-        let known: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await.context(format!("failed to read the {what}s"))?;
-        if !known.iter().any(|k| k == value) {
-            return Err(crate::error::unknown_value(what, value, &known, Some(hint)));
+    if let Some(product) = product {
+        let known = products(pool).await?;
+        if !known.iter().any(|k| k == product) {
+            return Err(crate::error::unknown_value(
+                "product",
+                product,
+                &known,
+                Some("`tenantctl migrate` registers the products it finds"),
+            ));
+        }
+    }
+    if let Some(host) = host {
+        let known = crate::hosts::names(pool, false).await?;
+        if !known.iter().any(|k| k == host) {
+            return Err(crate::error::unknown_value("host", host, &known, Some("`tenantctl host list` shows them")));
         }
     }
     Ok(())
+}
+
+/// The products `tenantctl migrate` registered, by name.
+pub async fn products(pool: &PgPool) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM tenant_master.products ORDER BY name").fetch_all(pool).await.context("failed to read the products")
 }
 
 /// How many tenants there are of each status and plan (deleted ones included).

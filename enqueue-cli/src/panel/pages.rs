@@ -14,7 +14,7 @@ use tenant_master::{
 
 use super::{
     auth::Session,
-    web::{render, PageResult, PanelError},
+    web::{render, PageResult},
     Shared,
 };
 use crate::output::Pending;
@@ -29,10 +29,6 @@ fn given(value: Option<String>) -> Option<String> {
 
 fn plan_names() -> Vec<&'static str> {
     Plan::ALL.iter().map(|p| p.as_str()).collect()
-}
-
-async fn names(pool: &sqlx::PgPool, query: &'static str) -> Result<Vec<String>, PanelError> {
-    Ok(sqlx::query_scalar(query).fetch_all(pool).await?)
 }
 
 pub async fn dashboard(State(panel): State<Shared>, me: Session) -> PageResult {
@@ -74,8 +70,8 @@ pub async fn tenants(State(panel): State<Shared>, me: Session, Query(q): Query<T
         host: given(q.host),
         search: given(q.q),
     };
-    let products = names(&panel.pool, "SELECT name FROM tenant_master.products ORDER BY name").await?;
-    let host_names = names(&panel.pool, "SELECT name FROM tenant_master.db_hosts ORDER BY name").await?;
+    let products = tenants::products(&panel.pool).await?;
+    let host_names = hosts::names(&panel.pool, false).await?;
     let list = tenants::list(&panel.pool, &filter).await?;
     let total = list.len();
     let mut pending = Pending::new(&panel.config);
@@ -93,8 +89,8 @@ pub async fn tenants(State(panel): State<Shared>, me: Session, Query(q): Query<T
 }
 
 pub async fn new_tenant(State(panel): State<Shared>, me: Session) -> PageResult {
-    let products = names(&panel.pool, "SELECT name FROM tenant_master.products ORDER BY name").await?;
-    let host_names = names(&panel.pool, "SELECT name FROM tenant_master.db_hosts WHERE enabled ORDER BY name").await?;
+    let products = tenants::products(&panel.pool).await?;
+    let host_names = hosts::names(&panel.pool, true).await?;
     Ok(render("new_tenant.html", minijinja::context! { me, products, plans => plan_names(), hosts => host_names }))
 }
 
@@ -138,7 +134,7 @@ impl JobQuery {
 pub async fn jobs(State(panel): State<Shared>, me: Session, Query(q): Query<JobQuery>) -> PageResult {
     let (filter, notice) = q.filter(LIST_LIMIT as i64);
     let list = queue::list(&panel.pool, &filter).await?;
-    let types = names(&panel.pool, "SELECT job_type FROM tenant_master.job_types ORDER BY job_type").await?;
+    let types = queue::job_types(&panel.pool).await?;
     // Only fixed notices are shown: a link cannot put words in the panel's mouth.
     let notice = match notice.as_deref() {
         Some("cancelled") => Some("The job was cancelled."),
