@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tenant_master_tests::{
     browser::{free_port, http, Browser},
-    panel::{add_user, log_in, screenshots, PanelServer, DESKTOP, PHONE},
+    panel::{add_user, csrf, log_in, screenshots, PanelServer, DESKTOP, PHONE},
     stderr, TempDir, TestEnv,
 };
 
@@ -52,6 +52,7 @@ async fn an_admin_runs_a_tenant_from_the_browser() {
     add_user(&env, "alice", "admin", PASSWORD);
     let panel = PanelServer::start(&env);
     let browser = Browser::start(DESKTOP, 900);
+    browser.show_on_failure(&logs.path().join("worker.log"));
     log_in(&browser, &panel, "alice", PASSWORD);
 
     // Create: the form, then the tenant's page follows provisioning until it is active.
@@ -88,8 +89,8 @@ async fn an_admin_runs_a_tenant_from_the_browser() {
     browser.wait_text("#backups", "manual", Duration::from_secs(10));
     // Several actions at once (a double click, two admins): each is done and logged, none
     // starves the others of connections.
-    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
-    let statuses = browser.post_many_from_page(&format!("/tenants/{slug}/backup"), &format!("csrf={}", csrf.as_str().unwrap()), 8);
+    let proof = csrf(&browser);
+    let statuses = browser.post_many_from_page(&format!("/tenants/{slug}/backup"), &format!("csrf={proof}"), 8);
     assert_eq!(statuses, vec![0; 8], "every concurrent action was accepted (redirected)");
     let logged: i64 =
         sqlx::query_scalar("SELECT count(*) FROM tenant_master.activity_log WHERE action = 'admin.backup' AND origin = '127.0.0.1'")
@@ -232,6 +233,7 @@ async fn failed_jobs_are_retried_by_filter_and_one_is_cancelled() {
 
     // With the folder fixed, the retried backup succeeds; its page shows it.
     let mut worker = env.spawn_worker_with(&logs.path().join("worker3.log"), &[("TENANT_MASTER_BACKUP_DIR", &broken_dir)]);
+    browser.show_on_failure(&logs.path().join("worker3.log"));
     browser.goto(&panel.url(&format!("/jobs?type=BackupTenant&tenant={a}")));
     browser.click("#jobs tbody a");
     browser.wait_text("#status", "done", LONG);
@@ -289,8 +291,8 @@ async fn viewers_and_forged_forms_change_nothing() {
     browser.goto(&panel.url(&format!("/tenants/{slug}")));
     browser.wait_text("#status", "active", Duration::from_secs(10));
     assert!(!browser.exists("#actions") && !browser.exists("#pause"), "a viewer is offered no action");
-    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
-    let status = browser.post_from_page(&pause, &format!("csrf={}", csrf.as_str().unwrap()));
+    let proof = csrf(&browser);
+    let status = browser.post_from_page(&pause, &format!("csrf={proof}"));
     assert_eq!(status, 403, "a viewer's POST is refused");
     browser.goto(&panel.url("/jobs"));
     assert!(!browser.exists("#retry-matching"));
@@ -319,16 +321,16 @@ async fn viewers_and_forged_forms_change_nothing() {
     assert_eq!(status, 403, "a POST without the CSRF proof is refused");
     let status = browser.post_from_page(&pause, "reason=pwned&csrf=guessed");
     assert_eq!(status, 403, "a POST with a wrong proof is refused");
-    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
-    let status = browser.post_from_page(&pause, &format!("reason=a%00b&csrf={}", csrf.as_str().unwrap()));
+    let proof = csrf(&browser);
+    let status = browser.post_from_page(&pause, &format!("reason=a%00b&csrf={proof}"));
     assert_eq!(status, 400, "a NUL byte in a reason is bad input, not a server fault");
     assert_eq!(jobs_of(&env, &slug).await, before, "no forged or viewer request enqueued anything");
     assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
 
     // The control: the same POST with the session's proof goes through, so the refusals
     // above were the checks at work and not a broken request.
-    let csrf = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
-    let status = browser.post_from_page(&pause, &format!("reason=ok&csrf={}", csrf.as_str().unwrap()));
+    let proof = csrf(&browser);
+    let status = browser.post_from_page(&pause, &format!("reason=ok&csrf={proof}"));
     assert_eq!(status, 0, "a genuine form is accepted (a redirect)");
     assert_eq!(jobs_of(&env, &slug).await, before + 1);
     let audit = panel_audit(&env).await;
@@ -484,6 +486,7 @@ async fn restore_plan_and_delete_from_the_browser() {
     add_user(&env, "alice", "admin", PASSWORD);
     let panel = PanelServer::start(&env);
     let browser = Browser::start(DESKTOP, 900);
+    browser.show_on_failure(&logs.path().join("worker.log"));
     log_in(&browser, &panel, "alice", PASSWORD);
     let page = panel.url(&format!("/tenants/{slug}"));
 

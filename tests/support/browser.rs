@@ -24,6 +24,8 @@ pub struct Browser {
     port: u16,
     session: String,
     _profile: TempDir,
+    /// A log whose end a failed wait prints (the worker's): what the server side was doing.
+    log: std::cell::RefCell<Option<std::path::PathBuf>>,
 }
 
 /// A free loopback port (bound, read, released).
@@ -133,7 +135,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         }}});
-        let mut browser = Browser { driver, port, session: String::new(), _profile: profile };
+        let mut browser = Browser { driver, port, session: String::new(), _profile: profile, log: Default::default() };
         let created = browser.call("POST", "/session", Some(caps));
         browser.session = created["sessionId"].as_str().expect("a WebDriver session").to_owned();
         browser
@@ -152,6 +154,18 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// A failed wait will print the last lines of `log` (e.g. the worker's).
+    pub fn show_on_failure(&self, log: &Path) {
+        *self.log.borrow_mut() = Some(log.to_owned());
+    }
+
+    fn log_tail(&self) -> String {
+        let Some(path) = self.log.borrow().clone() else { return String::new() };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("\nlast lines of {}:\n{}", path.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+
     pub fn goto(&self, url: &str) {
         self.session_call("POST", "/url", Some(json!({ "url": url })));
     }
@@ -167,7 +181,13 @@ impl Browser {
             if let Some(id) = self.try_find(css) {
                 return id;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "no element '{css}' on {}:\n{}", self.url(), self.body_text());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no element '{css}' on {}:\n{}{}",
+                self.url(),
+                self.body_text(),
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -267,7 +287,12 @@ impl Browser {
             if text.as_deref().is_some_and(|t| t.contains(wanted)) {
                 return;
             }
-            assert!(started.elapsed() < limit, "'{css}' did not show '{wanted}' within {limit:?} on {}: {text:?}", self.url());
+            assert!(
+                started.elapsed() < limit,
+                "'{css}' did not show '{wanted}' within {limit:?} on {}: {text:?}{}",
+                self.url(),
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

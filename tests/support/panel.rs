@@ -68,6 +68,12 @@ pub fn log_in(browser: &Browser, panel: &PanelServer, user: &str, password: &str
     browser.wait_text("#me", user, Duration::from_secs(20));
 }
 
+/// The CSRF proof of the session on the current page (from its logout form, on every page).
+pub fn csrf(browser: &Browser) -> String {
+    let proof = browser.script("return document.querySelector('input[name=csrf]').value;", serde_json::json!([]));
+    proof.as_str().expect("a CSRF proof on the page").to_owned()
+}
+
 /// Where screenshots go: `PANEL_SCREENSHOTS` if set (the README's come from
 /// `PANEL_SCREENSHOTS=tests/screenshots`), else target/panel-screenshots.
 pub fn screenshot_path(name: &str) -> PathBuf {
