@@ -92,7 +92,15 @@ async fn tenants_see_their_own_schema_and_nothing_else() {
     }
 }
 
-const STEPS: &[&str] = &["register", "role", "database", "schema", "migration:0001", "migration:0002", "activate"];
+const STEPS: &[&str] = &[
+    "provision:register",
+    "provision:role",
+    "provision:database",
+    "provision:schema",
+    "provision:migration:0001",
+    "provision:migration:0002",
+    "provision:activate",
+];
 
 #[tokio::test]
 async fn a_crash_after_any_step_then_a_rerun_ends_like_one_clean_run() {
@@ -105,7 +113,7 @@ async fn a_crash_after_any_step_then_a_rerun_ends_like_one_clean_run() {
             fault::arm(&slug, step);
             let err = provision(&app, &new, "test").await.unwrap_err();
             assert!(err.to_string().contains(&format!("after step '{step}'")), "{err}");
-            let expected_status = if *step == "activate" { "active" } else { "provisioning" };
+            let expected_status = if *step == "provision:activate" { "active" } else { "provisioning" };
             assert_eq!(env.tenant_status(&slug).await.as_deref(), Some(expected_status), "after a crash at {step}");
 
             let tenant = provision(&app, &new, "test").await.unwrap();

@@ -492,10 +492,14 @@ pub enum JobsCommand {
         #[arg(long, requires = "failed")]
         tenant: Option<String>,
     },
-    /// Remove a job that has not started (pending, failed or dead).
+    /// Cancel a job that has not started (pending, failed or dead): it stays listed as
+    /// cancelled and is never run.
     Cancel {
         /// The job's id (from `tenantctl jobs list`).
         id: String,
+        /// Who is asking, for the activity log (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 

@@ -61,8 +61,9 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        JobsCommand::Cancel { id } => {
-            let done = cancel::cancel(&pool, &id, &activity::default_actor()).await?;
+        JobsCommand::Cancel { id, actor } => {
+            let actor = actor.unwrap_or_else(activity::default_actor);
+            let done = cancel::cancel(&pool, &id, &actor).await?;
             let job = done.job;
             if ctx.json {
                 println!("{}", serde_json::json!({ "cancelled": job.id, "tenant": job.tenant, "tenant_note": done.tenant_note }));
@@ -82,6 +83,14 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
 pub async fn retry_given(pool: &sqlx::PgPool, ids: &[String]) -> tenant_master::Result<Vec<String>> {
     for id in ids {
         let job = queue::get(pool, id).await?;
+        if let Some((actor, at)) = queue::cancellation(pool, id).await? {
+            return Err(Error::Conflict(format!(
+                "job {id} ({} of '{}') was cancelled by {actor} at {}: it is not run again; enqueue the work anew if it is still wanted; nothing was retried",
+                job.job_type,
+                job.tenant.as_deref().unwrap_or("-"),
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
         if matches!(job.status.as_str(), "running" | "done") {
             return Err(Error::Conflict(format!(
                 "job {id} is {}: only failed, dead or pending jobs can be retried; nothing was retried",

@@ -22,6 +22,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind's word, as payloads and the registry spell it.
+    pub const NAMES: &'static [&'static str] = &["scheduled", "manual", "pre_restore", "pre_delete", "pre_move", "pre_maintenance"];
+
     /// The word stored in the registry.
     pub fn as_str(self) -> &'static str {
         match self {

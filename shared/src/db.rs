@@ -167,6 +167,24 @@ pub async fn ddl(conn: &mut PgConnection, template: &str, args: &[&str]) -> Resu
     Ok(())
 }
 
+/// [`ddl`] for a statement that rewrites a catalog row many jobs share (a GRANT on a shared
+/// database): PostgreSQL fails the second of two concurrent updates of one catalog row
+/// ("tuple concurrently updated", XX000) instead of waiting, so it is tried again at once,
+/// a few times, rather than failing the job into minutes of backoff.
+pub async fn ddl_on_shared_row(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match ddl(conn, template, args).await {
+            Err(e) if tries < 50 && e.sqlstate().as_deref() == Some("XX000") && e.to_string().contains("tuple concurrently updated") => {
+                tries += 1;
+                let pause = std::time::Duration::from_millis(2 + rand::random::<u64>() % 20);
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `template` with its identifiers filled in and its literals (passwords, markers) left out,
 /// for error messages.
 fn describe(template: &str, args: &[&str]) -> String {

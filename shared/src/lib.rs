@@ -21,6 +21,7 @@ pub mod guard;
 pub mod hosts;
 pub mod jobs;
 pub mod keys;
+pub mod large_objects;
 pub mod ledger;
 pub mod lock;
 pub mod mail;

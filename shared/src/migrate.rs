@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (12, "plan_history", include_str!("../../migrations/0012_plan_history.sql")),
     (13, "moves", include_str!("../../migrations/0013_moves.sql")),
     (14, "admin_panel", include_str!("../../migrations/0014_admin_panel.sql")),
+    (15, "crash_safety", include_str!("../../migrations/0015_crash_safety.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.
@@ -66,6 +67,7 @@ pub async fn run(config: &Config) -> Result<Report> {
     queue(&pool).await?;
     let applied = control_plane(&pool).await?;
     views(&pool).await?;
+    sync_job_types(&pool).await?;
     let products = sync_products(&pool, config).await?;
     let passwords_sealed = crate::keys::seal_plaintext(&pool, config).await?;
     let markers_upgraded = crate::keys::upgrade_legacy_markers(&pool, config).await?;
@@ -84,6 +86,25 @@ pub async fn run(config: &Config) -> Result<Report> {
     drop(conn);
     pool.close().await;
     Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded, tenants_behind })
+}
+
+/// Writes each job type's payload fields (`jobs::REGISTRY`) where `tenant_master.enqueue`
+/// reads them; refuses a registered type the migrations do not know.
+async fn sync_job_types(pool: &PgPool) -> Result<()> {
+    for job_type in crate::jobs::REGISTRY {
+        let fields = serde_json::to_value(job_type.fields).expect("payload fields serialize");
+        let updated = sqlx::query("UPDATE tenant_master.job_types SET payload_fields = $2 WHERE job_type = $1")
+            .bind(job_type.name)
+            .bind(fields)
+            .execute(pool)
+            .await
+            .context("failed to record the job types' payload fields")?
+            .rows_affected();
+        if updated == 0 {
+            return Err(Error::Fatal(format!("job type {} has no row in tenant_master.job_types: add it in a migration", job_type.name)));
+        }
+    }
+    Ok(())
 }
 
 /// The queue library's own migrations.
@@ -146,14 +167,15 @@ pub async fn views(pool: &PgPool) -> Result<()> {
     sqlx::raw_sql(
         "CREATE OR REPLACE VIEW tenant_master.jobs AS
          SELECT j.id, j.job_type AS type,
-                tenant_master.job_status(j.status, j.attempts, j.max_attempts, j.lock_at, j.done_at) AS status,
+                CASE WHEN c.job_id IS NOT NULL THEN 'cancelled'
+                     ELSE tenant_master.job_status(j.status, j.attempts, j.max_attempts, j.lock_at, j.done_at) END AS status,
                 j.status AS queue_status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, j.done_at,
                 CASE WHEN j.last_result ? 'Err' THEN regexp_replace(j.last_result ->> 'Err', '^(AbortError|RetryError|DeferredError): ', '') END AS last_error,
                 convert_from(j.job, 'UTF8')::jsonb AS payload,
                 convert_from(j.job, 'UTF8')::jsonb ->> 'slug' AS tenant,
                 j.idempotency_key,
                 CASE WHEN j.last_result ? 'Ok' THEN j.last_result -> 'Ok' END AS result
-         FROM apalis.jobs j",
+         FROM apalis.jobs j LEFT JOIN tenant_master.cancelled_jobs c ON c.job_id = j.id",
     )
     .execute(pool)
     .await

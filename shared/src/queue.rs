@@ -61,9 +61,9 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
-    /// Done or dead: nothing more will happen without an admin.
+    /// Done, dead or cancelled: nothing more will happen without an admin.
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "done" | "dead")
+        matches!(self.status.as_str(), "done" | "dead" | "cancelled")
     }
 }
 
@@ -77,7 +77,7 @@ pub struct JobFilter {
 }
 
 /// Our job statuses.
-pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead"];
+pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead", "cancelled"];
 
 /// Jobs matching `filter`, newest first.
 pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
@@ -201,22 +201,46 @@ pub async fn dead_within(pool: &PgPool, hours: i32) -> Result<i64> {
 }
 
 /// Removes a job that has not started (pending, failed or dead); a running job is refused.
-pub async fn cancel(pool: &PgPool, id: &str) -> Result<JobInfo> {
+pub async fn cancel(pool: &PgPool, id: &str, actor: &str) -> Result<JobInfo> {
     let job = get(pool, id).await?;
-    if matches!(job.status.as_str(), "running" | "done") {
-        return Err(Error::Conflict(format!("job {id} is {}: only a job that is not running or done can be cancelled", job.status)));
+    if matches!(job.status.as_str(), "running" | "done" | "cancelled") {
+        return Err(Error::Conflict(format!(
+            "job {id} is {}: only a job that is not running, done or cancelled can be cancelled",
+            job.status
+        )));
     }
-    let deleted = sqlx::query(
-        "DELETE FROM apalis.jobs WHERE id = $1 AND tenant_master.job_status(status, attempts, max_attempts, lock_at, done_at) IN ('pending', 'failed', 'dead')",
+    // Kept, marked: no worker fetches a Killed row, and admins still see what it was.
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let marked = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL,
+                last_result = jsonb_build_object('Err', 'cancelled by ' || $2)
+         WHERE id = $1 AND tenant_master.job_status(status, attempts, max_attempts, lock_at, done_at) IN ('pending', 'failed', 'dead')",
     )
     .bind(id)
-    .execute(pool)
+    .bind(actor)
+    .execute(&mut *tx)
     .await
     .context("failed to cancel the job")?;
-    if deleted.rows_affected() == 0 {
+    if marked.rows_affected() == 0 {
         return Err(Error::Conflict(format!("job {id} started meanwhile: it can no longer be cancelled")));
     }
+    sqlx::query("INSERT INTO tenant_master.cancelled_jobs (job_id, actor) VALUES ($1, $2)")
+        .bind(id)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await
+        .context("failed to record the cancellation")?;
+    tx.commit().await.context("failed to commit the cancellation")?;
     Ok(job)
+}
+
+/// Who cancelled job `id` and when, if it was cancelled.
+pub async fn cancellation(pool: &PgPool, id: &str) -> Result<Option<(String, DateTime<Utc>)>> {
+    sqlx::query_as("SELECT actor, cancelled_at FROM tenant_master.cancelled_jobs WHERE job_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .context("failed to read the job's cancellation")
 }
 
 /// One job by id.

@@ -14,13 +14,18 @@
 //!   we work;
 //! - its password is derived from the secret key, so nothing stores it, every worker knows
 //!   it, and it is set again (with the attributes) each time a session is prepared;
-//! - it may log in only while a job works on the tenant: [`TenantAccess::prepare`] gives
-//!   it LOGIN with `VALID UNTIL` the end of the job's time limit, and [`scoped`] takes
-//!   LOGIN away and ends its sessions when the job is over. Tenant code running in an
-//!   operator session can change that role's password or settings (any role may), but not
-//!   its `VALID UNTIL`; prepare resets password and settings, so what tenant code did there
-//!   lasts until the job ends at most, and never lets anyone in while the tenant is
-//!   paused or suspended.
+//! - it may log in only for the moment our own sessions connect: each connection (ours, or
+//!   `pg_dump`'s / `pg_restore`'s) resets the password, opens LOGIN with a `VALID UNTIL` a
+//!   few seconds ahead, connects, and takes LOGIN away again as soon as the session is in.
+//!   Tenant code running in an operator session can change that role's password or
+//!   settings (any role may), but not its LOGIN or `VALID UNTIL`, and every window starts
+//!   with our password again: a password the tenant set never opens a session, while it
+//!   is paused or not. A worker killed inside a window leaves a login that expires with
+//!   its `VALID UNTIL`, and the next job of the tenant closes it; [`scoped`] ends every
+//!   operator session when a job is over, first, and never waits on one.
+//! - its sessions are bounded by the job's remaining time (`statement_timeout`,
+//!   `idle_in_transaction_session_timeout`) and wait for a tenant's lock at most
+//!   [`OPERATOR_LOCK_TIMEOUT`].
 //!
 //! Every session here pins `search_path` to `pg_catalog`, so a function or operator the
 //! tenant named like a built-in can never stand in for it.
@@ -46,6 +51,7 @@ use crate::{
 pub struct TenantAccess {
     options: PgConnectOptions,
     admin_url: String,
+    admin: PgConnectOptions,
     role: String,
     password: String,
 }
@@ -61,23 +67,33 @@ impl TenantAccess {
         let admin_url = hosts::admin_url(cp, config, &tenant.host).await?;
         let admin_options = hosts::admin_options(cp, config, &tenant.host).await?;
         let mut admin = db::connect_to(&admin_options, admin_options.get_database().unwrap_or("postgres")).await?;
-        let valid_for = OPENED.try_with(|o| o.borrow().valid_for).unwrap_or(UNSCOPED_VALIDITY);
-        let valid_until = (chrono::Utc::now() + valid_for).to_rfc3339();
+        let remaining = OPENED.try_with(|o| o.borrow().remaining()).unwrap_or(UNSCOPED_VALIDITY);
         // Under the tenant's lock no job of ours has an operator session: any that is open
         // was opened by someone else (tenant code in an earlier job) and ends now.
         terminate_sessions(&mut admin, &role).await?;
-        ensure_operator(&mut admin, tenant, &role, &marker, &password, &valid_until).await?;
-        let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options, &role));
+        ensure_operator(&mut admin, tenant, &role, &marker).await?;
+        let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options.clone(), &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
         // Tenant code can hold locks on its own tables: our statements wait for them at most
         // this long (then the job fails and retries later) instead of holding a host's slot.
-        let options = db::pin_search_path(options).options([("lock_timeout", OPERATOR_LOCK_TIMEOUT)]);
-        Ok(TenantAccess { options, admin_url, role, password })
+        // Nothing it runs in our session outlives the job's time limit.
+        let remaining_ms = remaining.as_millis().max(1000).to_string();
+        let options = db::pin_search_path(options).options([
+            ("lock_timeout", OPERATOR_LOCK_TIMEOUT),
+            ("statement_timeout", remaining_ms.as_str()),
+            ("idle_in_transaction_session_timeout", remaining_ms.as_str()),
+        ]);
+        Ok(TenantAccess { options, admin_url, admin: admin_options, role, password })
     }
 
-    /// A session in the tenant's database, logged in as its operator role.
+    /// A session in the tenant's database, logged in as its operator role (the login is
+    /// open only while it connects).
     pub async fn connect(&self) -> Result<PgConnection> {
-        PgConnection::connect_with(&self.options).await.context(format!(
+        let mut admin = self.admin_session().await?;
+        self.open_login(&mut admin).await?;
+        let connected = PgConnection::connect_with(&self.options).await;
+        self.close_login(&mut admin).await?;
+        connected.context(format!(
             "failed to connect to database {} on {}:{} as {}",
             self.options.get_database().unwrap_or("?"),
             self.options.get_host(),
@@ -86,8 +102,67 @@ impl TenantAccess {
         ))
     }
 
+    /// `pg_dump` of `schema` into `out`, as the operator role.
+    pub async fn dump_schema(&self, schema: &str, out: &std::path::Path) -> Result<()> {
+        let target = self.tool_target()?;
+        self.with_tool_login(target.dump_schema(schema, out)).await
+    }
+
+    /// `pg_restore` of `file` into `schema` (which exists), as the operator role.
+    pub async fn restore_into_schema(&self, file: &std::path::Path, schema: &str) -> Result<()> {
+        let target = self.tool_target()?;
+        self.with_tool_login(target.restore_into_schema(file, schema)).await
+    }
+
+    /// Runs a client tool with the login open until its session is in (or it is done).
+    async fn with_tool_login(&self, tool: impl Future<Output = Result<()>>) -> Result<()> {
+        let mut admin = self.admin_session().await?;
+        let before = sessions(&mut admin, &self.role).await?;
+        self.open_login(&mut admin).await?;
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let tool = async {
+            let result = tool.await;
+            finished.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        };
+        let closer = async {
+            let started = std::time::Instant::now();
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < LOGIN_WINDOW {
+                if sessions(&mut admin, &self.role).await? > before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.close_login(&mut admin).await
+        };
+        // Boxed: a tool's future is large, and two of them side by side overflowed a
+        // worker thread's stack in debug builds.
+        let (result, closed) = tokio::join!(Box::pin(tool), Box::pin(closer));
+        closed?;
+        result
+    }
+
+    async fn admin_session(&self) -> Result<PgConnection> {
+        let mut admin = db::connect_to(&self.admin, self.admin.get_database().unwrap_or("postgres")).await?;
+        // A tenant transaction may hold the role's catalog row (`ALTER ROLE CURRENT_USER`):
+        // our statements on it never wait long.
+        sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
+        Ok(admin)
+    }
+
+    /// Our password again (tenant code may have set another), and LOGIN for a moment.
+    async fn open_login(&self, admin: &mut PgConnection) -> Result<()> {
+        let verifier = password::scram_verifier(&self.password);
+        let valid_until = (chrono::Utc::now() + LOGIN_WINDOW).to_rfc3339();
+        ddl(admin, "ALTER ROLE %I LOGIN PASSWORD %L VALID UNTIL %L", &[&self.role, &verifier, &valid_until]).await
+    }
+
+    async fn close_login(&self, admin: &mut PgConnection) -> Result<()> {
+        ddl(admin, "ALTER ROLE %I NOLOGIN", &[&self.role]).await
+    }
+
     /// Where `pg_dump` / `pg_restore` connect: the tenant's database, as its operator role.
-    pub fn tool_target(&self) -> Result<Target> {
+    fn tool_target(&self) -> Result<Target> {
         Ok(Target::new(&self.admin_url, self.options.get_database().unwrap_or("postgres"))?.login_as(&self.role, &self.password))
     }
 
@@ -100,16 +175,34 @@ impl TenantAccess {
 /// How long a statement in an operator session waits for a lock a tenant holds.
 const OPERATOR_LOCK_TIMEOUT: &str = "30s";
 
-/// How long an operator login prepared outside [`scoped`] (an admin command) stays valid.
+/// How long the operator sessions of work outside [`scoped`] (an admin command) may run.
 const UNSCOPED_VALIDITY: Duration = Duration::from_secs(6 * 3600);
 
-/// The operator roles given LOGIN while a job runs, to take it away when the job is over.
+/// How long the operator's login stays open for one of our sessions to connect, at most.
+const LOGIN_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long closing a job's operator sessions may take before the job gives up on it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(15);
+
+async fn sessions(admin: &mut PgConnection, role: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+        .bind(role)
+        .fetch_one(admin)
+        .await
+        .context("failed to count the operator role's sessions")
+}
+
+/// The operator roles a job prepared, to end their sessions when the job is over.
 struct Opened {
-    valid_for: Duration,
+    deadline: std::time::Instant,
     roles: Vec<(PgConnectOptions, String)>,
 }
 
 impl Opened {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(std::time::Instant::now())
+    }
+
     fn remember(&mut self, admin: PgConnectOptions, role: &str) {
         // One role name per server: a move prepares the same operator role on two hosts.
         let same = |(o, r): &(PgConnectOptions, String)| r == role && o.get_host() == admin.get_host() && o.get_port() == admin.get_port();
@@ -123,11 +216,11 @@ tokio::task_local! {
     static OPENED: RefCell<Opened>;
 }
 
-/// Runs `work` (one job, at most `limit` long) and then closes every operator login it
-/// prepared: NOLOGIN, sessions ended. Runs under the tenant's lock, so no other job of
-/// the tenant is using the role meanwhile.
+/// Runs `work` (one job, at most `limit` long) and then closes every operator role it
+/// prepared: sessions ended, NOLOGIN, each within [`CLOSE_GRACE`]. Runs under the
+/// tenant's lock, so no other job of the tenant is using the role meanwhile.
 pub async fn scoped<F: Future>(limit: Duration, work: F) -> F::Output {
-    let opened = RefCell::new(Opened { valid_for: limit, roles: Vec::new() });
+    let opened = RefCell::new(Opened { deadline: std::time::Instant::now() + limit, roles: Vec::new() });
     let (output, roles) = OPENED
         .scope(opened, async {
             let output = work.await;
@@ -135,8 +228,10 @@ pub async fn scoped<F: Future>(limit: Duration, work: F) -> F::Output {
         })
         .await;
     for (admin, role) in roles {
-        if let Err(e) = close_operator(&admin, &role).await {
-            tracing::warn!(role = %role, error = %e, "could not take the operator role's login away; its VALID UNTIL ends it");
+        match tokio::time::timeout(CLOSE_GRACE, close_operator(&admin, &role)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(role = %role, error = %e, "could not close the operator role; the next job of the tenant does"),
+            Err(_) => tracing::warn!(role = %role, "closing the operator role took too long; the next job of the tenant does"),
         }
     }
     output
@@ -144,12 +239,16 @@ pub async fn scoped<F: Future>(limit: Duration, work: F) -> F::Output {
 
 async fn close_operator(admin: &PgConnectOptions, role: &str) -> Result<()> {
     let mut admin = db::connect_to(admin, admin.get_database().unwrap_or("postgres")).await?;
+    sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
     end_operator_sessions(&mut admin, role).await
 }
 
-/// NOLOGIN for `role` (if it exists) and its open sessions ended. Admin statements on a
-/// role and the server's session list: no tenant object is involved.
+/// The open sessions of `role` ended, then NOLOGIN for it (if it exists). Sessions first:
+/// a tenant transaction holding the role's catalog row goes with them, so the ALTER does
+/// not wait on it. Admin statements on a role and the server's session list: no tenant
+/// object is involved.
 pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Result<()> {
+    terminate_sessions(admin, role).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
         .bind(role)
         .fetch_one(&mut *admin)
@@ -161,6 +260,7 @@ pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Resu
         reset_settings(&mut tx, role).await?;
         tx.commit().await.context("failed to commit the operator role")?;
     }
+    // A session may have slipped in before NOLOGIN: it goes too.
     terminate_sessions(admin, role).await
 }
 
@@ -196,14 +296,7 @@ async fn reset_settings(admin: &mut PgConnection, role: &str) -> Result<()> {
 
 /// Creates or repairs the operator role of `tenant` over an admin connection to its host.
 /// Refuses a role of that name that this deployment did not make.
-async fn ensure_operator(
-    admin: &mut PgConnection,
-    tenant: &Tenant,
-    role: &str,
-    marker: &str,
-    password: &str,
-    valid_until: &str,
-) -> Result<()> {
+async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, marker: &str) -> Result<()> {
     let existing: Option<(Option<String>, bool)> = sqlx::query_as(
         "SELECT shobj_description(oid, 'pg_authid'), rolsuper OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = $1",
     )
@@ -260,7 +353,7 @@ async fn ensure_operator(
         ddl(&mut tx, "GRANT %I TO %I", &[&tenant.role, role]).await?;
     }
     reset_settings(&mut tx, role).await?;
-    let verifier = password::scram_verifier(password);
-    ddl(&mut tx, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT LOGIN PASSWORD %L VALID UNTIL %L", &[role, &verifier, valid_until]).await?;
+    // No login between our connections (a crash may have left one open).
+    ddl(&mut tx, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT NOLOGIN", &[role]).await?;
     tx.commit().await.context("failed to commit the operator role")
 }

@@ -38,22 +38,10 @@ use crate::{
     wakeups::Wakeups,
 };
 
-/// The job types this worker runs.
-pub const JOB_TYPES: &[&str] = &[
-    ProvisionTenant::TYPE,
-    BackupTenant::TYPE,
-    RestoreTenant::TYPE,
-    Vacuum::TYPE,
-    Cleanup::TYPE,
-    PruneJobs::TYPE,
-    SendWelcomeMail::TYPE,
-    PauseTenant::TYPE,
-    ResumeTenant::TYPE,
-    DeleteTenant::TYPE,
-    MigrateTenant::TYPE,
-    MoveTenant::TYPE,
-    Noop::TYPE,
-];
+/// The job types this worker runs: every registered one.
+pub fn job_types() -> Vec<&'static str> {
+    crate::jobs::REGISTRY.iter().map(|t| t.name).collect()
+}
 
 /// Connections the queue machinery holds (the wake-up listener and two for fetching,
 /// acknowledging and heartbeats), whatever the number of job types and workers.
@@ -118,7 +106,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         .connect_lazy_with(options);
     ensure_migrated(&queue_pool).await?;
     tracing::info!(
-        job_types = ?JOB_TYPES, concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
+        job_types = ?job_types(), concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
         queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(&config),
         "worker pool starting"
     );
@@ -135,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         auto_migrate(&app).await;
     }
     let _metrics_server = serve_metrics(&app).await?;
-    let wakeups = Wakeups::new(JOB_TYPES);
+    let wakeups = Wakeups::new(&job_types());
     let _listener = AbortOnDrop(tokio::spawn(wakeups.clone().listen(queue_pool.clone())));
     let live = LiveWorkers::default();
     let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), app.config.worker.heartbeat_secs)));
@@ -229,19 +217,32 @@ impl Pools {
     /// A Monitor with the workers of every job type; `lost` is notified when one of them
     /// fails (its backend lost the database), so the whole pool starts again.
     fn monitor(&self, lost: Arc<tokio::sync::Notify>) -> Monitor {
-        let monitor = self.register::<ProvisionTenant>(Monitor::new());
-        let monitor = self.register::<BackupTenant>(monitor);
-        let monitor = self.register::<RestoreTenant>(monitor);
-        let monitor = self.register::<Vacuum>(monitor);
-        let monitor = self.register::<Cleanup>(monitor);
-        let monitor = self.register::<PruneJobs>(monitor);
-        let monitor = self.register::<SendWelcomeMail>(monitor);
-        let monitor = self.register::<PauseTenant>(monitor);
-        let monitor = self.register::<ResumeTenant>(monitor);
-        let monitor = self.register::<DeleteTenant>(monitor);
-        let monitor = self.register::<MigrateTenant>(monitor);
-        let monitor = self.register::<MoveTenant>(monitor);
-        let monitor = self.register::<Noop>(monitor);
+        let mut registered = Vec::new();
+        let mut monitor = Monitor::new();
+        for register in [
+            Pools::register::<ProvisionTenant>,
+            Pools::register::<BackupTenant>,
+            Pools::register::<RestoreTenant>,
+            Pools::register::<Vacuum>,
+            Pools::register::<Cleanup>,
+            Pools::register::<PruneJobs>,
+            Pools::register::<SendWelcomeMail>,
+            Pools::register::<PauseTenant>,
+            Pools::register::<ResumeTenant>,
+            Pools::register::<DeleteTenant>,
+            Pools::register::<MigrateTenant>,
+            Pools::register::<MoveTenant>,
+            Pools::register::<Noop>,
+        ] {
+            let (next, name) = register(self, monitor);
+            registered.push(name);
+            monitor = next;
+        }
+        // A job type in the registry with no worker would sit in the queue forever.
+        registered.sort_unstable();
+        let mut expected = job_types();
+        expected.sort_unstable();
+        assert_eq!(registered, expected, "every job type in jobs::REGISTRY must be registered here, once");
         monitor
             .on_event(|worker, event| {
                 if let Event::Error(e) = event {
@@ -256,7 +257,7 @@ impl Pools {
             .shutdown_timeout(Duration::from_secs(self.app.config.worker.shutdown_timeout_secs))
     }
 
-    fn register<J: Job>(&self, monitor: Monitor) -> Monitor {
+    fn register<J: Job>(&self, monitor: Monitor) -> (Monitor, &'static str) {
         let w = &self.app.config.worker;
         let queue_config = apalis_postgres::Config::default()
             .queue(J::TYPE)
@@ -272,10 +273,11 @@ impl Pools {
         let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), self.run);
         // Throughput grows with workers per queue (each fetches its own batches), not with
         // concurrency inside one worker (measured in the apalis notes).
-        monitor.register_n(w.workers_per_type, move |index, restarts| {
+        let monitor = monitor.register_n(w.workers_per_type, move |index, restarts| {
             let name = format!("{prefix}-{index}-{restarts}");
             live.set(format!("{}-{index}", J::TYPE), name.clone());
-            let backend = PostgresStorage::<J>::new(&queue)
+            // Plain JSON: the handler decodes it, so a bad payload fails its job alone.
+            let backend = PostgresStorage::<serde_json::Value>::new(&queue)
                 .with_config(queue_config.clone())
                 .poll_with_stream(wakeups.stream(J::TYPE, poll_interval));
             WorkerBuilder::new(name)
@@ -286,7 +288,8 @@ impl Pools {
                 // Handlers on the runtime's threads, not all inside the Monitor's one future.
                 .parallelize(tokio::spawn)
                 .build(execute::<J>)
-        })
+        });
+        (monitor, J::TYPE)
     }
 }
 

@@ -12,12 +12,18 @@ pub struct PrivateServer {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
+    max_connections: u32,
 }
 
 impl PrivateServer {
     /// Creates and starts a server (trust authentication, a superuser named like the
     /// account running the tests), listening on 127.0.0.1 only.
     pub fn start() -> PrivateServer {
+        PrivateServer::start_with(100)
+    }
+
+    /// [`PrivateServer::start`] with room for `max_connections` sessions.
+    pub fn start_with(max_connections: u32) -> PrivateServer {
         let bin = bindir();
         let dir = std::env::temp_dir().join(format!("tm-pg-{}", super::random_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -27,7 +33,7 @@ impl PrivateServer {
             assert!(status.success(), "chown of {} failed", dir.display());
         }
         let port = free_port();
-        let server = PrivateServer { dir, bin, port };
+        let server = PrivateServer { dir, bin, port, max_connections };
         // The superuser has the name of the account running the tests, as on the shared server.
         let user = tenant_master::system::os_user().unwrap_or_else(|| "root".into());
         let data = server.data();
@@ -51,8 +57,12 @@ impl PrivateServer {
     }
 
     fn pg_ctl(&self, action: &[&str]) {
-        let options =
-            format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100", self.port, self.dir.display());
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections={}",
+            self.port,
+            self.dir.display(),
+            self.max_connections
+        );
         let log = self.dir.join("server.log").display().to_string();
         let data = self.data();
         let mut args = vec!["-D", &data, "-w", "-t", "60", "-l", &log, "-o", &options];

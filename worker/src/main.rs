@@ -14,8 +14,16 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    service::run(args.config.as_deref(), "info,sqlx=warn", worker::run).await
+    // Jobs nest large futures (a backup inside a restore inside the job wrapper): room for
+    // them on every worker thread, not tokio's default 2 MiB.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(service::run(args.config.as_deref(), "info,sqlx=warn", worker::run)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{defaulted, optional, required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     activity,
     error::{Context as _, Error, Result},
@@ -33,6 +36,12 @@ pub struct ResumeTenant {
 
 impl Job for PauseTenant {
     const TYPE: &'static str = "PauseTenant";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        defaulted("suspend", Shape::Boolean),
+        optional("reason", Shape::String),
+        required("actor", Shape::String),
+    ];
     const TIMEOUT_SECS: u64 = 300;
 
     fn idempotency_key(&self) -> Option<String> {
@@ -52,6 +61,7 @@ impl Job for PauseTenant {
 
 impl Job for ResumeTenant {
     const TYPE: &'static str = "ResumeTenant";
+    const FIELDS: &'static [Field] = &[required("slug", Shape::String), required("actor", Shape::String)];
     const TIMEOUT_SECS: u64 = 300;
 
     fn idempotency_key(&self) -> Option<String> {

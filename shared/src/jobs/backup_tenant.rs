@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, required, Field, Shape, SCHEDULED},
+    App, Job, Run,
+};
 use crate::{
     activity,
     backups::Kind,
@@ -47,6 +50,13 @@ pub async fn enqueue_manual(pool: &sqlx::PgPool, selection: Selection, keep: Opt
 
 impl Job for BackupTenant {
     const TYPE: &'static str = "BackupTenant";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        required("kind", Shape::OneOf(crate::backups::Kind::NAMES)),
+        optional("keep", Shape::Count),
+        SCHEDULED[0],
+        SCHEDULED[1],
+    ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 

@@ -43,7 +43,17 @@ pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancel
             )));
         }
     }
-    let job = queue::cancel(pool, id).await?;
+    // A restore that took its safety copy may have set the live data aside: only its
+    // retry (or its giving up, which puts the data back) leaves the tenant whole.
+    if job.job_type == "RestoreTenant" {
+        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+        if crate::ops::restore::has_begun(&mut conn, id).await? {
+            return Err(Error::Conflict(format!(
+                "the restore of '{slug}' has begun (its data may be set aside) and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
+            )));
+        }
+    }
+    let job = queue::cancel(pool, id, actor).await?;
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = match tenants::find(&mut tx, &slug).await? {
         Some(tenant) => tenant,

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{defaulted, required, Field, Shape, SCHEDULED},
+    App, Job, Run,
+};
 use crate::{
     backups::Kind,
     error::Result,
@@ -29,6 +32,14 @@ pub struct Cleanup {
 
 impl Job for Cleanup {
     const TYPE: &'static str = "Cleanup";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        required("older_than_days", Shape::Count),
+        defaulted("dry_run", Shape::Boolean),
+        defaulted("backup_first", Shape::Boolean),
+        SCHEDULED[0],
+        SCHEDULED[1],
+    ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 7200;
 
@@ -43,6 +54,7 @@ impl Job for Cleanup {
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
         if self.backup_first && !self.dry_run {
             backup::backup(app, &self.slug, Kind::PreMaintenance, None, &run.job_id).await?;
+            crate::fault::point(&self.slug, "maintenance:backup_first")?;
         }
         let actor = if self.schedule.is_some() { "scheduler" } else { "worker" };
         let report = maintenance::cleanup(app, &self.slug, self.older_than_days, self.dry_run, actor).await?;

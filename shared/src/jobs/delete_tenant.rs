@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     error::{Context as _, Result},
     ops::delete,
@@ -23,6 +26,8 @@ pub struct DeleteTenant {
 
 impl Job for DeleteTenant {
     const TYPE: &'static str = "DeleteTenant";
+    const FIELDS: &'static [Field] =
+        &[required("slug", Shape::String), optional("tenant_id", Shape::Integer), required("actor", Shape::String)];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 

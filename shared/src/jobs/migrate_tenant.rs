@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{error::Result, lock::SlotKind, ops::migrations};
 
 /// Payload.
@@ -22,6 +25,12 @@ pub struct MigrateTenant {
 
 impl Job for MigrateTenant {
     const TYPE: &'static str = "MigrateTenant";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        optional("tenant_id", Shape::Integer),
+        required("to", Shape::Integer),
+        required("actor", Shape::String),
+    ];
     const SLOT: Option<SlotKind> = Some(SlotKind::Migration);
     const TIMEOUT_SECS: u64 = 3600;
 

@@ -14,6 +14,7 @@ pub mod delete_tenant;
 pub mod migrate_tenant;
 pub mod move_tenant;
 pub mod noop;
+pub mod payload;
 pub mod provision_tenant;
 pub mod prune_jobs;
 pub mod restore_tenant;
@@ -75,6 +76,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// The queue name and `job_type` column value; also a row in `tenant_master.job_types`.
     const TYPE: &'static str;
 
+    /// What the payload must hold: `tenant_master.enqueue` refuses anything else.
+    const FIELDS: &'static [payload::Field];
+
     /// A run taking longer than this is failed (and retried); `[worker.timeouts]` overrides.
     const TIMEOUT_SECS: u64 = 3600;
 
@@ -105,18 +109,74 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     }
 }
 
+/// A job type as the rest of the system sees it, without its Rust type.
+#[derive(Debug, Clone, Copy)]
+pub struct JobType {
+    pub name: &'static str,
+    pub fields: &'static [payload::Field],
+    /// Whether a payload decodes as this type (the error if not).
+    pub decode: fn(Value) -> std::result::Result<(), String>,
+}
+
+const fn job_type<J: Job>() -> JobType {
+    JobType { name: J::TYPE, fields: J::FIELDS, decode: decodes::<J> }
+}
+
+fn decodes<J: Job>(payload: Value) -> std::result::Result<(), String> {
+    serde_json::from_value::<J>(payload).map(drop).map_err(|e| e.to_string())
+}
+
+/// Every job type, the one list: the worker runs these, `tenantctl migrate` writes their
+/// payload fields into `tenant_master.job_types`, and a test checks both against it.
+pub const REGISTRY: &[JobType] = &[
+    job_type::<provision_tenant::ProvisionTenant>(),
+    job_type::<backup_tenant::BackupTenant>(),
+    job_type::<restore_tenant::RestoreTenant>(),
+    job_type::<vacuum::Vacuum>(),
+    job_type::<cleanup::Cleanup>(),
+    job_type::<prune_jobs::PruneJobs>(),
+    job_type::<send_welcome_mail::SendWelcomeMail>(),
+    job_type::<access::PauseTenant>(),
+    job_type::<access::ResumeTenant>(),
+    job_type::<delete_tenant::DeleteTenant>(),
+    job_type::<migrate_tenant::MigrateTenant>(),
+    job_type::<move_tenant::MoveTenant>(),
+    job_type::<noop::Noop>(),
+];
+
 /// The idempotency key of a job enqueued by a schedule: `<schedule>:<subject>:<slot>`,
 /// the same as `schedule::fan_out` writes.
 pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -> Option<String> {
     Some(format!("{}:{subject}:{}", schedule?, slot?))
 }
 
-/// The apalis handler of every job type.
-pub async fn execute<J: Job>(job: J, id: TaskId, attempt: Attempt, app: Data<Arc<App>>) -> Result<Value, BoxDynError> {
+/// The apalis handler of every job type. The queue hands over the payload as plain JSON
+/// and it is decoded here: a payload that does not fit `J` fails this one job, dead at
+/// once, instead of failing the worker's fetch (which apalis reports as a lost backend,
+/// restarting the whole pool while the job is never marked).
+pub async fn execute<J: Job>(payload: Value, id: TaskId, attempt: Attempt, app: Data<Arc<App>>) -> Result<Value, BoxDynError> {
     let id = id.to_string();
     let attempt = attempt.current();
+    let job = match serde_json::from_value::<J>(payload) {
+        Ok(job) => job,
+        Err(e) => {
+            let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, attempt);
+            return Err(undecodable::<J>(&id, &app, &e).instrument(span).await);
+        }
+    };
     let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.subject().unwrap_or("-"), attempt);
     run_attempt(&job, &id, attempt, &app).instrument(span).await
+}
+
+/// A payload no handler can read: dead at once, with a sentence that says how to go on.
+async fn undecodable<J: Job>(id: &str, app: &App, error: &serde_json::Error) -> BoxDynError {
+    let reason = format!(
+        "the payload cannot be read as {} ({error}): nothing was done; enqueue a corrected job (see `tenantctl jobs show {id}`)",
+        J::TYPE
+    );
+    tracing::error!(error = %reason, "job gave up");
+    app.metrics.finished(J::TYPE, Outcome::Dead, std::time::Duration::ZERO);
+    Box::new(AbortError::new(reason))
 }
 
 async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Result<Value, BoxDynError> {
@@ -205,7 +265,9 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Valu
     };
     let limit = app.timeout::<J>();
     let bounded = async {
-        match tokio::time::timeout(limit, AssertUnwindSafe(job.run(app, run)).catch_unwind()).await {
+        // Boxed: some jobs' futures are large enough to overflow a worker thread's stack
+        // in debug builds when kept inline.
+        match tokio::time::timeout(limit, AssertUnwindSafe(Box::pin(job.run(app, run))).catch_unwind()).await {
             Ok(finished) => finished,
             Err(_) => Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))),
         }

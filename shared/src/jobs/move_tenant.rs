@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     activity,
     config::Config,
@@ -98,6 +101,13 @@ pub async fn refuse_while_moving(conn: &mut sqlx::PgConnection, slug: &str) -> R
 
 impl Job for MoveTenant {
     const TYPE: &'static str = "MoveTenant";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        required("tenant_id", Shape::Integer),
+        optional("host", Shape::String),
+        optional("plan", Shape::String),
+        required("actor", Shape::String),
+    ];
     const SLOT: Option<SlotKind> = Some(SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 

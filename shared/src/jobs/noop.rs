@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, Field, Shape},
+    App, Job, Run,
+};
 use crate::error::Result;
 
 /// Payload: a free-form note (ignored) and how long to take, for a slow canary.
@@ -19,6 +22,7 @@ pub struct Noop {
 
 impl Job for Noop {
     const TYPE: &'static str = "Noop";
+    const FIELDS: &'static [Field] = &[optional("note", Shape::String), optional("sleep_ms", Shape::Unsigned)];
     const TIMEOUT_SECS: u64 = 60;
 
     fn idempotency_key(&self) -> Option<String> {

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{optional, required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     error::{Context as _, Error, Result},
     ops::provision,
@@ -39,6 +42,14 @@ impl From<&NewTenant> for ProvisionTenant {
 
 impl Job for ProvisionTenant {
     const TYPE: &'static str = "ProvisionTenant";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        optional("name", Shape::String),
+        required("product", Shape::String),
+        required("plan", Shape::String),
+        required("owner_email", Shape::String),
+        optional("host", Shape::String),
+    ];
     const TIMEOUT_SECS: u64 = 600;
 
     fn idempotency_key(&self) -> Option<String> {

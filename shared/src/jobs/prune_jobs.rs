@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{required, Field, Shape, SCHEDULED},
+    App, Job, Run,
+};
 use crate::{error::Result, ops::prune};
 
 /// Payload; `schedule` and `slot` are set by the scheduler.
@@ -21,6 +24,8 @@ pub struct PruneJobs {
 
 impl Job for PruneJobs {
     const TYPE: &'static str = "PruneJobs";
+    const FIELDS: &'static [Field] =
+        &[required("done_older_than_days", Shape::Count), required("dead_older_than_days", Shape::Count), SCHEDULED[0], SCHEDULED[1]];
     const TIMEOUT_SECS: u64 = 1800;
 
     fn idempotency_key(&self) -> Option<String> {

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{App, Job, Run};
+use super::{
+    payload::{required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     activity, backups,
     error::{Context as _, Error, Result},
@@ -49,6 +52,7 @@ pub struct RestoreTenant {
 
 impl Job for RestoreTenant {
     const TYPE: &'static str = "RestoreTenant";
+    const FIELDS: &'static [Field] = &[required("slug", Shape::String), required("backup_id", Shape::Integer)];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{App, Job, Run};
+use super::{
+    payload::{required, Field, Shape},
+    App, Job, Run,
+};
 use crate::{
     error::{Context as _, Result},
     mail, tenants,
@@ -17,6 +20,7 @@ pub struct SendWelcomeMail {
 
 impl Job for SendWelcomeMail {
     const TYPE: &'static str = "SendWelcomeMail";
+    const FIELDS: &'static [Field] = &[required("slug", Shape::String)];
     const TIMEOUT_SECS: u64 = 120;
 
     fn idempotency_key(&self) -> Option<String> {

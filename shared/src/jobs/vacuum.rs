@@ -3,7 +3,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{cleanup::Cleanup, App, Job, Run};
+use super::{
+    cleanup::Cleanup,
+    payload::{defaulted, required, Field, Shape, SCHEDULED},
+    App, Job, Run,
+};
 use crate::{
     activity,
     backups::Kind,
@@ -91,6 +95,16 @@ pub struct Vacuum {
 
 impl Job for Vacuum {
     const TYPE: &'static str = "Vacuum";
+    const FIELDS: &'static [Field] = &[
+        required("slug", Shape::String),
+        defaulted("vacuum", Shape::Boolean),
+        defaulted("full", Shape::Boolean),
+        defaulted("analyze", Shape::Boolean),
+        defaulted("reindex", Shape::Boolean),
+        defaulted("backup_first", Shape::Boolean),
+        SCHEDULED[0],
+        SCHEDULED[1],
+    ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
     const TIMEOUT_SECS: u64 = 21600;
 
@@ -105,6 +119,7 @@ impl Job for Vacuum {
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
         if self.backup_first {
             backup::backup(app, &self.slug, Kind::PreMaintenance, None, &run.job_id).await?;
+            crate::fault::point(&self.slug, "maintenance:backup_first")?;
         }
         let actor = if self.schedule.is_some() { "scheduler" } else { "worker" };
         let report = maintenance::maintain(app, &self.slug, self.tasks, actor).await?;

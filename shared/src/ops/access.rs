@@ -73,19 +73,41 @@ pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option
     let tenant = tenants::get(&mut cp, slug).await?;
     let needs_status = change.check(&tenant)?;
     let mut admin = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    // The safe side first, so a crash between the two steps never leaves a paused tenant
+    // able to log in: a pause takes the login before it records the status, a resume
+    // records the status before it gives the login back. A rerun repeats both.
     match change {
-        Change::Pause | Change::Suspend => block_login(&mut admin, &tenant).await?,
-        Change::Resume => ddl(&mut admin, "ALTER ROLE %I LOGIN", &[&tenant.role]).await?,
-    }
-    if needs_status {
-        let mut tx = cp.begin().await.context("failed to start a transaction")?;
-        tenants::set_status(&mut tx, &tenant, change.target(), reason, actor).await?;
-        tx.commit().await.context("failed to commit the status change")?;
-    } else {
-        activity::record(&mut cp, actor, Some(tenant.id), &format!("tenant.{}", change.verb()), json!({ "already": change.target() }))
-            .await?;
+        Change::Pause | Change::Suspend => {
+            block_login(&mut admin, &tenant).await?;
+            crate::fault::point(slug, "pause:login_blocked")?;
+            record_change(&mut cp, &tenant, change, needs_status, reason, actor).await?;
+            crate::fault::point(slug, "pause:recorded")?;
+        }
+        Change::Resume => {
+            record_change(&mut cp, &tenant, change, needs_status, reason, actor).await?;
+            crate::fault::point(slug, "resume:recorded")?;
+            ddl(&mut admin, "ALTER ROLE %I LOGIN", &[&tenant.role]).await?;
+            crate::fault::point(slug, "resume:login")?;
+        }
     }
     tenants::get(&mut cp, slug).await
+}
+
+async fn record_change(
+    cp: &mut PgConnection,
+    tenant: &Tenant,
+    change: Change,
+    needs_status: bool,
+    reason: Option<&str>,
+    actor: &str,
+) -> Result<()> {
+    if needs_status {
+        let mut tx = cp.begin().await.context("failed to start a transaction")?;
+        tenants::set_status(&mut tx, tenant, change.target(), reason, actor).await?;
+        tx.commit().await.context("failed to commit the status change")
+    } else {
+        activity::record(cp, actor, Some(tenant.id), &format!("tenant.{}", change.verb()), json!({ "already": change.target() })).await
+    }
 }
 
 /// Whether the tenant's role may log in right now.

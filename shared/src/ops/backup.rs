@@ -18,7 +18,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, hosts,
     jobs::App,
-    ledger, pg_tools,
+    large_objects, ledger, pg_tools,
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
@@ -30,8 +30,9 @@ pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id
 }
 
 /// Takes a new backup of `slug` even if job `job_id` finished one before (a safety copy
-/// must hold what the tenant wrote since); once the new one is safe on disk, the job's
-/// earlier ones of that kind are removed, so a job keeps one copy however often it ran.
+/// must hold what the tenant wrote since). The job's earlier copies are kept: a retry
+/// cannot know that the new copy holds everything an earlier one did (a restore that
+/// committed before a crash would be copied instead of the data it replaced).
 pub async fn backup_fresh(app: &App, slug: &str, kind: Kind, job_id: &str) -> Result<Backup> {
     take(app, slug, kind, None, job_id, false).await
 }
@@ -53,12 +54,6 @@ async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str
             dump(app, &mut cp, &tenant, kind, job_id).await?
         }
     };
-    if !reuse {
-        for older in backups::of_job(&mut cp, tenant.id, job_id, kind).await?.into_iter().filter(|b| b.id != backup.id) {
-            remove_if_present(&older.path()).await?;
-            backups::forget(&mut cp, older.id).await?;
-        }
-    }
     if kind.is_routine() {
         let keep = keep.unwrap_or_else(|| app.config.backups.keep_for(&tenant.plan));
         apply_retention(&mut cp, &tenant, keep).await?;
@@ -88,6 +83,9 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
     pg_tools::ensure_tools_match(server_major as u32).await?;
     let versions = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?;
     readable_by_owner(&mut tenant_db, tenant).await?;
+    if kind != Kind::PreDelete {
+        large_objects::refuse(&mut tenant_db, tenant, "backed up").await?;
+    }
     drop(tenant_db);
 
     let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
@@ -99,8 +97,7 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
     fault::point(&tenant.slug, "backup:registered")?;
 
     let partial = partial(&path);
-    let target = access.tool_target()?;
-    if let Err(e) = target.dump_schema(&tenant.schema, &partial).await {
+    if let Err(e) = access.dump_schema(&tenant.schema, &partial).await {
         // Leave nothing half-written behind; earlier backups are untouched.
         let _ = tokio::fs::remove_file(&partial).await;
         backups::forget(cp, id).await?;
@@ -141,9 +138,10 @@ async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Res
     )
     .bind(&tenant.schema)
     .bind(&tenant.role)
-    .fetch_one(&mut *tenant_db)
+    .fetch_optional(&mut *tenant_db)
     .await
-    .context("failed to read the tenant's rights on its own schema")?;
+    .context("failed to read the tenant's rights on its own schema")?
+    .ok_or_else(|| missing_schema(tenant))?;
     if lacks_usage {
         ddl(tenant_db, "GRANT USAGE ON SCHEMA %I TO %I", &[&tenant.schema, &tenant.role]).await?;
     }
@@ -166,6 +164,15 @@ async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Res
         )));
     }
     Ok(())
+}
+
+/// The tenant's schema is gone (dropped by hand, or a database restored from elsewhere):
+/// no retry brings it back.
+pub fn missing_schema(tenant: &Tenant) -> Error {
+    Error::Fatal(format!(
+        "tenant '{}' has no schema {} in database {} on host {}: its data is not where the registry says; restore it with `tenantctl backup restore {} --latest --yes`, or delete it with `tenantctl tenant delete {} --yes`",
+        tenant.slug, tenant.schema, tenant.database, tenant.host, tenant.slug, tenant.slug
+    ))
 }
 
 /// Removes what earlier, interrupted backups of this tenant left: unfinished rows with

@@ -9,8 +9,7 @@ use sqlx::{Acquire, PgConnection};
 use crate::{
     activity,
     backups::Kind,
-    db::{self, ddl},
-    deployment,
+    db, deployment,
     error::{Context as _, Error, Result},
     fault, guard, hosts,
     jobs::App,
@@ -68,6 +67,7 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
     if role_is_ours {
         access::block_login(&mut server, &tenant).await?;
     }
+    fault::point(slug, "delete:held")?;
     // Only a schema of our role is ours to back up; another deployment's is left alone below.
     if role_is_ours && schema_exists(&mut cp, app, &tenant).await? {
         let safety = backup::backup(app, slug, Kind::PreDelete, None, job_id).await?;
@@ -131,11 +131,11 @@ async fn drop_everything(
                 // DROP OWNED drops and revokes, which runs no tenant code.
                 for role in [&operator, &tenant.role] {
                     if guard::role_is_ours(server, role, marker).await? {
-                        ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
+                        db::ddl_on_shared_row(&mut db, "DROP OWNED BY %I", &[role]).await?;
                     }
                 }
                 if role_is_ours {
-                    ddl(server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
+                    db::ddl_on_shared_row(server, "REVOKE ALL ON DATABASE %I FROM %I", &[&tenant.database, &tenant.role]).await?;
                 }
             }
         }
@@ -155,6 +155,7 @@ async fn drop_everything(
             left_in_place.push(format!("role {role}"));
         }
     }
+    fault::point(slug, "delete:roles")?;
     if !left_in_place.is_empty() {
         tracing::warn!(left_in_place = ?left_in_place, "not this deployment's objects: left in place");
     }

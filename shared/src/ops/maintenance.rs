@@ -80,6 +80,7 @@ pub async fn maintain(app: &App, slug: &str, tasks: Tasks, actor: &str) -> Resul
     .await
     .context("failed to list the tenant's tables")?;
     run_tasks(&mut db, &tenant, &tables, tasks).await?;
+    crate::fault::point(slug, "maintenance:vacuumed")?;
     let report = MaintenanceReport { tables: tables.len(), duration_ms: started.elapsed().as_millis() as u64 };
     activity::record(
         &mut cp,
@@ -162,6 +163,7 @@ async fn delete_in_batches(db: &mut PgConnection, tenant: &Tenant, table: &str, 
             .context(format!("failed to delete old rows of {table}"))?
             .rows_affected() as i64;
         total += deleted;
+        crate::fault::point(&tenant.slug, "cleanup:batch")?;
         // A tenant trigger may skip rows; fewer than a batch means nothing more to do.
         if deleted < CLEANUP_BATCH {
             return Ok(total);

@@ -100,7 +100,7 @@ pub async fn migrate_tenant_to(app: &App, slug: &str, tenant_id: Option<i64>, to
         if apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
             applied.push(migration.label());
         }
-        crate::fault::point(slug, &format!("migrate:{:04}", migration.version))?;
+        crate::fault::point(slug, &format!("migrate:migration:{:04}", migration.version))?;
     }
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     rollout::record_version(&mut cp, tenant.id, version).await?;

@@ -12,9 +12,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use crate::{
-    activity,
-    db::{self, ddl},
-    deployment,
+    activity, db, deployment,
     error::{Context as _, Error, Result},
     guard::{self, Dropped},
     hosts,
@@ -206,7 +204,7 @@ async fn clear_place(
                 // Not DROP OWNED: it would also take the roles' rights on their live database.
                 ledger::revoke(&mut db, &operator).await?;
                 if guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
-                    ddl(&mut server, "REVOKE ALL ON DATABASE %I FROM %I", &[&place.database, &tenant.role]).await?;
+                    db::ddl_on_shared_row(&mut server, "REVOKE ALL ON DATABASE %I FROM %I", &[&place.database, &tenant.role]).await?;
                 }
             }
         }
@@ -257,9 +255,9 @@ pub async fn release_role(app: &App, cp: &mut PgConnection, server: &mut PgConne
     .context("failed to find where a role holds rights")?;
     for database in databases {
         let mut db = hosts::connect(cp, &app.config, host, &database).await?;
-        ddl(&mut db, "DROP OWNED BY %I", &[role]).await?;
+        db::ddl_on_shared_row(&mut db, "DROP OWNED BY %I", &[role]).await?;
     }
     // Rights on databases themselves are recorded outside any database; DROP OWNED in the
     // admin's database revokes them.
-    ddl(server, "DROP OWNED BY %I", &[role]).await
+    db::ddl_on_shared_row(server, "DROP OWNED BY %I", &[role]).await
 }

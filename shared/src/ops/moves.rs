@@ -39,7 +39,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, guard, hosts,
     jobs::App,
-    ledger,
+    large_objects, ledger,
     lock::{HostSlot, TenantLock},
     naming::{self, aside_schema, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
     ops::{
@@ -174,7 +174,8 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
         true => Some(HostSlot::acquire(&app.config, &to.host).await?),
         false => None,
     };
-    let outcome = copy_and_switch(app, &mut cp, &tenant, &from, &to, plan, request, job_id).await;
+    // Boxed: the copy's future is large (a backup and a restore inside).
+    let outcome = Box::pin(copy_and_switch(app, &mut cp, &tenant, &from, &to, plan, request, job_id)).await;
     if let Some(slot) = target_slot {
         slot.release().await;
     }
@@ -259,6 +260,8 @@ async fn copy_and_switch(
         )));
     }
 
+    large_objects::refuse(&mut source_db, tenant, "moved").await?;
+
     // 1. The target, while the tenant still works.
     let target_host = hosts::admin_options(cp, &app.config, &to.host).await?;
     let mut target_server = hosts::connect_admin(cp, &app.config, &to.host).await?;
@@ -281,7 +284,7 @@ async fn copy_and_switch(
 
     // 3. The copy: a fresh backup (an earlier run's copy may predate writes made while an
     // admin had resumed the tenant in between).
-    let copy = backup::backup_fresh(app, slug, Kind::PreMove, job_id).await?;
+    let copy = Box::pin(backup::backup_fresh(app, slug, Kind::PreMove, job_id)).await?;
     backup::verify_file(&copy).await?;
     fault::point(slug, "move:copied")?;
 
@@ -289,7 +292,6 @@ async fn copy_and_switch(
     let target_access = TenantAccess::prepare(&app.config, cp, &target).await?;
     ledger::ensure(&mut target_db, target_access.role()).await?;
     target_access
-        .tool_target()?
         .restore_into_schema(&copy.path(), &tenant.schema)
         .await
         .map_err(|e| Error::Tool(format!("the copy of '{slug}' into the {} failed, the tenant stays where it was: {e}", to.describe())))?;
@@ -395,34 +397,66 @@ async fn switch(cp: &mut PgConnection, tenant: &Tenant, moved: &Moved, request: 
     tx.commit().await.context("failed to commit the switch")
 }
 
-/// Step 7, after the switch (again on every rerun): the source set aside and closed to the
-/// tenant, login given back on the target. Returns the downtime in milliseconds.
+/// Step 7, after the switch (again on every rerun): login given back on the target, the
+/// source set aside and closed to the tenant. Returns the downtime in milliseconds.
+///
+/// Across hosts the tenant works again first: its login on the old host was taken at the
+/// hold, so nothing can write there, and an old host that does not answer (the evacuation
+/// of a failing server) must not keep the tenant out of its healthy new one. Closing the
+/// old place then waits for that host: a failure there is logged and recorded, and the
+/// kept source is cleared by `PruneJobs` when due, like any other. On one host the old
+/// place is closed first, as the same role could otherwise log in there meanwhile.
 async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place, job_id: &str) -> Result<i64> {
-    if !from.is_home_of(tenant) && !move_cleanup::copying_into(cp, tenant, from, job_id).await? {
-        let marker = deployment::marker(cp, &tenant.slug).await?;
-        let mut server = hosts::connect_admin(cp, &app.config, &from.host).await?;
-        if db::database_exists(&mut server, &from.database).await? {
-            let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
-            set_source_aside(cp, &mut source_db, &mut server, tenant, from, &marker, job_id).await?;
-            // The operator's rights there (the migration ledger's) go; the tenant role keeps
-            // owning the kept copy until it is dropped, but can no longer connect.
-            ledger::revoke(&mut source_db, &operator_role(&tenant.role)).await?;
-            if guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
-                ddl(&mut server, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I", &[&from.database, &tenant.role]).await?;
-            }
+    if from.host == tenant.host {
+        close_source(app, cp, tenant, from, job_id).await?;
+        fault::point(&tenant.slug, "move:source_kept")?;
+        give_login_on_target(app, cp, tenant).await?;
+        return downtime(cp, tenant, job_id).await;
+    }
+    give_login_on_target(app, cp, tenant).await?;
+    let downtime = downtime(cp, tenant, job_id).await?;
+    fault::point(&tenant.slug, "move:login_back")?;
+    if let Err(e) = close_source(app, cp, tenant, from, job_id).await {
+        if e.is_injected() {
+            return Err(e);
         }
-        if from.host != tenant.host && guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
-            access::block_login(&mut server, tenant).await?;
-        }
+        tracing::warn!(error = %e, host = %from.host, "the tenant moved, but its old host could not be closed to it; PruneJobs clears the kept copy when due");
+        let details = json!({ "job_id": job_id, "host": from.host, "database": from.database, "error": e.to_string() });
+        activity::record(cp, "worker", Some(tenant.id), "tenant.move_source_left", details).await?;
     }
     fault::point(&tenant.slug, "move:source_kept")?;
-    let mut target_server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
-    access::give_login_back(&mut target_server, tenant).await?;
-    downtime(cp, tenant, job_id).await
+    Ok(downtime)
 }
 
-/// Renames the source schema `<schema>__moved`; an older kept copy of that name in the same
-/// database (an earlier move out of it) is superseded and dropped first.
+async fn give_login_on_target(app: &App, cp: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    let mut target_server = hosts::connect_admin(cp, &app.config, &tenant.host).await?;
+    access::give_login_back(&mut target_server, tenant).await
+}
+
+/// The old place renamed aside (`<schema>__moved`) and closed to the tenant: CONNECT and
+/// the ledger's rights revoked there, and its login taken on a host it left.
+async fn close_source(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place, job_id: &str) -> Result<()> {
+    if from.is_home_of(tenant) || move_cleanup::copying_into(cp, tenant, from, job_id).await? {
+        return Ok(());
+    }
+    let marker = deployment::marker(cp, &tenant.slug).await?;
+    let mut server = hosts::connect_admin(cp, &app.config, &from.host).await?;
+    if db::database_exists(&mut server, &from.database).await? {
+        let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
+        set_source_aside(cp, &mut source_db, &mut server, tenant, from, &marker, job_id).await?;
+        // The operator's rights there (the migration ledger's) go; the tenant role keeps
+        // owning the kept copy until it is dropped, but can no longer connect.
+        ledger::revoke(&mut source_db, &operator_role(&tenant.role)).await?;
+        if guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
+            db::ddl_on_shared_row(&mut server, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM %I", &[&from.database, &tenant.role]).await?;
+        }
+    }
+    if from.host != tenant.host && guard::role_is_ours(&mut server, &tenant.role, &marker).await? {
+        access::block_login(&mut server, tenant).await?;
+    }
+    Ok(())
+}
+
 async fn set_source_aside(
     cp: &mut PgConnection,
     source_db: &mut PgConnection,

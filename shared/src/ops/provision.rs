@@ -36,7 +36,7 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
         other => return Err(Error::Fatal(format!("tenant '{slug}' is {other}: only a new or failed tenant can be provisioned"))),
     }
     log_step(&mut cp, &tenant, "registered", created).await?;
-    fault::point(slug, "register")?;
+    fault::point(slug, "provision:register")?;
 
     let host = hosts::admin_options(&mut cp, &app.config, &tenant.host).await?;
     let mut admin = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
@@ -45,16 +45,16 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
 
     let created = ensure_role(&app.config, &mut cp, &mut admin, &tenant, &marker, Login::Open).await?;
     log_step(&mut cp, &tenant, "role", created).await?;
-    fault::point(slug, "role")?;
+    fault::point(slug, "provision:role")?;
 
     let created = ensure_database(&mut admin, &host, &tenant, &deployment).await?;
     log_step(&mut cp, &tenant, "database", created).await?;
-    fault::point(slug, "database")?;
+    fault::point(slug, "provision:database")?;
 
     let mut tenant_db = db::connect_to(&host, &tenant.database).await?;
     let created = ensure_schema(&mut tenant_db, &tenant).await?;
     log_step(&mut cp, &tenant, "schema", created).await?;
-    fault::point(slug, "schema")?;
+    fault::point(slug, "provision:schema")?;
 
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
@@ -65,14 +65,14 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
         if migrations::apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
             applied.push(migration.label());
         }
-        fault::point(slug, &format!("migration:{:04}", migration.version))?;
+        fault::point(slug, &format!("provision:migration:{:04}", migration.version))?;
     }
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     crate::ops::rollout::record_version(&mut cp, tenant.id, version).await?;
 
     let tenant = activate(&mut cp, &tenant, actor).await?;
-    fault::point(slug, "activate")?;
+    fault::point(slug, "provision:activate")?;
     Ok(tenant)
 }
 
@@ -181,8 +181,26 @@ pub(crate) async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOp
     if adopt {
         ddl(admin, "COMMENT ON DATABASE %I IS %L", &[&tenant.database, &marker]).await?;
     }
-    ddl(admin, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&tenant.database]).await?;
-    ddl(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", &[&tenant.database, &tenant.role]).await?;
+    // Both rewrite the database's one catalog row, which every tenant of a shared database
+    // shares: only what is missing is written, and a concurrent write is waited out.
+    let (public_may_connect, role_may_connect): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a
+                        WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY')),
+                (SELECT count(*) = 2 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a JOIN pg_roles r ON r.oid = a.grantee
+                 WHERE r.rolname = $2 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))
+         FROM pg_database d WHERE d.datname = $1",
+    )
+    .bind(&tenant.database)
+    .bind(&tenant.role)
+    .fetch_one(&mut *admin)
+    .await
+    .context("failed to read who may connect to the database")?;
+    if public_may_connect {
+        db::ddl_on_shared_row(admin, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&tenant.database]).await?;
+    }
+    if !role_may_connect {
+        db::ddl_on_shared_row(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", &[&tenant.database, &tenant.role]).await?;
+    }
     Ok(created)
 }
 
@@ -196,11 +214,18 @@ fn foreign_database(tenant: &Tenant) -> Error {
 /// The tenant's schema, owned by its role (a schema owned by our marked role is ours:
 /// tenants cannot create schemas), and `public` closed.
 pub(crate) async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<bool> {
+    // Once per database (the schema's catalog row is every tenant's of a shared database).
+    let public_open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a
+                        WHERE n.nspname = 'public' AND a.grantee = 0)",
+    )
+    .fetch_one(&mut *tenant_db)
+    .await
+    .context(format!("failed to read the rights on schema public of database {}", tenant.database))?;
+    if public_open {
+        db::ddl_on_shared_row(tenant_db, "REVOKE ALL ON SCHEMA %I FROM PUBLIC", &["public"]).await?;
+    }
     let mut tx = tenant_db.begin().await.context("failed to start a transaction")?;
-    sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-        .execute(&mut *tx)
-        .await
-        .context(format!("failed to prepare database {}", tenant.database))?;
     let owner: Option<String> = sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
         .bind(&tenant.schema)
         .fetch_optional(&mut *tx)

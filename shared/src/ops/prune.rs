@@ -49,11 +49,15 @@ pub async fn prune_jobs(pool: &sqlx::PgPool, done_days: u32, dead_days: u32) -> 
     .await?;
     let dead = delete_batches(
         pool,
-        "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM tenant_master.jobs WHERE status = 'dead'
+        "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM tenant_master.jobs WHERE status IN ('dead', 'cancelled')
            AND COALESCE((SELECT done_at FROM apalis.jobs j WHERE j.id = tenant_master.jobs.id), run_at) < now() - make_interval(days => $1) LIMIT $2)",
         dead_days,
     )
     .await?;
+    sqlx::query("DELETE FROM tenant_master.cancelled_jobs c WHERE NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = c.job_id)")
+        .execute(pool)
+        .await
+        .context("failed to forget pruned cancellations")?;
     let workers = sqlx::query(
         "DELETE FROM apalis.workers w WHERE w.last_seen < now() - make_interval(days => $1)
            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",

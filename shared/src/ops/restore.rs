@@ -20,7 +20,7 @@ use crate::{
     error::{Context as _, Error, Result},
     fault, guard, hosts,
     jobs::App,
-    ledger,
+    large_objects, ledger,
     naming::aside_schema,
     ops::{access, backup, migrations},
     outcomes, products,
@@ -58,24 +58,22 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     }
     tenant.require_live("restored")?;
     let chosen = backups::get(&mut cp, tenant.id, backup_id).await?;
-    backup::verify_file(&chosen).await?;
+    let progress = progress_of(&mut cp, job_id, tenant.id).await?;
+    let committed = progress.as_ref().is_some_and(|p| p.stage == "restored");
     let marker = deployment::marker(&mut cp, slug).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+    if !committed {
+        backup::verify_file(&chosen).await?;
+        large_objects::refuse(&mut tenant_db, &tenant, "restored").await?;
+    }
 
-    // The tenant is held first, so the safety copy has every row it ever wrote. While the
-    // live schema is still in place, the copy is always fresh: a held login says nothing
-    // of what was written between an earlier run of this job and now (an admin may have
-    // resumed and paused the tenant meanwhile). Once an earlier run set the live data
-    // aside, that run's copy has all of it and is reused.
+    // The tenant is held first, so the safety copy has every row it ever wrote.
     access::block_login(&mut tenant_db, &tenant).await?;
-    let moved = stage(&mut tenant_db, &tenant).await? != Stage::Start;
     let outcome = async {
-        let safety = match moved {
-            false => backup::backup_fresh(app, slug, Kind::PreRestore, job_id).await?,
-            true => backup::backup(app, slug, Kind::PreRestore, None, job_id).await?,
-        };
+        // Boxed: each step's future is large (a backup inside a restore).
+        let safety = Box::pin(safety_copy(app, &mut cp, &mut tenant_db, &tenant, &chosen, progress, job_id)).await?;
         fault::point(slug, "restore:safety_backup")?;
-        replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker).await?;
+        Box::pin(replace_schema(app, &mut cp, &mut tenant_db, &mut server, &tenant, &chosen, &marker, job_id, committed)).await?;
         Ok::<_, Error>(safety)
     }
     .await;
@@ -92,7 +90,7 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
             return Err(e);
         }
     };
-    let restored = Restored { backup_id: chosen.id, safety_backup_id: safety.id, already_done: false };
+    let restored = Restored { backup_id: chosen.id, safety_backup_id: safety, already_done: false };
     // Recorded before the login is given back: a rerun from here on changes nothing.
     outcomes::record(&mut cp, job_id, "RestoreTenant", tenant.id, &json!(restored)).await?;
     fault::point(slug, "restore:recorded")?;
@@ -102,7 +100,7 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
         "worker",
         Some(tenant.id),
         "tenant.restored",
-        json!({ "backup_id": chosen.id, "safety_backup_id": safety.id, "job_id": job_id }),
+        json!({ "backup_id": chosen.id, "safety_backup_id": safety, "job_id": job_id }),
     )
     .await?;
     Ok(restored)
@@ -147,6 +145,37 @@ async fn stage(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<Stage> {
     }
 }
 
+/// The safety copy this restore keeps: taken now while the live data is in place (a
+/// held login says nothing of what was written since an earlier run: an admin may have
+/// resumed and paused the tenant meanwhile), or the one recorded by the run that set the
+/// data aside or committed the restore. Recorded before anything is set aside; an earlier
+/// copy is never deleted here.
+async fn safety_copy(
+    app: &App,
+    cp: &mut PgConnection,
+    tenant_db: &mut PgConnection,
+    tenant: &Tenant,
+    chosen: &Backup,
+    progress: Option<Progress>,
+    job_id: &str,
+) -> Result<i64> {
+    let at_start = progress.as_ref().is_none_or(|p| p.stage == "held") && stage(tenant_db, tenant).await? == Stage::Start;
+    match progress {
+        Some(p) if !at_start => Ok(p.safety_backup_id),
+        _ => {
+            let safety = if at_start {
+                backup::backup_fresh(app, &tenant.slug, Kind::PreRestore, job_id).await?
+            } else {
+                // Set aside by a run older than the progress table: its copy, by job id.
+                backup::backup(app, &tenant.slug, Kind::PreRestore, None, job_id).await?
+            };
+            record_progress(cp, job_id, tenant, chosen.id, safety.id, "held").await?;
+            Ok(safety.id)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn replace_schema(
     app: &App,
     cp: &mut PgConnection,
@@ -155,36 +184,100 @@ async fn replace_schema(
     tenant: &Tenant,
     chosen: &Backup,
     marker: &str,
+    job_id: &str,
+    committed: bool,
 ) -> Result<()> {
     let aside = aside_schema(&tenant.schema);
-    let stage = stage(tenant_db, tenant).await?;
-    if stage == Stage::Start {
-        ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await?;
-    }
-    fault::point(&tenant.slug, "restore:set_aside")?;
-    if matches!(stage, Stage::Start | Stage::AsideOnly { empty_live: false }) {
-        // An empty schema for pg_restore to fill: creating schemas is not among the
-        // tenant's rights, so an admin makes it (no tenant code runs in CREATE SCHEMA).
-        ddl(tenant_db, "CREATE SCHEMA %I AUTHORIZATION %I", &[&tenant.schema, &tenant.role]).await?;
-    }
-    if stage != Stage::Restored {
-        let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
-        // As the tenant: COPY evaluates the tenant's CHECK, default and index functions.
-        let result = access.tool_target()?.restore_into_schema(&chosen.path(), &tenant.schema).await;
-        result.map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
+    // Once the restore is recorded as committed, the live schema holds the backup's data
+    // (and maybe rows written since): it is never set aside or restored over again.
+    if !committed {
+        let stage = stage(tenant_db, tenant).await?;
+        if stage == Stage::Start {
+            ddl(tenant_db, "ALTER SCHEMA %I RENAME TO %I", &[&tenant.schema, &aside]).await?;
+        }
+        fault::point(&tenant.slug, "restore:set_aside")?;
+        if matches!(stage, Stage::Start | Stage::AsideOnly { empty_live: false }) {
+            // An empty schema for pg_restore to fill: creating schemas is not among the
+            // tenant's rights, so an admin makes it (no tenant code runs in CREATE SCHEMA).
+            ddl(tenant_db, "CREATE SCHEMA %I AUTHORIZATION %I", &[&tenant.schema, &tenant.role]).await?;
+        }
+        if stage != Stage::Restored {
+            let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
+            // As the tenant: COPY evaluates the tenant's CHECK, default and index functions.
+            let result = access.restore_into_schema(&chosen.path(), &tenant.schema).await;
+            result
+                .map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
+        }
+        // Recorded before the set-aside copy goes: from here on a rerun only finishes.
+        set_stage(cp, job_id, "restored").await?;
     }
     fault::point(&tenant.slug, "restore:restored")?;
-    let finish = async {
-        guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await?;
-        bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await
-    };
-    finish.await.map_err(|e| match e {
+    guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await?;
+    fault::point(&tenant.slug, "restore:aside_dropped")?;
+    bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await.map_err(|e| match e {
         Error::Injected(_) => e,
         e => Error::Tool(format!(
-            "the restore of backup {} into '{}' committed (the tenant now holds that backup's data), then failed: {e}; a retry of the job takes a new safety backup and restores again",
+            "the restore of backup {} into '{}' committed (the tenant now holds that backup's data), then bringing its migrations up to date failed: {e}; a retry of the job finishes it without restoring again",
             chosen.id, tenant.slug
         )),
     })
+}
+
+/// A restore job's recorded progress (see `tenant_master.restore_progress`).
+#[derive(Debug, sqlx::FromRow)]
+struct Progress {
+    safety_backup_id: i64,
+    stage: String,
+}
+
+/// The progress job `job_id` recorded for this tenant (a job of an earlier tenant of the
+/// slug counts as none).
+async fn progress_of(cp: &mut PgConnection, job_id: &str, tenant_id: i64) -> Result<Option<Progress>> {
+    sqlx::query_as("SELECT safety_backup_id, stage FROM tenant_master.restore_progress WHERE job_id = $1 AND tenant_id = $2")
+        .bind(job_id)
+        .bind(tenant_id)
+        .fetch_optional(cp)
+        .await
+        .context("failed to read the restore's progress")
+}
+
+async fn record_progress(cp: &mut PgConnection, job_id: &str, tenant: &Tenant, backup_id: i64, safety_id: i64, stage: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_master.restore_progress (job_id, tenant_id, backup_id, safety_backup_id, stage) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (job_id) DO UPDATE SET safety_backup_id = $4, stage = $5, updated_at = now()",
+    )
+    .bind(job_id)
+    .bind(tenant.id)
+    .bind(backup_id)
+    .bind(safety_id)
+    .bind(stage)
+    .execute(cp)
+    .await
+    .context("failed to record the restore's progress")?;
+    Ok(())
+}
+
+async fn set_stage(cp: &mut PgConnection, job_id: &str, stage: &str) -> Result<()> {
+    sqlx::query("UPDATE tenant_master.restore_progress SET stage = $2, updated_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .bind(stage)
+        .execute(cp)
+        .await
+        .context("failed to record the restore's progress")?;
+    Ok(())
+}
+
+/// Whether restore job `job_id` has begun changing its tenant (a safety copy was taken and
+/// its data may be set aside) and has not finished: such a job is finished, not cancelled.
+pub async fn has_begun(cp: &mut PgConnection, job_id: &str) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_master.restore_progress p WHERE p.job_id = $1)
+            AND NOT EXISTS (SELECT 1 FROM tenant_master.job_outcomes o WHERE o.job_id = $1)",
+    )
+    .bind(job_id)
+    .fetch_one(cp)
+    .await
+    .context("failed to read the restore's progress")
 }
 
 /// The restored schema has the migrations it had at backup time; record exactly those,
