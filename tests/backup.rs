@@ -282,3 +282,65 @@ async fn one_tenant_one_job_at_a_time_and_heavy_slots_per_host() {
     tokio::time::timeout(Duration::from_secs(10), HostSlot::acquire(&env.config, &host)).await.unwrap().expect("a slot frees up");
     drop((s2, other, again));
 }
+
+/// Old code: a tenant whose schema vanished (dropped by hand) made every backup retry for
+/// minutes with the driver's "no rows returned by a query that expected to return at least
+/// one row". Now the backup job is dead at its first attempt with what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_schema_makes_a_backup_dead_at_once_with_what_to_do() {
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("gone"), "starter").await;
+    let mut db = env.admin(&t.database).await;
+    tenant_master::db::ddl(&mut db, "DROP SCHEMA %I CASCADE", &[&t.schema]).await.unwrap();
+    let err = backup(&env.app(), &t.slug, Kind::Manual, None, "job-v").await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let said = err.to_string();
+    assert!(said.contains(&format!("has no schema {}", t.schema)) && said.contains("tenantctl backup restore"), "{said}");
+    assert!(!said.contains("no rows returned"), "{said}");
+    let out = env.tenantctl(&["backup", "create", &t.slug]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.run_worker_until(Duration::from_secs(60), || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE type = 'BackupTenant'").fetch_one(&env.pool).await.unwrap();
+        status == "dead"
+    })
+    .await;
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM tenant_master.jobs WHERE type = 'BackupTenant'").fetch_one(&env.pool).await.unwrap();
+    assert!(attempts <= 1, "dead at its first attempt, not after {attempts}");
+}
+
+/// Old code: large objects were silently left out of every backup, and a move reported
+/// success while they stayed behind in the source, gone once it was pruned. Backups,
+/// restores and moves of a tenant that owns any are now refused in one sentence before
+/// anything changes (the objects belong to the database, not to the tenant's schema).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_with_large_objects_is_refused_before_anything_changes() {
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("blobs"), "starter").await;
+    let mut own = env.as_tenant(&t.slug).await;
+    write(&mut own, "INSERT INTO projects (name) VALUES ('kept')").await;
+    let taken = backup(&env.app(), &t.slug, Kind::Manual, None, "job-before").await.unwrap();
+    let oid: i64 = sqlx::query_scalar("SELECT lo_from_bytea(0, 'file bytes')::bigint").fetch_one(&mut own).await.unwrap();
+    let refusal = |e: Error| {
+        let said = e.to_string();
+        assert!(said.contains("owns 1 large object(s)") && said.contains("lo_unlink") && said.contains("nothing was done"), "{said}");
+        assert!(!e.is_retryable());
+    };
+    refusal(backup(&env.app(), &t.slug, Kind::Manual, None, "job-lo").await.unwrap_err());
+    refusal(restore(&env.app(), &t.slug, taken.id, "job-lo-restore").await.unwrap_err());
+    let req = tenant_master_tests::moves::request(&t, None, Some("enterprise"));
+    refusal(tenant_master::ops::moves::move_tenant(&env.app(), &req, "job-lo-move").await.unwrap_err());
+    // Nothing changed: one backup, the tenant where it was, logged in, its object readable.
+    assert_eq!(finished(&env, &t).await.len(), 1);
+    let now = env.registry(&t.slug).await;
+    assert_eq!((now.isolation.as_str(), now.database.as_str()), ("schema", t.database.as_str()));
+    let mut own = env.as_tenant(&t.slug).await;
+    assert_eq!(names(&mut own).await, vec!["kept"]);
+    let bytes: Vec<u8> = sqlx::query_scalar("SELECT lo_get($1::oid)").bind(oid).fetch_one(&mut own).await.unwrap();
+    assert_eq!(bytes, b"file bytes");
+    assert_eq!(schemas(&env, &t).await, vec![t.schema.clone()]);
+    // The way out the sentence names: the bytes into a table, the object unlinked; then it works.
+    sqlx::query("SELECT lo_unlink($1::oid)").bind(oid).execute(&mut own).await.unwrap();
+    backup(&env.app(), &t.slug, Kind::Manual, None, "job-after").await.expect("a backup once the object is gone");
+}

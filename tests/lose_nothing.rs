@@ -339,3 +339,30 @@ async fn a_job_waiting_for_a_heavy_slot_holds_neither_the_tenant_nor_an_attempt(
     let safety = finished_backups(&env, &tenant, "pre_restore").await;
     assert!(names_in_backup(&safety[0].file_path).contains(&"while waiting".to_owned()), "the write while waiting is in the safety copy");
 }
+
+/// Old code: `jobs cancel` guarded only deletes and moves, so cancelling a restore killed
+/// while the data was set aside left the tenant active, its login held, an empty live
+/// schema and its data in `__restore_aside`. Now it is refused, and the named next command
+/// (`jobs retry`) finishes the restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_that_set_the_data_aside_cannot_be_cancelled_and_its_retry_finishes_it() {
+    let env = TestEnv::new().await;
+    let tenant = env.provisioned(&env.slug("rcancel"), "starter").await;
+    insert(&env, &tenant.slug, "before").await;
+    let taken = backup(&env.app(), &tenant.slug, Kind::Manual, None, "job-b").await.unwrap();
+    insert(&env, &tenant.slug, "after").await;
+    let (_, job) = restore_tenant::enqueue(&env.pool, &tenant.slug, Some(taken.id), "test").await.unwrap();
+    // As a worker killed there would leave it.
+    tenant_master::fault::arm(&tenant.slug, "restore:set_aside");
+    let err = restore(&env.app(), &tenant.slug, taken.id, &job).await.unwrap_err();
+    assert!(err.is_injected(), "{err}");
+    let out = env.tenantctl(&["jobs", "cancel", &job]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&format!("`tenantctl jobs retry {job}` finishes it")), "{}", stderr(&out));
+    assert_eq!(job_status(&env, &job).await, "pending", "the refused cancel left the job as it was");
+    env.run_worker_until(LIMIT, || async { job_status(&env, &job).await == "done" }).await;
+    assert_eq!(names(&env, &tenant.slug).await, vec!["before"]);
+    let safety = finished_backups(&env, &tenant, "pre_restore").await;
+    assert_eq!(safety.len(), 1, "the copy taken before the crash is the one kept");
+    assert_eq!(names_in_backup(&safety[0].file_path), vec!["before", "after"]);
+}

@@ -302,3 +302,37 @@ async fn a_worker_killed_mid_move_is_finished_by_another() {
     worker.kill().unwrap();
     let _ = worker.wait();
 }
+
+/// Old code: a move whose old host died right after the switch connected to that host
+/// before giving the login back on the new one, so the job went dead and the tenant stayed
+/// locked out of its healthy new server. Now the new server comes first and the old one's
+/// cleanup waits for it (recorded in the activity log).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_whose_old_server_dies_after_the_switch_still_lets_the_tenant_in() {
+    let first = PrivateServer::start();
+    let failing = PrivateServer::start();
+    let env = TestEnv::on_server(&first.url()).await;
+    let out = env.add_host("failing", &failing.url());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new =
+        tenant_master::tenants::NewTenant::parse(&env.slug("evac"), "demo", "enterprise", "o@example.com", None, Some("failing")).unwrap();
+    let t = tenant_master::ops::provision::provision(&env.app(), &new, "test").await.unwrap();
+    env.add_projects(&t.slug, "p", 50).await;
+    let req = request(&t, Some("default"), None);
+    fault::arm(&t.slug, "move:switched");
+    let err = moves::move_tenant(&env.app(), &req, "evacuation").await.unwrap_err();
+    assert!(err.is_injected(), "{err}");
+    assert_eq!(env.registry(&t.slug).await.host, "default", "the registry switched before the crash");
+    drop(failing);
+    let moved = moves::move_tenant(&env.app(), &req, "evacuation").await.expect("the rerun finishes on the new server");
+    assert!(moved.already_done);
+    let mut own = env.try_as_tenant(&t.slug).await.expect("the tenant logs in on its new server");
+    assert_eq!(project_names(&mut own).await.len(), 50);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_master.activity_log WHERE action = 'tenant.move_source_left' AND details ->> 'host' = 'failing'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 1, "the old host's cleanup is recorded as left for later");
+}

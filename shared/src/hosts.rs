@@ -229,9 +229,18 @@ pub async fn surely_different_servers(conn: &mut PgConnection, config: &Config, 
     if a == b {
         return Ok(false);
     }
-    let a = probe(&admin_options(conn, config, a).await?).await.identity;
-    let b = probe(&admin_options(conn, config, b).await?).await.identity;
-    Ok(matches!((a, b), (Some(a), Some(b)) if a != b))
+    let (a_name, b_name) = (a, b);
+    let a = probe(&admin_options(conn, config, a).await?).await;
+    let b = probe(&admin_options(conn, config, b).await?).await;
+    // A host that does not answer says nothing about its identity yet: that passes (a
+    // restart, a failover), so the caller tries again later instead of giving up for good.
+    for (name, probe) in [(a_name, &a), (b_name, &b)] {
+        if probe.version.is_none() {
+            let why = probe.problem.clone().unwrap_or_default();
+            return Err(Error::Busy(format!("host '{name}' does not answer ({why}): its identity is checked again later")));
+        }
+    }
+    Ok(matches!((a.identity, b.identity), (Some(a), Some(b)) if a != b))
 }
 
 /// What connecting to a host shows.

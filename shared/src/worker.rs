@@ -91,9 +91,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let w = &config.worker;
     let options = db::options(&config.database_url)?.application_name("tenant-worker");
     let connect_hint = "failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)";
+    // A short wait: after a server restart the queue machinery gives up on a connection
+    // quickly and the pool starts again (a long wait stalled every worker for 30 s).
     let queue_pool = db::pool_options(QUEUE_CONNECTIONS)
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options.clone())
         .await
         .context(connect_hint)?;
@@ -155,7 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         if *stop.borrow() {
             break;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        // A pool that ran a while met a new outage (a restart, a failover): wait briefly
+        // first. Only one that fails at once again and again (a crash loop) backs off.
+        if started.elapsed() > CRASH_LOOP {
             delay = OUTAGE_FIRST_WAIT;
         }
         if !wait_for_database(&queue_pool, &mut stop, &mut delay).await {
@@ -184,6 +188,9 @@ async fn auto_migrate(app: &App) {
 }
 
 const OUTAGE_FIRST_WAIT: Duration = Duration::from_millis(500);
+
+/// A pool that stopped sooner than this after starting counts as a crash loop.
+const CRASH_LOOP: Duration = Duration::from_secs(1);
 
 /// Waits, with growing pauses, until the database answers (true) or a shutdown is
 /// requested (false). `/healthz` says unhealthy meanwhile: it asks the database too.
