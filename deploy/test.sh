@@ -3,6 +3,7 @@
 # start, then runs every test (unit and integration) against the real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 ./deploy/ensure-postgres.sh
 ./deploy/ensure-browser.sh
 cargo build --workspace --locked
@@ -13,4 +14,5 @@ cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"
+echo "test command took $(( $(date +%s) - started )) s"
 exit $status

@@ -253,15 +253,21 @@ async fn an_operator_login_ends_with_a_job_that_timed_out() {
         .await
         .unwrap()
     };
-    // The tenant logs in as its operator while the job runs, with the password it set.
+    // The tenant tries to log in as its operator while the job runs, with the password it
+    // set. The operator has LOGIN only while our own sessions connect, with our password
+    // set again each time, so on a server that checks passwords this never succeeds; the
+    // test server trusts local connections, so a try that lands inside such a moment may.
     let url = url_with_database(&server_url(), &t.database).replacen("://", &format!("://{op}:owned-by-tenant@"), 1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
     let sneak = tokio::spawn(async move {
-        loop {
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok(conn) = PgConnection::connect(&url).await {
-                return conn;
+                return Some(conn);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        None
     });
     env.run_worker_until(LIMIT, || async {
         let s = job_status(&env, &job).await;
@@ -271,18 +277,19 @@ async fn an_operator_login_ends_with_a_job_that_timed_out() {
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM tenant_master.jobs WHERE id = $1").bind(&job).fetch_one(&env.pool).await.unwrap();
     eprintln!("cleanup job ended: {} {last_error:?}", job_status(&env, &job).await);
-    let mut sneaked = tokio::time::timeout(Duration::from_secs(5), sneak).await.expect("logged in as the operator").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sneaked = sneak.await.unwrap();
 
     let op_login = can_log_in(&env, &op).await;
-    let read = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))
-        .fetch_one(&mut sneaked)
-        .await;
     assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("suspended"));
-    assert!(
-        !op_login && read.is_err(),
-        "after the timed-out job: operator role LOGIN={op_login}; the suspended tenant's operator session still works: {read:?}"
-    );
+    assert!(!op_login, "after the timed-out job the operator role can log in");
+    if let Some(mut sneaked) = sneaked {
+        let read = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))
+            .fetch_one(&mut sneaked)
+            .await;
+        assert!(read.is_err(), "the suspended tenant's operator session outlived the timed-out job: {read:?}");
+    }
 }
 
 /// (6) A delete that only waited for a heavy slot (postponed at no attempt's cost, nothing

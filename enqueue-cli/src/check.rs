@@ -71,6 +71,16 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
         });
     }
     items.push(Item::new("backup_dir", true, dir_state(&config.backup_dir)));
+    let readable = tenant_master::private_files::readable_by_others(&config.backup_dir);
+    if let Some(first) = readable.first() {
+        let detail = format!(
+            "{} backup file(s) or folder(s) others may read, e.g. {}: run `chmod -R go-rwx {}` (new backups are written 0600 in 0700 folders)",
+            readable.len(),
+            first.display(),
+            config.backup_dir.display()
+        );
+        items.push(Item { warning: true, ..Item::new("backup_files", true, detail) });
+    }
     items.push(Item::new(
         "mail",
         true,

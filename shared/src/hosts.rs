@@ -264,8 +264,14 @@ async fn probe(options: &PgConnectOptions) -> Probe {
         .fetch_one(&mut conn)
         .await
         .context("failed to read the server's version")?;
+        // A role that may not read it gets no identity; a connection lost meanwhile (a
+        // restart) is no answer at all, not an unknown identity.
         let identity: Option<String> =
-            sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()").fetch_one(&mut conn).await.ok();
+            match sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()").fetch_one(&mut conn).await {
+                Ok(identity) => Some(identity),
+                Err(e) if e.as_database_error().is_some_and(|d| d.code().is_some_and(|c| c.starts_with("42"))) => None,
+                Err(e) => return Err(e).context("failed to read the server's identity"),
+            };
         Ok::<_, Error>((version, rights, identity))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {

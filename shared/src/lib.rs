@@ -33,6 +33,7 @@ pub mod outcomes;
 pub mod password;
 pub mod pg_tools;
 pub mod plans;
+pub mod private_files;
 pub mod products;
 pub mod queue;
 pub mod schedule;

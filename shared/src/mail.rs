@@ -119,10 +119,10 @@ fn welcome_message(config: &Config, tenant: &Tenant, subject: &str, message_id: 
 }
 
 async fn write_eml(config: &Config, tenant: &Tenant, message: &Message) -> Result<PathBuf> {
-    tokio::fs::create_dir_all(&config.mail_dir).await.context(format!("failed to create the mail folder {}", config.mail_dir.display()))?;
+    crate::private_files::create_dir(&config.mail_dir, false).await?;
     let path = config.mail_dir.join(format!("welcome-{}.eml", tenant.slug));
     let partial = config.mail_dir.join(format!("welcome-{}.eml.partial", tenant.slug));
-    tokio::fs::write(&partial, message.formatted()).await.context(format!("failed to write {}", partial.display()))?;
+    crate::private_files::write(&partial, &message.formatted()).await?;
     tokio::fs::rename(&partial, &path).await.context(format!("failed to write {}", path.display()))?;
     Ok(path)
 }

@@ -4,7 +4,7 @@
 //! never argv, where any user could read a password. The child is killed if the worker
 //! dies, so an orphaned `pg_dump` never keeps writing after its job moved to another worker.
 
-use std::{path::Path, process::Stdio};
+use std::{os::unix::fs::OpenOptionsExt, path::Path, process::Stdio};
 
 use tokio::process::Command;
 
@@ -59,6 +59,8 @@ impl Target {
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // What pg_dump writes (a tenant's every row) is the owner's alone.
+                libc::umask(0o077);
                 Ok(())
             });
         }
@@ -83,7 +85,12 @@ impl Target {
         let toc = list_archive(file).await?;
         let list: String = toc.lines().filter(|line| !creates_schema(line, schema)).map(|l| format!("{l}\n")).collect();
         let list_file = std::env::temp_dir().join(format!("tenant-master-restore-{}-{}.list", std::process::id(), ulid::Ulid::generate()));
-        std::fs::write(&list_file, list)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&list_file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, list.as_bytes()))
             .map_err(|e| Error::Io { context: format!("failed to write {}", list_file.display()), source: e })?;
         let mut cmd = self.command("pg_restore");
         cmd.args(["--single-transaction", "--exit-on-error", "--no-password", "--use-list"]).arg(&list_file).arg("--dbname");

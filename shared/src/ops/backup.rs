@@ -89,7 +89,8 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
     drop(tenant_db);
 
     let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
-    tokio::fs::create_dir_all(&dir).await.context(format!("failed to create the backup folder {}", dir.display()))?;
+    crate::private_files::create_dir(&app.config.backup_dir, false).await?;
+    crate::private_files::create_dir(&dir, true).await?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let path = dir.join(format!("{}_{stamp}.dump", tenant.slug));
     let path_text = path.to_str().ok_or_else(|| Error::Invalid(format!("backup path {} is not UTF-8", path.display())))?;
