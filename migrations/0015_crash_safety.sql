@@ -20,6 +20,16 @@ BEGIN
     IF jsonb_typeof(p_payload) IS DISTINCT FROM 'object' THEN
         RETURN 'the payload must be a JSON object';
     END IF;
+    -- Payloads hold plain values: nesting past the JSON reader's depth limit, or a number
+    -- past a double's range, would fail the worker's read of the whole batch.
+    FOR f IN SELECT jsonb_build_object('name', key, 'value', value) FROM jsonb_each(p_payload) LOOP
+        IF jsonb_typeof(f -> 'value') IN ('object', 'array') THEN
+            RETURN format('"%s" holds an object or a list; a payload holds plain values only', f ->> 'name');
+        END IF;
+        IF jsonb_typeof(f -> 'value') = 'number' AND abs((f ->> 'value')::numeric) >= 1e308 THEN
+            RETURN format('"%s" is a number too large to read', f ->> 'name');
+        END IF;
+    END LOOP;
     FOR f IN SELECT value FROM jsonb_array_elements(p_fields) LOOP
         v := p_payload -> (f ->> 'name');
         want := CASE f ->> 'type'
@@ -135,6 +145,7 @@ $$;
 -- Where each restore job stands, written before the step it names destroys anything: a
 -- rerun after a crash (or a server restart) anywhere continues from here and never takes
 -- a second safety copy in place of the first.
+--   holding: the job is about to take the tenant's login (so `jobs cancel` refuses it)
 --   held: the safety copy (safety_backup_id) holds every row; the live data is intact
 --   restored: the chosen backup's data committed under the live name; what is left is
 --             dropping the set-aside copy, the migrations and the outcome
@@ -142,8 +153,8 @@ CREATE TABLE tenant_master.restore_progress (
     job_id           text PRIMARY KEY,
     tenant_id        bigint NOT NULL REFERENCES tenant_master.tenants (id),
     backup_id        bigint NOT NULL,
-    safety_backup_id bigint NOT NULL,
-    stage            text NOT NULL CHECK (stage IN ('held', 'restored')),
+    safety_backup_id bigint,
+    stage            text NOT NULL CHECK (stage IN ('holding', 'held', 'restored')),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 

@@ -562,30 +562,54 @@ async fn check(rig: &Rig, cases: &[Case], written: &BTreeMap<String, Vec<String>
         if (tenant.status == "active") != live.is_some() {
             broken.push(format!("{what}: tenant {} but its login {}", tenant.status, if live.is_some() { "works" } else { "fails" }));
         }
-        // Every row acknowledged to the tenant is in the live data or in a finished backup.
-        let mut kept: BTreeSet<String> = live.unwrap_or_default().into_iter().collect();
+        // Every row acknowledged to the tenant is in the live data; after a restore or a
+        // delete, in the live data or in a finished backup of the tenant.
+        let mut in_live: BTreeSet<String> = live.unwrap_or_default().into_iter().collect();
         if !matches!(tenant.status.as_str(), "active" | "deleted") {
             let mut admin = admin_on(&host_url(rig, &tenant.host), &tenant.database).await;
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT name FROM {}.projects", tenant.schema)))
                 .fetch_all(&mut admin)
                 .await
                 .unwrap_or_default();
-            kept.extend(rows);
+            in_live.extend(rows);
         }
+        let mut kept = in_live.clone();
         let mut cp = env.pool.acquire().await.unwrap();
         for b in backups::list(&mut cp, tenant.id).await.unwrap() {
             if b.finished_at.is_some() {
                 kept.extend(names_in_backup(&b.file_path));
             }
         }
+        let may_leave_live = matches!(case.scenario, Scenario::Restore { .. } | Scenario::Delete { .. });
         let acknowledged = case.seeded.iter().chain(written.get(&case.slug).into_iter().flatten());
-        let lost: Vec<&String> = acknowledged.filter(|n| !kept.contains(*n)).collect();
+        let lost: Vec<&String> = acknowledged.filter(|n| !if may_leave_live { &kept } else { &in_live }.contains(*n)).collect();
         if !lost.is_empty() {
             broken.push(format!(
-                "{what}: {} acknowledged row(s) are in no live copy and no backup: {:?}",
+                "{what}: {} acknowledged row(s) are not {}: {:?}",
                 lost.len(),
+                if may_leave_live { "in the live data nor in a backup" } else { "in the live data" },
                 &lost[..lost.len().min(5)]
             ));
+        }
+        // A restore restored: the row written after the chosen backup is gone from the live
+        // data and is in the safety copy the job names, with every seeded row.
+        if let Scenario::Restore { .. } = case.scenario {
+            let result: Option<serde_json::Value> = sqlx::query_scalar("SELECT result FROM tenant_master.jobs WHERE id = $1")
+                .bind(&case.job_id)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+            let safety = result.as_ref().and_then(|r| r["safety_backup_id"].as_i64());
+            let copy = match safety {
+                Some(id) => backups::get(&mut cp, tenant.id, id).await.map(|b| names_in_backup(&b.file_path)).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if in_live.contains("after_backup") {
+                broken.push(format!("{what}: the live data still has the row written after the chosen backup"));
+            }
+            if !copy.iter().any(|n| n == "after_backup") || !case.seeded.iter().all(|n| copy.contains(n)) {
+                broken.push(format!("{what}: the safety copy the job names ({safety:?}) lacks rows the tenant had before the restore"));
+            }
         }
         broken.extend(leftovers(rig, &tenant).await.into_iter().map(|l| format!("{what}: {l}")));
     }

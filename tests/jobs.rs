@@ -339,3 +339,21 @@ async fn a_payload_no_worker_can_read_is_refused_at_enqueue_and_dead_at_once_in_
         .unwrap();
     assert_eq!(done, 1000);
 }
+
+/// A payload the JSON reader cannot take (nested deeper than its limit, or a number past a
+/// double) failed the worker's whole fetch batch and restarted the pool; enqueue refuses it.
+#[tokio::test]
+async fn enqueue_refuses_payloads_the_json_reader_cannot_take() {
+    let env = TestEnv::new().await;
+    let deep = format!("{{\"note\": \"x\", \"junk\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+    for payload in [deep.as_str(), r#"{"note": "x", "junk": 1e400}"#, r#"{"sleep_ms": 1e400}"#] {
+        let refused = sqlx::query_scalar::<_, String>("SELECT tenant_master.enqueue('Noop', $1::jsonb)")
+            .bind(payload)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_err();
+        let said = refused.as_database_error().unwrap().message().to_owned();
+        assert!(said.starts_with("Noop cannot be enqueued:") && said.ends_with("nothing was enqueued"), "{said}");
+    }
+    assert_eq!(env.job_count().await, 0);
+}

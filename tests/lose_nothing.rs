@@ -366,3 +366,61 @@ async fn a_restore_that_set_the_data_aside_cannot_be_cancelled_and_its_retry_fin
     assert_eq!(safety.len(), 1, "the copy taken before the crash is the one kept");
     assert_eq!(names_in_backup(&safety[0].file_path), vec!["before", "after"]);
 }
+
+/// Review finding: a cancelled job kept its idempotency key, so a delete asked for again
+/// after a cancelled one found the cancelled job, and the tenant stayed `deleting` with
+/// nothing to run it. The key is freed on cancel.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_asked_for_again_after_a_cancelled_one_runs() {
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("again"), "starter").await;
+    let out = env.tenantctl(&["tenant", "delete", &t.slug, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: String =
+        sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'DeleteTenant'").fetch_one(&env.pool).await.unwrap();
+    let out = env.tenantctl(&["jobs", "cancel", &first]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("active"));
+    let out = env.tenantctl(&["tenant", "delete", &t.slug, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second: String = sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'DeleteTenant' AND status = 'pending'")
+        .fetch_one(&env.pool)
+        .await
+        .expect("a new delete job, not the cancelled one");
+    assert_ne!(first, second);
+    env.run_worker_until(LIMIT, || async { job_status(&env, &second).await == "done" }).await;
+    assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("deleted"));
+}
+
+/// Review finding: a resume whose acknowledgement was lost ran again after billing had
+/// suspended the tenant, and gave it its login back. A pause or resume job records its
+/// outcome with the status; its rerun changes nothing and leaves the login as the status
+/// says now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_run_again_after_a_later_suspension_changes_nothing() {
+    use tenant_master::{
+        jobs::access::ResumeTenant,
+        ops::access::{change_access, Change},
+    };
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("resumed"), "starter").await;
+    change_access(&env.app(), &t.slug, Change::Pause, None, "test").await.unwrap();
+    let resume = {
+        let mut conn = env.pool.acquire().await.unwrap();
+        tenant_master::queue::enqueue(&mut conn, &ResumeTenant { slug: t.slug.clone(), actor: "test".into() }).await.unwrap()
+    };
+    env.run_worker_until(LIMIT, || async { job_status(&env, &resume).await == "done" }).await;
+    assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("active"));
+    change_access(&env.app(), &t.slug, Change::Suspend, Some("unpaid"), "billing").await.unwrap();
+    // The lost acknowledgement: the orphan sweep puts the finished job back.
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', attempts = attempts + 1, lock_by = NULL, done_at = NULL, run_at = now() WHERE id = $1",
+    )
+    .bind(&resume)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    env.run_worker_until(LIMIT, || async { job_status(&env, &resume).await == "done" }).await;
+    assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("suspended"), "the rerun undid the suspension");
+    assert!(env.try_as_tenant(&t.slug).await.is_err(), "the suspended tenant can log in after the rerun");
+}

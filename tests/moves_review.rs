@@ -222,7 +222,7 @@ async fn a_move_after_an_interrupted_restore_is_refused_and_loses_nothing() {
     let refused = moved.expect_err("a move of a half-restored tenant is refused").to_string();
     assert!(refused.contains("restore that stopped part way"), "{refused}");
     // The restore job's last attempt gives up: its on_dead puts the data back.
-    tenant_master::ops::restore::recover(&env.app(), &t.slug).await.unwrap();
+    tenant_master::ops::restore::recover(&env.app(), &t.slug, 0, "restore-half").await.unwrap();
     let after = env.registry(&t.slug).await;
     let mut db = env.admin(&after.database).await;
     let live_rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))

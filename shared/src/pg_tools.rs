@@ -51,6 +51,14 @@ impl Target {
         self
     }
 
+    /// Server settings for the tool's session (`PGOPTIONS`), e.g. its time limits.
+    pub fn settings(mut self, settings: &[(&str, &str)]) -> Target {
+        let options: Vec<String> = settings.iter().map(|(k, v)| format!("-c {k}={v}")).collect();
+        self.env.retain(|(k, _)| *k != "PGOPTIONS");
+        self.env.push(("PGOPTIONS", options.join(" ")));
+        self
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_remove("PGSERVICE").envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));

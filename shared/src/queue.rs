@@ -209,10 +209,12 @@ pub async fn cancel(pool: &PgPool, id: &str, actor: &str) -> Result<JobInfo> {
             job.status
         )));
     }
-    // Kept, marked: no worker fetches a Killed row, and admins still see what it was.
+    // Kept, marked: no worker fetches a Killed row, and admins still see what it was. Its
+    // idempotency key is freed, so the same work can be asked for again (a delete asked
+    // for anew must not find the cancelled job and wait on it forever).
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let marked = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL,
+        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, idempotency_key = NULL,
                 last_result = jsonb_build_object('Err', 'cancelled by ' || $2)
          WHERE id = $1 AND tenant_master.job_status(status, attempts, max_attempts, lock_at, done_at) IN ('pending', 'failed', 'dead')",
     )

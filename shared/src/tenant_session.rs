@@ -54,6 +54,8 @@ pub struct TenantAccess {
     admin: PgConnectOptions,
     role: String,
     password: String,
+    /// The job's remaining time, in milliseconds: no statement of ours outlives it.
+    remaining_ms: String,
 }
 
 impl TenantAccess {
@@ -83,7 +85,7 @@ impl TenantAccess {
             ("statement_timeout", remaining_ms.as_str()),
             ("idle_in_transaction_session_timeout", remaining_ms.as_str()),
         ]);
-        Ok(TenantAccess { options, admin_url, admin: admin_options, role, password })
+        Ok(TenantAccess { options, admin_url, admin: admin_options, role, password, remaining_ms })
     }
 
     /// A session in the tenant's database, logged in as its operator role (the login is
@@ -92,7 +94,7 @@ impl TenantAccess {
         let mut admin = self.admin_session().await?;
         self.open_login(&mut admin).await?;
         let connected = PgConnection::connect_with(&self.options).await;
-        self.close_login(&mut admin).await?;
+        self.close_login_or_warn(&mut admin).await;
         connected.context(format!(
             "failed to connect to database {} on {}:{} as {}",
             self.options.get_database().unwrap_or("?"),
@@ -128,17 +130,20 @@ impl TenantAccess {
         let closer = async {
             let started = std::time::Instant::now();
             while !finished.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < LOGIN_WINDOW {
-                if sessions(&mut admin, &self.role).await? > before {
-                    break;
+                match sessions(&mut admin, &self.role).await {
+                    Ok(n) if n > before => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(e) => {
+                        tracing::warn!(role = %self.role, error = %e, "could not watch the operator role's sessions");
+                        break;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            self.close_login(&mut admin).await
+            self.close_login_or_warn(&mut admin).await;
         };
         // Boxed: a tool's future is large, and two of them side by side overflowed a
         // worker thread's stack in debug builds.
-        let (result, closed) = tokio::join!(Box::pin(tool), Box::pin(closer));
-        closed?;
+        let (result, ()) = tokio::join!(Box::pin(tool), Box::pin(closer));
         result
     }
 
@@ -150,20 +155,39 @@ impl TenantAccess {
         Ok(admin)
     }
 
-    /// Our password again (tenant code may have set another), and LOGIN for a moment.
+    /// Our password again (tenant code may have set another), and LOGIN for a moment. The
+    /// moment is the server's clock, not ours: a worker whose clock lags would otherwise
+    /// open logins that had expired already.
     async fn open_login(&self, admin: &mut PgConnection) -> Result<()> {
         let verifier = password::scram_verifier(&self.password);
-        let valid_until = (chrono::Utc::now() + LOGIN_WINDOW).to_rfc3339();
+        let window = format!("{} seconds", LOGIN_WINDOW.as_secs());
+        let valid_until: String = sqlx::query_scalar("SELECT (now() + $1::interval)::text")
+            .bind(&window)
+            .fetch_one(&mut *admin)
+            .await
+            .context("failed to read the server's clock")?;
         ddl(admin, "ALTER ROLE %I LOGIN PASSWORD %L VALID UNTIL %L", &[&self.role, &verifier, &valid_until]).await
     }
 
-    async fn close_login(&self, admin: &mut PgConnection) -> Result<()> {
-        ddl(admin, "ALTER ROLE %I NOLOGIN", &[&self.role]).await
+    /// LOGIN taken away again. A failure here is logged, not returned: our session is in,
+    /// the login expires with its VALID UNTIL, and the job's end closes it in any case.
+    async fn close_login_or_warn(&self, admin: &mut PgConnection) {
+        if let Err(e) = ddl(admin, "ALTER ROLE %I NOLOGIN", &[&self.role]).await {
+            tracing::warn!(role = %self.role, error = %e, "could not take the operator's login away at once; it expires in seconds");
+        }
     }
 
     /// Where `pg_dump` / `pg_restore` connect: the tenant's database, as its operator role.
     fn tool_target(&self) -> Result<Target> {
-        Ok(Target::new(&self.admin_url, self.options.get_database().unwrap_or("postgres"))?.login_as(&self.role, &self.password))
+        // pg_dump sets its own statement_timeout (none); pg_restore keeps this one.
+        let limits = [
+            ("statement_timeout", self.remaining_ms.as_str()),
+            ("idle_in_transaction_session_timeout", self.remaining_ms.as_str()),
+            ("lock_timeout", OPERATOR_LOCK_TIMEOUT),
+        ];
+        Ok(Target::new(&self.admin_url, self.options.get_database().unwrap_or("postgres"))?
+            .login_as(&self.role, &self.password)
+            .settings(&limits))
     }
 
     /// The operator role's name.

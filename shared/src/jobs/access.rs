@@ -52,9 +52,9 @@ impl Job for PauseTenant {
         Some(&self.slug)
     }
 
-    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
         let change = if self.suspend { Change::Suspend } else { Change::Pause };
-        let tenant = access::change_access(app, &self.slug, change, self.reason.as_deref(), &self.actor).await?;
+        let tenant = access::change_access_for_job(app, &self.slug, change, self.reason.as_deref(), &self.actor, &run.job_id).await?;
         Ok(json!({ "status": tenant.status }))
     }
 }
@@ -72,8 +72,8 @@ impl Job for ResumeTenant {
         Some(&self.slug)
     }
 
-    async fn run(&self, app: &App, _run: &Run) -> Result<Value> {
-        let tenant = access::change_access(app, &self.slug, Change::Resume, None, &self.actor).await?;
+    async fn run(&self, app: &App, run: &Run) -> Result<Value> {
+        let tenant = access::change_access_for_job(app, &self.slug, Change::Resume, None, &self.actor, &run.job_id).await?;
         Ok(json!({ "status": tenant.status }))
     }
 }

@@ -45,7 +45,8 @@ pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancel
     }
     // A restore that took its safety copy may have set the live data aside: only its
     // retry (or its giving up, which puts the data back) leaves the tenant whole.
-    if job.job_type == "RestoreTenant" {
+    // (A dead one put the data back when it gave up: cancelling it only tidies the list.)
+    if job.job_type == "RestoreTenant" && job.status != "dead" {
         let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
         if crate::ops::restore::has_begun(&mut conn, id).await? {
             return Err(Error::Conflict(format!(

@@ -69,7 +69,7 @@ impl Job for RestoreTenant {
         Ok(serde_json::to_value(restored).expect("restore outcome serializes"))
     }
 
-    async fn on_dead(&self, app: &App, _job_id: &str, _error: &str) -> Result<()> {
-        restore::recover(app, &self.slug).await
+    async fn on_dead(&self, app: &App, job_id: &str, _error: &str) -> Result<()> {
+        restore::recover(app, &self.slug, self.backup_id, job_id).await
     }
 }

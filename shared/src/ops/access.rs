@@ -69,6 +69,34 @@ impl Change {
 
 /// Applies `change` to `slug`, as `actor`.
 pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option<&str>, actor: &str) -> Result<Tenant> {
+    apply(app, slug, change, reason, actor, None).await
+}
+
+/// [`change_access`] on behalf of queue job `job_id`, which records its outcome with the
+/// status. Run again after that (a lost acknowledgement), it changes nothing: a pause or
+/// resume that came later stands, and the login is left as the status says now.
+pub async fn change_access_for_job(
+    app: &App,
+    slug: &str,
+    change: Change,
+    reason: Option<&str>,
+    actor: &str,
+    job_id: &str,
+) -> Result<Tenant> {
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    if let Some((owner, _)) = crate::outcomes::finished(&mut cp, job_id).await? {
+        let tenant = tenants::get(&mut cp, slug).await?;
+        if owner == tenant.id {
+            let mut admin = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
+            give_login_back(&mut admin, &tenant).await?;
+        }
+        return Ok(tenant);
+    }
+    drop(cp);
+    apply(app, slug, change, reason, actor, Some(job_id)).await
+}
+
+async fn apply(app: &App, slug: &str, change: Change, reason: Option<&str>, actor: &str, job_id: Option<&str>) -> Result<Tenant> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     let needs_status = change.check(&tenant)?;
@@ -80,11 +108,11 @@ pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option
         Change::Pause | Change::Suspend => {
             block_login(&mut admin, &tenant).await?;
             crate::fault::point(slug, "pause:login_blocked")?;
-            record_change(&mut cp, &tenant, change, needs_status, reason, actor).await?;
+            record_change(&mut cp, &tenant, change, needs_status, reason, actor, job_id).await?;
             crate::fault::point(slug, "pause:recorded")?;
         }
         Change::Resume => {
-            record_change(&mut cp, &tenant, change, needs_status, reason, actor).await?;
+            record_change(&mut cp, &tenant, change, needs_status, reason, actor, job_id).await?;
             crate::fault::point(slug, "resume:recorded")?;
             ddl(&mut admin, "ALTER ROLE %I LOGIN", &[&tenant.role]).await?;
             crate::fault::point(slug, "resume:login")?;
@@ -93,6 +121,7 @@ pub async fn change_access(app: &App, slug: &str, change: Change, reason: Option
     tenants::get(&mut cp, slug).await
 }
 
+/// The status (if it changes) and, for a queue job, its outcome, in one transaction.
 async fn record_change(
     cp: &mut PgConnection,
     tenant: &Tenant,
@@ -100,14 +129,20 @@ async fn record_change(
     needs_status: bool,
     reason: Option<&str>,
     actor: &str,
+    job_id: Option<&str>,
 ) -> Result<()> {
+    let mut tx = cp.begin().await.context("failed to start a transaction")?;
     if needs_status {
-        let mut tx = cp.begin().await.context("failed to start a transaction")?;
         tenants::set_status(&mut tx, tenant, change.target(), reason, actor).await?;
-        tx.commit().await.context("failed to commit the status change")
     } else {
-        activity::record(cp, actor, Some(tenant.id), &format!("tenant.{}", change.verb()), json!({ "already": change.target() })).await
+        activity::record(&mut tx, actor, Some(tenant.id), &format!("tenant.{}", change.verb()), json!({ "already": change.target() }))
+            .await?;
     }
+    if let Some(job_id) = job_id {
+        let job_type = if change == Change::Resume { "ResumeTenant" } else { "PauseTenant" };
+        crate::outcomes::record(&mut tx, job_id, job_type, tenant.id, &json!({ "status": change.target() })).await?;
+    }
+    tx.commit().await.context("failed to commit the status change")
 }
 
 /// Whether the tenant's role may log in right now.

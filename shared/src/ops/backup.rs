@@ -81,6 +81,16 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         .await
         .context("failed to read the server version")?;
     pg_tools::ensure_tools_match(server_major as u32).await?;
+    // A restore that stopped part way may have left an empty live schema: a copy of it
+    // would count as a routine backup and push a real one out of retention. Only that
+    // restore's own safety copy runs meanwhile; the rest waits for its retry.
+    let aside = crate::naming::aside_schema(&tenant.schema);
+    if kind != Kind::PreRestore && crate::ops::move_cleanup::schema_exists(&mut tenant_db, &aside).await? {
+        return Err(Error::Busy(format!(
+            "tenant '{}' has a restore that stopped part way (its data waits in {aside}): this backup waits until that restore's retry finishes",
+            tenant.slug
+        )));
+    }
     let versions = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?;
     readable_by_owner(&mut tenant_db, tenant).await?;
     if kind != Kind::PreDelete {

@@ -277,9 +277,11 @@ async fn copy_and_switch(
     fault::point(slug, "move:target_ready")?;
 
     // 2. The hold: from here until the login is given back, the tenant is down.
+    // Recorded first: from here on `jobs cancel` refuses the move, whose retry gives the
+    // login back or finishes it.
+    held_since(cp, tenant, job_id).await?;
     let mut source_server = hosts::connect_admin(cp, &app.config, &from.host).await?;
     access::block_login(&mut source_server, tenant).await?;
-    held_since(cp, tenant, job_id).await?;
     fault::point(slug, "move:held")?;
 
     // 3. The copy: a fresh backup (an earlier run's copy may predate writes made while an

@@ -67,6 +67,11 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
         large_objects::refuse(&mut tenant_db, &tenant, "restored").await?;
     }
 
+    // Recorded before the login is taken: from here on `jobs cancel` refuses the job, whose
+    // retry gives the login back (or finishes the restore).
+    if progress.is_none() {
+        record_progress(&mut cp, job_id, &tenant, chosen.id, None, "holding").await?;
+    }
     // The tenant is held first, so the safety copy has every row it ever wrote.
     access::block_login(&mut tenant_db, &tenant).await?;
     let outcome = async {
@@ -82,9 +87,11 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
         Err(e) => {
             // A simulated crash leaves things as a real one would, for the rerun to find.
             if !e.is_injected() {
-                // Whatever failed, the live data is back under its own name and the login as
-                // the status says before we return.
-                put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
+                // Whatever failed, the live data is back under its own name (or, if the
+                // restore committed, recorded as restored first) and the login as the
+                // status says before we return.
+                let finished = Finished { job_id, versions: &chosen.schema_versions };
+                put_back_aside(&mut cp, &mut tenant_db, &mut server, &tenant, &marker, Some(finished)).await?;
                 access::give_login_back(&mut tenant_db, &tenant).await?;
             }
             return Err(e);
@@ -106,16 +113,24 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     Ok(restored)
 }
 
-/// Undoes an interrupted restore (used when a restore job gives up): live data back
-/// under its name, login as the tenant's status says.
-pub async fn recover(app: &App, slug: &str) -> Result<()> {
+/// Undoes an interrupted restore job `job_id` of backup `backup_id` (used when it gives
+/// up): live data back under its name, or, if the restore committed, the restore recorded
+/// and finished; login as the tenant's status says.
+pub async fn recover(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Result<()> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     let marker = deployment::marker(&mut cp, slug).await?;
+    let versions = backups::get(&mut cp, tenant.id, backup_id).await.map(|b| b.schema_versions).unwrap_or_default();
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-    put_back_aside(&mut tenant_db, &mut server, &tenant, &marker).await?;
+    put_back_aside(&mut cp, &mut tenant_db, &mut server, &tenant, &marker, Some(Finished { job_id, versions: &versions })).await?;
     access::give_login_back(&mut tenant_db, &tenant).await
+}
+
+/// The restore job a committed restore belongs to, and the migrations its backup had.
+struct Finished<'a> {
+    job_id: &'a str,
+    versions: &'a [i64],
 }
 
 /// Where a restore stands, read from the schemas alone.
@@ -159,20 +174,23 @@ async fn safety_copy(
     progress: Option<Progress>,
     job_id: &str,
 ) -> Result<i64> {
-    let at_start = progress.as_ref().is_none_or(|p| p.stage == "held") && stage(tenant_db, tenant).await? == Stage::Start;
-    match progress {
-        Some(p) if !at_start => Ok(p.safety_backup_id),
-        _ => {
-            let safety = if at_start {
-                backup::backup_fresh(app, &tenant.slug, Kind::PreRestore, job_id).await?
-            } else {
-                // Set aside by a run older than the progress table: its copy, by job id.
-                backup::backup(app, &tenant.slug, Kind::PreRestore, None, job_id).await?
-            };
-            record_progress(cp, job_id, tenant, chosen.id, safety.id, "held").await?;
-            Ok(safety.id)
+    let recorded = progress.as_ref().and_then(|p| p.safety_backup_id);
+    if let (Some(p), Some(safety)) = (&progress, recorded) {
+        if p.stage == "restored" {
+            return Ok(safety);
         }
     }
+    let safety = match (stage(tenant_db, tenant).await?, recorded) {
+        // The live data is in place (no restore committed: that is recorded before the
+        // set-aside copy goes): a fresh copy, earlier ones kept.
+        (Stage::Start, _) => backup::backup_fresh(app, &tenant.slug, Kind::PreRestore, job_id).await?.id,
+        // Set aside by an earlier run: its recorded copy holds all of it.
+        (_, Some(safety)) => return Ok(safety),
+        // Set aside by a run older than the progress table: its copy, by job id.
+        _ => backup::backup(app, &tenant.slug, Kind::PreRestore, None, job_id).await?.id,
+    };
+    record_progress(cp, job_id, tenant, chosen.id, Some(safety), "held").await?;
+    Ok(safety)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -226,7 +244,7 @@ async fn replace_schema(
 /// A restore job's recorded progress (see `tenant_master.restore_progress`).
 #[derive(Debug, sqlx::FromRow)]
 struct Progress {
-    safety_backup_id: i64,
+    safety_backup_id: Option<i64>,
     stage: String,
 }
 
@@ -241,7 +259,14 @@ async fn progress_of(cp: &mut PgConnection, job_id: &str, tenant_id: i64) -> Res
         .context("failed to read the restore's progress")
 }
 
-async fn record_progress(cp: &mut PgConnection, job_id: &str, tenant: &Tenant, backup_id: i64, safety_id: i64, stage: &str) -> Result<()> {
+async fn record_progress(
+    cp: &mut PgConnection,
+    job_id: &str,
+    tenant: &Tenant,
+    backup_id: i64,
+    safety_id: Option<i64>,
+    stage: &str,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO tenant_master.restore_progress (job_id, tenant_id, backup_id, safety_backup_id, stage) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (job_id) DO UPDATE SET safety_backup_id = $4, stage = $5, updated_at = now()",
@@ -317,13 +342,27 @@ async fn schema_objects(conn: &mut PgConnection, schema: &str) -> Result<Option<
 }
 
 /// Puts the live data back under its name after a failed or abandoned restore: if the
-/// restore committed, only the old copy goes; if not, the empty schema it was meant to
-/// fill goes and the set-aside copy takes its name back.
-async fn put_back_aside(tenant_db: &mut PgConnection, server: &mut PgConnection, tenant: &Tenant, marker: &str) -> Result<()> {
+/// restore committed, that is recorded first (a later run must not take the restored data
+/// for the live data), the ledger follows the backup, and only then the old copy goes; if
+/// not, the empty schema it was meant to fill goes and the set-aside copy takes its name
+/// back.
+async fn put_back_aside(
+    cp: &mut PgConnection,
+    tenant_db: &mut PgConnection,
+    server: &mut PgConnection,
+    tenant: &Tenant,
+    marker: &str,
+    finished: Option<Finished<'_>>,
+) -> Result<()> {
     let aside = aside_schema(&tenant.schema);
     match stage(tenant_db, tenant).await? {
         Stage::Start => Ok(()),
-        Stage::Restored => guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await,
+        Stage::Restored => {
+            let Some(finished) = finished else { return Ok(()) };
+            set_stage(cp, finished.job_id, "restored").await?;
+            ledger::keep_only(tenant_db, &tenant.schema, finished.versions).await?;
+            guard::drop_tenant_schema(tenant_db, server, &aside, tenant, marker).await
+        }
         Stage::AsideOnly { empty_live } => {
             if empty_live {
                 guard::drop_tenant_schema(tenant_db, server, &tenant.schema, tenant, marker).await?;
