@@ -752,7 +752,7 @@ async fn round(
     let rows: usize = written.values().map(Vec::len).sum();
     let missed: Vec<(Scenario, String)> =
         cases.iter().filter(|c| !hit.contains(&c.entry())).map(|c| (c.scenario, c.point.clone())).collect();
-    println!(
+    let summary = format!(
         "crash matrix ({mode}, round {tag}): {} points, {} cases, {} {} in {:.0?}, {rows} rows written meanwhile; {} broken, {} not reached",
         points.len(),
         cases.len(),
@@ -762,6 +762,12 @@ async fn round(
         broken.len(),
         missed.len()
     );
+    println!("{summary}");
+    // The test command prints these lines at its end (a passing test's output is hidden).
+    let file = tenant_master_tests::repo_root().join("target/crash-matrix-summary.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+        let _ = std::io::Write::write_all(&mut f, format!("{summary}\n").as_bytes());
+    }
     missed
 }
 

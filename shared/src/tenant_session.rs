@@ -122,12 +122,16 @@ impl TenantAccess {
         let before = sessions(&mut admin, &self.role).await?;
         self.open_login(&mut admin).await?;
         let finished = std::sync::atomic::AtomicBool::new(false);
+        let finished = &finished;
         let tool = async {
             let result = tool.await;
             finished.store(true, std::sync::atomic::Ordering::Relaxed);
             result
         };
-        let closer = async {
+        // Owns the admin session, which closes as soon as the login is taken away again
+        // (not when the tool is done): one session more per job for a moment only.
+        let closer = async move {
+            let mut admin = admin;
             let started = std::time::Instant::now();
             while !finished.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < LOGIN_WINDOW {
                 match sessions(&mut admin, &self.role).await {
