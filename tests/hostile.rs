@@ -343,3 +343,28 @@ async fn a_tenant_cannot_make_its_backup_fail_or_miss_rows() {
     let err = backup::backup(&app, &evil.slug, Kind::Manual, None, "hide-forced").await.unwrap_err();
     assert!(err.to_string().contains("force row-level security") && err.to_string().contains("projects"), "{err}");
 }
+
+/// Issue 24: tenant roles had no CONNECTION LIMIT, so one tenant opening sessions could use
+/// up the server's `max_connections` and make other tenants' jobs fail. A tenant's role
+/// may hold `tenant_max_connections` sessions; an older tenant gets the limit with its next
+/// job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
+    let mut env = TestEnv::new().await;
+    env.config.products.tenant_max_connections = 3;
+    let t = env.provisioned(&env.slug("greedy"), "starter").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(env.as_tenant(&t.slug).await);
+    }
+    let refused = env.try_as_tenant(&t.slug).await.expect_err("a fourth session of the tenant");
+    assert!(refused.to_string().contains("too many connections for role"), "{refused}");
+    drop(held);
+    // An older tenant (no limit yet) gets it from its next job.
+    let mut admin = env.admin("postgres").await;
+    tenant_master::db::ddl(&mut admin, "ALTER ROLE %I CONNECTION LIMIT -1", &[&t.role]).await.unwrap();
+    tenant_master::ops::backup::backup(&env.app(), &t.slug, tenant_master::backups::Kind::Manual, None, "job-limit").await.unwrap();
+    let limit: i32 =
+        sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&t.role).fetch_one(&mut admin).await.unwrap();
+    assert_eq!(limit, 3);
+}

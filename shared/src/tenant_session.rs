@@ -69,11 +69,15 @@ impl TenantAccess {
         let admin_url = hosts::admin_url(cp, config, &tenant.host).await?;
         let admin_options = hosts::admin_options(cp, config, &tenant.host).await?;
         let mut admin = db::connect_to(&admin_options, admin_options.get_database().unwrap_or("postgres")).await?;
+        // A tenant transaction can hold its roles' catalog rows: never wait long on one.
+        sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
         let remaining = OPENED.try_with(|o| o.borrow().remaining()).unwrap_or(UNSCOPED_VALIDITY);
         // Under the tenant's lock no job of ours has an operator session: any that is open
         // was opened by someone else (tenant code in an earlier job) and ends now.
         terminate_sessions(&mut admin, &role).await?;
         ensure_operator(&mut admin, tenant, &role, &marker).await?;
+        // Tenants provisioned before the limit existed get it with their next job.
+        crate::ops::provision::limit_connections(&mut admin, &tenant.role, config.products.tenant_max_connections).await?;
         let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options.clone(), &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
         // Tenant code can hold locks on its own tables: our statements wait for them at most

@@ -107,11 +107,16 @@ pub struct ProductsConfig {
     /// whole catalog of its database, so this bounds a backup's cost (see the README's scale
     /// section). Env: `TENANT_MASTER_TENANTS_PER_SHARED_DATABASE`.
     pub tenants_per_shared_database: u32,
+    /// Sessions each tenant's role may hold at once (its role's `CONNECTION LIMIT`), so no
+    /// tenant can use up the server's `max_connections` and starve the others or the
+    /// workers. Applied when a tenant is provisioned or moved, and before each job of an
+    /// older one. Env: `TENANT_MASTER_TENANT_MAX_CONNECTIONS`.
+    pub tenant_max_connections: u32,
 }
 
 impl Default for ProductsConfig {
     fn default() -> Self {
-        ProductsConfig { auto_migrate: false, tenants_per_shared_database: 500 }
+        ProductsConfig { auto_migrate: false, tenants_per_shared_database: 500, tenant_max_connections: 20 }
     }
 }
 
@@ -315,6 +320,9 @@ impl Config {
         }
         if let Some(v) = get("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE") {
             self.products.tenants_per_shared_database = parse_number("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE", &v)?;
+        }
+        if let Some(v) = get("TENANT_MASTER_TENANT_MAX_CONNECTIONS") {
+            self.products.tenant_max_connections = parse_number("TENANT_MASTER_TENANT_MAX_CONNECTIONS", &v)?;
         }
         if let Some(v) = get("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS") {
             self.moves.keep_source_hours = parse_number("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS", &v)?;

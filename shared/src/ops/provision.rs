@@ -138,6 +138,7 @@ pub(crate) async fn ensure_role(
         Login::Held => "ALTER ROLE %I WITH NOLOGIN PASSWORD %L",
     };
     ddl(admin, template, &[&tenant.role, &password::scram_verifier(&password)]).await?;
+    limit_connections(admin, &tenant.role, config.products.tenant_max_connections).await?;
     // CREATE SCHEMA ... AUTHORIZATION needs a non-superuser admin to be a member.
     let member: bool =
         sqlx::query_scalar("SELECT rolsuper OR pg_has_role(current_user, $1, 'MEMBER') FROM pg_roles WHERE rolname = current_user")
@@ -149,6 +150,29 @@ pub(crate) async fn ensure_role(
         ddl(admin, "GRANT %I TO CURRENT_USER", &[&tenant.role]).await?;
     }
     Ok(created)
+}
+
+/// The tenant role's `CONNECTION LIMIT`, set where it differs (an admin statement on the
+/// role: no tenant code runs).
+pub(crate) async fn limit_connections(admin: &mut PgConnection, role: &str, limit: u32) -> Result<()> {
+    let current: Option<i32> = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut *admin)
+        .await
+        .context("failed to read the tenant role's connection limit")?;
+    if current.is_some_and(|c| c != limit as i32) {
+        let sql: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I CONNECTION LIMIT %s', $1::text, $2::int)")
+            .bind(role)
+            .bind(limit as i32)
+            .fetch_one(&mut *admin)
+            .await
+            .context("failed to compose the connection limit")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *admin)
+            .await
+            .context(format!("failed to limit the connections of role {role}"))?;
+    }
+    Ok(())
 }
 
 /// The database holding the tenant's schema, closed to everyone but its tenants.
