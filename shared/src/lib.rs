@@ -9,6 +9,9 @@
 //! - [`jobs`]: job payloads and the handler wrapper; [`ops`]: the work itself.
 //! - [`worker`]: the apalis worker pool; [`schedule`] and [`scheduler`]: cron fan-outs.
 //! - [`products`]: product definitions and their tenant migrations.
+//! - [`fault`]: the declared crash points the crash matrix stops a worker at.
+//! - [`large_objects`]: why a tenant with large objects is refused; [`private_files`]:
+//!   backups and mails readable by the service account only.
 
 pub mod activity;
 pub mod backups;

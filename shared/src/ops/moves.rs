@@ -459,6 +459,8 @@ async fn close_source(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &
     Ok(())
 }
 
+/// Renames the source schema `<schema>__moved`; an older kept copy of that name in the same
+/// database (an earlier move out of it) is superseded and dropped first.
 async fn set_source_aside(
     cp: &mut PgConnection,
     source_db: &mut PgConnection,
