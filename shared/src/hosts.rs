@@ -234,10 +234,16 @@ pub async fn surely_different_servers(conn: &mut PgConnection, config: &Config, 
     let b = probe(&admin_options(conn, config, b).await?).await;
     // A host that does not answer says nothing about its identity yet: that passes (a
     // restart, a failover), so the caller tries again later instead of giving up for good.
+    // One that answers no (a wrong password, a missing database) stays so: it is said.
     for (name, probe) in [(a_name, &a), (b_name, &b)] {
         if probe.version.is_none() {
             let why = probe.problem.clone().unwrap_or_default();
-            return Err(Error::Busy(format!("host '{name}' does not answer ({why}): its identity is checked again later")));
+            return Err(match probe.silent {
+                true => Error::Busy(format!("host '{name}' does not answer ({why}): its identity is checked again later")),
+                false => Error::Conflict(format!(
+                    "host '{name}' refuses its admin connection ({why}): see `tenantctl host check {name}`, fix the host, then retry"
+                )),
+            });
         }
     }
     Ok(matches!((a.identity, b.identity), (Some(a), Some(b)) if a != b))
@@ -247,6 +253,9 @@ pub async fn surely_different_servers(conn: &mut PgConnection, config: &Config, 
 struct Probe {
     version: Option<String>,
     problem: Option<String>,
+    /// No answer at all (refused, reset, timed out), as opposed to an answer that says no
+    /// (a wrong password, a missing database): the first may pass, the second will not.
+    silent: bool,
     /// The cluster's system identifier, if the admin role may read it: two hosts with the
     /// same one are the same server.
     identity: Option<String>,
@@ -275,14 +284,26 @@ async fn probe(options: &PgConnectOptions) -> Probe {
         Ok::<_, Error>((version, rights, identity))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
-        Ok(Ok((version, true, identity))) => Probe { version: Some(version), problem: None, identity },
-        Ok(Ok((version, false, identity))) => {
-            Probe { version: Some(version), problem: Some("its admin role needs CREATEDB and CREATEROLE (or SUPERUSER)".into()), identity }
+        Ok(Ok((version, true, identity))) => Probe { version: Some(version), problem: None, silent: false, identity },
+        Ok(Ok((version, false, identity))) => Probe {
+            version: Some(version),
+            problem: Some("its admin role needs CREATEDB and CREATEROLE (or SUPERUSER)".into()),
+            silent: false,
+            identity,
+        },
+        Ok(Err(e)) => {
+            // Not an answer: no server reply at all, or one about the server's state (class
+            // 08 connection, 53 resources, 57 shutting down or starting up).
+            let silent = match e.sqlstate() {
+                None => matches!(&e, Error::Database { .. }),
+                Some(code) => ["08", "53", "57"].iter().any(|class| code.starts_with(class)),
+            };
+            Probe { version: None, problem: Some(e.to_string()), silent, identity: None }
         }
-        Ok(Err(e)) => Probe { version: None, problem: Some(e.to_string()), identity: None },
         Err(_) => Probe {
             version: None,
             problem: Some(format!("no answer from {}:{} within 5 s", options.get_host(), options.get_port())),
+            silent: true,
             identity: None,
         },
     }
