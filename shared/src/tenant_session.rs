@@ -68,9 +68,7 @@ impl TenantAccess {
         let marker = deployment::marker(cp, &tenant.slug).await?;
         let admin_url = hosts::admin_url(cp, config, &tenant.host).await?;
         let admin_options = hosts::admin_options(cp, config, &tenant.host).await?;
-        let mut admin = db::connect_to(&admin_options, admin_options.get_database().unwrap_or("postgres")).await?;
-        // A tenant transaction can hold its roles' catalog rows: never wait long on one.
-        sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
+        let mut admin = admin_connection(&admin_options).await?;
         let remaining = OPENED.try_with(|o| o.borrow().remaining()).unwrap_or(UNSCOPED_VALIDITY);
         // Under the tenant's lock no job of ours has an operator session: any that is open
         // was opened by someone else (tenant code in an earlier job) and ends now.
@@ -156,11 +154,7 @@ impl TenantAccess {
     }
 
     async fn admin_session(&self) -> Result<PgConnection> {
-        let mut admin = db::connect_to(&self.admin, self.admin.get_database().unwrap_or("postgres")).await?;
-        // A tenant transaction may hold the role's catalog row (`ALTER ROLE CURRENT_USER`):
-        // our statements on it never wait long.
-        sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
-        Ok(admin)
+        admin_connection(&self.admin).await
     }
 
     /// Our password again (tenant code may have set another), and LOGIN for a moment. The
@@ -270,9 +264,15 @@ pub async fn scoped<F: Future>(limit: Duration, work: F) -> F::Output {
 }
 
 async fn close_operator(admin: &PgConnectOptions, role: &str) -> Result<()> {
-    let mut admin = db::connect_to(admin, admin.get_database().unwrap_or("postgres")).await?;
+    end_operator_sessions(&mut admin_connection(admin).await?, role).await
+}
+
+/// An admin session to the host of `options` whose statements on a role never wait long:
+/// a tenant transaction may hold its roles' catalog rows (`ALTER ROLE CURRENT_USER ...`).
+async fn admin_connection(options: &PgConnectOptions) -> Result<PgConnection> {
+    let mut admin = db::connect_to(options, options.get_database().unwrap_or("postgres")).await?;
     sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
-    end_operator_sessions(&mut admin, role).await
+    Ok(admin)
 }
 
 /// The open sessions of `role` ended, then NOLOGIN for it (if it exists). Sessions first:

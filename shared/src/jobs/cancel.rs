@@ -20,39 +20,32 @@ pub struct Cancelled {
     pub tenant_note: Option<String>,
 }
 
+/// What job `job` is (and, in words, how far it went), if it has begun changing its tenant
+/// and so can only be finished (by its retry, or by its giving up, which undoes it). Begun
+/// is what each job recorded before its first change, not the attempts count (`jobs retry`
+/// resets it; waiting for a host slot adds to it and changes nothing).
+async fn begun(pool: &sqlx::PgPool, job: &JobInfo) -> Result<Option<(&'static str, &'static str)>> {
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let (what, begun) = match job.job_type.as_str() {
+        "DeleteTenant" => (("delete", ""), crate::ops::delete::has_started(&mut conn, &job.id).await?),
+        "MoveTenant" => (("move", " (its login is held)"), crate::ops::moves::has_held(&mut conn, &job.id).await?),
+        // A dead restore put the data back when it gave up: cancelling it only tidies the list.
+        "RestoreTenant" if job.status != "dead" => {
+            (("restore", " (its data may be set aside)"), crate::ops::restore::has_begun(&mut conn, &job.id).await?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(begun.then_some(what))
+}
+
 /// Cancels job `id` (not running, not done), on behalf of `actor`.
 pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancelled> {
     let job = queue::get(pool, id).await?;
     let slug = job.tenant.clone().unwrap_or_default();
-    // Begun is what the delete recorded before its first change, not the attempts count
-    // (`jobs retry` resets it; waiting for a host slot adds to it and changes nothing).
-    if job.job_type == "DeleteTenant" {
-        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-        if crate::ops::delete::has_started(&mut conn, id).await? {
-            return Err(Error::Conflict(format!(
-                "the delete of '{slug}' has begun and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
-            )));
-        }
-    }
-    // A move that has held its tenant is finished by its retry (or undone when it gives up).
-    if job.job_type == "MoveTenant" {
-        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-        if crate::ops::moves::has_held(&mut conn, id).await? {
-            return Err(Error::Conflict(format!(
-                "the move of '{slug}' has begun (its login is held) and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
-            )));
-        }
-    }
-    // A restore that took its safety copy may have set the live data aside: only its
-    // retry (or its giving up, which puts the data back) leaves the tenant whole.
-    // (A dead one put the data back when it gave up: cancelling it only tidies the list.)
-    if job.job_type == "RestoreTenant" && job.status != "dead" {
-        let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-        if crate::ops::restore::has_begun(&mut conn, id).await? {
-            return Err(Error::Conflict(format!(
-                "the restore of '{slug}' has begun (its data may be set aside) and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
-            )));
-        }
+    if let Some((what, why)) = begun(pool, &job).await? {
+        return Err(Error::Conflict(format!(
+            "the {what} of '{slug}' has begun{why} and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
+        )));
     }
     let job = queue::cancel(pool, id, actor).await?;
     let mut tx = pool.begin().await.context("failed to start a transaction")?;

@@ -161,16 +161,7 @@ pub(crate) async fn limit_connections(admin: &mut PgConnection, role: &str, limi
         .await
         .context("failed to read the tenant role's connection limit")?;
     if current.is_some_and(|c| c != limit as i32) {
-        let sql: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I CONNECTION LIMIT %s', $1::text, $2::int)")
-            .bind(role)
-            .bind(limit as i32)
-            .fetch_one(&mut *admin)
-            .await
-            .context("failed to compose the connection limit")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *admin)
-            .await
-            .context(format!("failed to limit the connections of role {role}"))?;
+        ddl(admin, "ALTER ROLE %I CONNECTION LIMIT %s", &[role, &limit.to_string()]).await?;
     }
     Ok(())
 }
