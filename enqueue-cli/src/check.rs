@@ -38,6 +38,7 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
             items.push(connection_budget(ctx, &pool, workers).await?);
             if migrated {
                 items.extend(reach(ctx, &pool).await?);
+                items.push(cross_tenant_references(ctx, &pool).await?);
             }
         }
         Err(e) => items.push(Item::new("database", false, e.to_string())),
@@ -177,6 +178,45 @@ async fn reach(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Vec<Item>> {
         });
     }
     Ok(items)
+}
+
+/// Objects of one tenant's schema that reference another tenant's objects in a shared
+/// database: the holder can make the other's drops and migrations fail (see catalog_deps).
+async fn cross_tenant_references(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Item> {
+    use std::collections::BTreeMap;
+    let mut cp = pool.acquire().await?;
+    let tenants = tenant_master::tenants::list_live(&mut cp, &[], None, None, None).await?;
+    let mut by_database: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for t in tenants.into_iter().filter(|t| t.isolation == "schema") {
+        by_database.entry((t.host, t.database)).or_default().push(t.schema);
+    }
+    let (mut found, mut unread) = (Vec::new(), Vec::new());
+    for ((host, database), schemas) in by_database.into_iter().filter(|(_, schemas)| schemas.len() > 1) {
+        let read = match hosts::connect(&mut cp, &ctx.config, &host, &database).await {
+            Ok(mut db) => tenant_master::catalog_deps::between(&mut db, &schemas).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(references) => found.extend(references),
+            Err(e) => unread.push(format!("{database} on {host}: {e}")),
+        }
+    }
+    let name = "cross_tenant";
+    if !unread.is_empty() {
+        return Ok(Item { warning: true, ..Item::new(name, true, format!("could not read: {}", unread.join("; "))) });
+    }
+    if found.is_empty() {
+        return Ok(Item::new(name, true, "no tenant's objects reference another tenant's"));
+    }
+    let listed: Vec<String> =
+        found.iter().take(5).map(|r| format!("{} (tenant '{}') -> {}", r.holder, &r.holder_schema[2..], r.target)).collect();
+    let more = if found.len() > 5 { format!(" and {} more", found.len() - 5) } else { String::new() };
+    let detail = format!(
+        "{} reference(s) into another tenant's schema: {}{more}; the referenced objects cannot be dropped until the holder's are: drop them as an admin, or move either tenant to a dedicated database",
+        found.len(),
+        listed.join(", ")
+    );
+    Ok(Item { warning: true, ..Item::new(name, true, detail) })
 }
 
 fn dir_state(dir: &Path) -> String {

@@ -34,6 +34,12 @@ pub fn migrate_report(ctx: &Ctx, report: &Report) {
         ),
         None => println!("could not read every tenant's migration ledger (see the log): `tenantctl tenant migrate --all --dry-run` says which tenant failed"),
     }
+    if report.tenants_conflicting > 0 {
+        println!(
+            "{} tenant(s) have a migration ledger that disagrees with the product's files and are skipped by rollouts: `tenantctl tenant migrate --all --dry-run` names them",
+            report.tenants_conflicting
+        );
+    }
 }
 
 pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {

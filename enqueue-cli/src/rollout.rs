@@ -31,11 +31,20 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
             p.unreachable.as_deref().unwrap_or("")
         );
     }
+    // A tenant whose own ledger disagrees with the product stops itself only: skipped,
+    // named, and the exit code is 1.
+    let conflicts: Vec<&TenantPlan> = plans.iter().filter(|p| p.conflict.is_some()).collect();
+    for p in &conflicts {
+        eprintln!("skipped {}: {}", p.slug, p.conflict.as_deref().unwrap_or(""));
+    }
     let (pending, up_to_date): (Vec<&TenantPlan>, Vec<&TenantPlan>) =
-        plans.iter().filter(|p| p.unreachable.is_none()).partition(|p| !p.pending.is_empty());
+        plans.iter().filter(|p| p.unreachable.is_none() && p.conflict.is_none()).partition(|p| !p.pending.is_empty());
+    let skipped_none = unreachable.is_empty() && conflicts.is_empty();
     if a.dry_run {
         if ctx.json {
-            let report = json!({ "pending": pending, "up_to_date": up_to_date.len(), "unreachable": unreachable.len() });
+            let conflicts: Vec<_> = conflicts.iter().map(|p| json!({ "slug": p.slug, "reason": p.conflict })).collect();
+            let report =
+                json!({ "pending": pending, "up_to_date": up_to_date.len(), "unreachable": unreachable.len(), "conflicts": conflicts });
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             for p in &pending {
@@ -43,20 +52,26 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
                 println!("{:<24} at {version:<5} would apply {}", p.slug, p.pending.join(", "));
             }
             println!(
-                "{} tenant(s) with pending migrations, {} up to date, {} unreachable (dry run: nothing was enqueued)",
+                "{} tenant(s) with pending migrations, {} up to date, {} unreachable, {} with a conflicting ledger (dry run: nothing was enqueued)",
                 pending.len(),
                 up_to_date.len(),
-                unreachable.len()
+                unreachable.len(),
+                conflicts.len()
             );
         }
-        return Ok(exit(unreachable.is_empty()));
+        return Ok(exit(skipped_none));
     }
     let actor = a.actor.unwrap_or_else(activity::default_actor);
     let enqueued = rollout::enqueue(&pool, &plans, &actor).await?;
     if !a.wait {
         if ctx.json {
             let jobs: Vec<_> = enqueued.jobs.iter().map(|(s, id)| json!({ "tenant": s, "job_id": id })).collect();
-            let report = json!({ "enqueued": jobs, "up_to_date": enqueued.up_to_date, "unreachable": enqueued.unreachable.len() });
+            let report = json!({
+                "enqueued": jobs,
+                "up_to_date": enqueued.up_to_date,
+                "unreachable": enqueued.unreachable.len(),
+                "conflicts": enqueued.conflicts.len(),
+            });
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
@@ -65,7 +80,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
                 enqueued.up_to_date
             );
         }
-        return Ok(exit(enqueued.unreachable.is_empty()));
+        return Ok(exit(skipped_none));
     }
     let ids: Vec<String> = enqueued.jobs.iter().map(|(_, id)| id.clone()).collect();
     let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, &pool, &ids, a.timeout).await? };
@@ -78,6 +93,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
             "failed": failures,
             "up_to_date": enqueued.up_to_date,
             "unreachable": enqueued.unreachable.len(),
+            "conflicts": enqueued.conflicts.len(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -90,16 +106,17 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "migrated {succeeded} tenant(s), {} failed, {} up to date, {} unreachable",
+            "migrated {succeeded} tenant(s), {} failed, {} up to date, {} unreachable, {} with a conflicting ledger",
             failed.len(),
             enqueued.up_to_date,
-            enqueued.unreachable.len()
+            enqueued.unreachable.len(),
+            enqueued.conflicts.len()
         );
         if !failed.is_empty() {
             println!("fix the failed tenants (see `tenantctl tenant show SLUG`), then run the same command again: it migrates only what is still pending");
         }
     }
-    Ok(exit(failed.is_empty() && enqueued.unreachable.is_empty()))
+    Ok(exit(failed.is_empty() && skipped_none))
 }
 
 fn exit(ok: bool) -> ExitCode {

@@ -15,6 +15,7 @@
 
 pub mod activity;
 pub mod backups;
+pub mod catalog_deps;
 pub mod config;
 pub mod db;
 pub mod deployment;

@@ -60,6 +60,11 @@ async fn alive(conn: &mut PgConnection) -> bool {
 
 /// First half of the advisory keys of heavy-job slots: "tmhs" (Tenant Master host slot).
 const HOST_SLOT_CLASS: i32 = 0x746d_6873;
+/// The door in front of a host's slots: "tmhd". Waiters queue on it in PostgreSQL's lock
+/// queue, first come first served, and only the one at the door looks for a free slot.
+const HOST_DOOR_CLASS: i32 = 0x746d_6864;
+/// One heavy job per tenant, running or waiting for a slot: "tmht" (host ticket).
+const TENANT_TICKET_CLASS: i32 = 0x746d_6874;
 
 /// What a host slot is for: each kind has its own number of slots per host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,43 +78,77 @@ pub enum SlotKind {
 /// One of the slots of a database host, held until dropped, so a fan-out over hundreds of
 /// tenants runs at most that many dumps, restores or migrations per server, across all
 /// worker processes.
+///
+/// The rule between tenants: a tenant has at most one job holding or waiting for a slot
+/// (its next one is postponed, at no attempt's cost), and slots go to the jobs that have
+/// waited longest. So one tenant's slow jobs take one slot at most, and every other
+/// tenant's nightly backup gets its turn.
 pub struct HostSlot {
     conn: PgConnection,
 }
 
 impl HostSlot {
-    /// Waits for a free heavy-job slot of `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
+    /// Waits for a free heavy-job slot of `host`, for no tenant in particular (a move
+    /// takes its target's slot while its job holds the tenant's ticket on the source).
     pub async fn acquire(config: &Config, host: &str) -> Result<HostSlot> {
-        HostSlot::acquire_kind(config, host, SlotKind::Heavy).await
+        HostSlot::acquire_kind(config, host, SlotKind::Heavy, None).await
     }
 
-    /// Waits for a free slot of `kind` on `host`; [`Error::Busy`] after `heavy_slot_wait_secs`.
-    pub async fn acquire_kind(config: &Config, host: &str, kind: SlotKind) -> Result<HostSlot> {
+    /// Waits for a free slot of `kind` on `host` for the job of `tenant`; [`Error::Busy`]
+    /// at once if that tenant already has a job holding or waiting for a slot, and after
+    /// `heavy_slot_wait_secs` if no slot came free.
+    pub async fn acquire_kind(config: &Config, host: &str, kind: SlotKind, tenant: Option<&str>) -> Result<HostSlot> {
         let options = db::options(&config.database_url)?;
         let mut conn = PgConnection::connect_with(&options).await.context("failed to open the host slot connection")?;
         let started = std::time::Instant::now();
         let wait = Duration::from_secs(config.worker.heavy_slot_wait_secs);
-        let (slots, label) = match kind {
-            SlotKind::Heavy => (config.worker.heavy_jobs_per_host, ""),
-            SlotKind::Migration => (config.worker.migrations_per_host, "migrate:"),
+        let (slots, label, what) = match kind {
+            SlotKind::Heavy => (config.worker.heavy_jobs_per_host, "", "heavy jobs"),
+            SlotKind::Migration => (config.worker.migrations_per_host, "migrate:", "migrations"),
         };
-        loop {
+        let busy = || Error::Busy(format!("host '{host}' had no free slot for {what} for {}s; will retry", wait.as_secs()));
+        if let Some(slug) = tenant {
+            if !try_lock(&mut conn, TENANT_TICKET_CLASS, slug).await? {
+                return Err(Error::Busy(format!(
+                    "tenant '{slug}' already has a job holding or waiting for a host slot; one at a time per tenant, this one will be retried"
+                )));
+            }
+        }
+        // In line at the door (the lock queue is first come, first served); the session's
+        // lock_timeout bounds the wait.
+        let door = format!("{host}:{label}door");
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(format!("{}ms", wait.as_millis().max(1)))
+            .execute(&mut conn)
+            .await
+            .context("failed to set lock_timeout")?;
+        match sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))").bind(HOST_DOOR_CLASS).bind(&door).execute(&mut conn).await {
+            Ok(_) => {}
+            Err(e) if crate::error::sqlstate(&e).as_deref() == Some("55P03") => return Err(busy()),
+            Err(e) => return Err(e).context("failed to wait for a host slot"),
+        }
+        let taken = loop {
+            let mut got = false;
             for slot in 0..slots.max(1) {
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                    .bind(HOST_SLOT_CLASS)
-                    .bind(format!("{host}:{label}{slot}"))
-                    .fetch_one(&mut conn)
-                    .await
-                    .context("failed to take a host slot")?;
-                if got {
-                    return Ok(HostSlot { conn });
+                if try_lock(&mut conn, HOST_SLOT_CLASS, &format!("{host}:{label}{slot}")).await? {
+                    got = true;
+                    break;
                 }
             }
-            if started.elapsed() > wait {
-                let what = if kind == SlotKind::Heavy { "heavy jobs" } else { "migrations" };
-                return Err(Error::Busy(format!("host '{host}' had no free slot for {what} for {}s; will retry", wait.as_secs())));
+            if got || started.elapsed() > wait {
+                break got;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(HOST_DOOR_CLASS)
+            .bind(&door)
+            .execute(&mut conn)
+            .await
+            .context("failed to leave the host slot's queue")?;
+        match taken {
+            true => Ok(HostSlot { conn }),
+            false => Err(busy()),
         }
     }
 
@@ -122,4 +161,13 @@ impl HostSlot {
     pub async fn release(self) {
         let _ = self.conn.close().await;
     }
+}
+
+async fn try_lock(conn: &mut PgConnection, class: i32, key: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(class)
+        .bind(key)
+        .fetch_one(conn)
+        .await
+        .context("failed to take a host slot")
 }

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (13, "moves", include_str!("../../migrations/0013_moves.sql")),
     (14, "admin_panel", include_str!("../../migrations/0014_admin_panel.sql")),
     (15, "crash_safety", include_str!("../../migrations/0015_crash_safety.sql")),
+    (16, "tenant_ledger_conflicts", include_str!("../../migrations/0016_tenant_ledger_conflicts.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.
@@ -51,6 +52,8 @@ pub struct Report {
     pub markers_upgraded: usize,
     /// Live tenants lacking product migrations (read from their ledgers), if they could be read.
     pub tenants_behind: Option<usize>,
+    /// Live tenants whose own migration ledger disagrees with the product's files.
+    pub tenants_conflicting: usize,
 }
 
 /// Everything: create the database if missing, queue, registry, views, products.
@@ -76,16 +79,19 @@ pub async fn run(config: &Config) -> Result<Report> {
     db::ddl(&mut conn, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&database]).await?;
     // Reading every ledger also refreshes the registry's cached versions. Migrating them
     // is a decision for an admin (`tenantctl tenant migrate`), never a side effect here.
-    let tenants_behind = match crate::ops::rollout::plan(&mut conn, config, &Default::default()).await {
-        Ok(plans) => Some(plans.iter().filter(|p| !p.pending.is_empty()).count()),
+    let (tenants_behind, tenants_conflicting) = match crate::ops::rollout::plan(&mut conn, config, &Default::default()).await {
+        Ok(plans) => (
+            Some(plans.iter().filter(|p| !p.pending.is_empty() && p.conflict.is_none()).count()),
+            plans.iter().filter(|p| p.conflict.is_some()).count(),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "could not read every tenant's migration ledger");
-            None
+            (None, 0)
         }
     };
     drop(conn);
     pool.close().await;
-    Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded, tenants_behind })
+    Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded, tenants_behind, tenants_conflicting })
 }
 
 /// Writes each job type's payload fields (`jobs::REGISTRY`) where `tenant_master.enqueue`

@@ -13,6 +13,8 @@ pub struct PrivateServer {
     bin: PathBuf,
     port: u16,
     max_connections: u32,
+    /// Extra `-c name=value` settings.
+    settings: String,
 }
 
 impl PrivateServer {
@@ -24,6 +26,17 @@ impl PrivateServer {
 
     /// [`PrivateServer::start`] with room for `max_connections` sessions.
     pub fn start_with(max_connections: u32) -> PrivateServer {
+        PrivateServer::start_configured(max_connections, false)
+    }
+
+    /// A server as production runs one: every role but the superuser (the test's admin,
+    /// still trusted) logs in over TCP with its password (scram-sha-256), and every
+    /// connection is logged (`log_connections`; see [`PrivateServer::log`]).
+    pub fn start_with_passwords() -> PrivateServer {
+        PrivateServer::start_configured(100, true)
+    }
+
+    fn start_configured(max_connections: u32, passwords: bool) -> PrivateServer {
         let bin = bindir();
         let dir = std::env::temp_dir().join(format!("tm-pg-{}", super::random_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -33,11 +46,16 @@ impl PrivateServer {
             assert!(status.success(), "chown of {} failed", dir.display());
         }
         let port = free_port();
-        let server = PrivateServer { dir, bin, port, max_connections };
+        let settings = if passwords { " -c log_connections=on".to_owned() } else { String::new() };
+        let server = PrivateServer { dir, bin, port, max_connections, settings };
         // The superuser has the name of the account running the tests, as on the shared server.
         let user = tenant_master::system::os_user().unwrap_or_else(|| "root".into());
         let data = server.data();
         server.run("initdb", &["-D", &data, "-A", "trust", "-U", &user, "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        if passwords {
+            let hba = format!("local all all trust\nhost all {user} 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n");
+            std::fs::write(Path::new(&data).join("pg_hba.conf"), hba).unwrap();
+        }
         server.pg_ctl(&["start"]);
         server
     }
@@ -52,16 +70,22 @@ impl PrivateServer {
         self.pg_ctl(&["restart", "-m", "fast"]);
     }
 
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }
 
     fn pg_ctl(&self, action: &[&str]) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections={}",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections={}{}",
             self.port,
             self.dir.display(),
-            self.max_connections
+            self.max_connections,
+            self.settings
         );
         let log = self.dir.join("server.log").display().to_string();
         let data = self.data();

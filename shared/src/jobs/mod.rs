@@ -242,7 +242,7 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Valu
     };
     let slot = match (J::SLOT, job.tenant()) {
         (Some(kind), Some(slug)) => match host_of(app, slug).await {
-            Ok(Some(host)) => match HostSlot::acquire_kind(&app.config, &host, kind).await {
+            Ok(Some(host)) => match HostSlot::acquire_kind(&app.config, &host, kind, Some(slug)).await {
                 Ok(slot) => Some(slot),
                 Err(e) => return Ok(Err(e)),
             },

@@ -17,13 +17,15 @@ use crate::{
     ledger,
     naming::quote_ident,
     ops::rollout,
-    products::{self, ProductMigration},
+    products::{self, Product, ProductMigration},
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
 
 /// Applies `migration` to the tenant's schema unless the ledger has it; false if it had.
-/// `admin_db` reads the ledger; `operator` is the tenant's operator session.
+/// `admin_db` reads the ledger; `operator` is the tenant's operator session. The caller
+/// has checked the file against what we applied before ([`check_files`]), so a ledger row
+/// with another checksum is the tenant's own doing: it stops this tenant only.
 pub async fn apply(
     admin_db: &mut PgConnection,
     operator: &mut PgConnection,
@@ -33,12 +35,7 @@ pub async fn apply(
     let label = migration.label();
     match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
         Some(checksum) if checksum == migration.checksum => return Ok(false),
-        Some(_) => {
-            return Err(Error::Fatal(format!(
-                "product migration {label} of '{}' changed after it was applied to {}; restore the original file and add a new migration",
-                tenant.product, tenant.slug
-            )))
-        }
+        Some(checksum) => return Err(Error::Fatal(ledger_conflict(&tenant.slug, migration, &checksum))),
         None => {}
     }
     let mut tx = operator.begin().await.context("failed to start a transaction")?;
@@ -48,7 +45,8 @@ pub async fn apply(
     sqlx::raw_sql(AssertSqlSafe(migration.sql.as_str()))
         .execute(&mut *tx)
         .await
-        .context(format!("product migration {label} failed for {}", tenant.slug))?;
+        .context(format!("product migration {label} failed for {}", tenant.slug))
+        .map_err(|e| crate::catalog_deps::name_holders(e, &tenant.schema))?;
     sqlx::raw_sql("RESET ROLE; SET LOCAL search_path TO pg_catalog")
         .execute(&mut *tx)
         .await
@@ -63,6 +61,86 @@ pub async fn apply(
         .context("failed to record the migration")?;
     tx.commit().await.context(format!("failed to commit product migration {label}"))?;
     Ok(true)
+}
+
+/// Why a tenant's ledger disagrees with a file we trust, in one sentence.
+pub fn ledger_conflict(slug: &str, migration: &ProductMigration, recorded: &str) -> String {
+    format!(
+        "the migration ledger of '{slug}' records {} with checksum {}, not the file's {}; code in the tenant's own schema can write its ledger, so only this tenant stops: inspect its ledger (tenant_master_meta.applied_migrations), delete the row if the migration never ran, and run `tenantctl tenant migrate {slug}` again",
+        migration.label(),
+        short(recorded),
+        short(&migration.checksum)
+    )
+}
+
+fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
+}
+
+/// Refuses a product whose migration file changed since one of our sessions first applied
+/// it: half the fleet would silently get other SQL than the rest. This stops everything.
+pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<()> {
+    let first: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, checksum FROM tenant_master.product_migrations_applied WHERE product = $1")
+            .bind(&product.name)
+            .fetch_all(cp)
+            .await
+            .context("failed to read the product migrations applied so far")?;
+    let changed = product.migrations.iter().find(|m| first.iter().any(|(v, checksum)| *v == m.version && *checksum != m.checksum));
+    match changed {
+        Some(m) => Err(Error::Fatal(format!(
+            "product migration {} of '{}' changed after it was applied (its first run had another checksum): put the original file back and add a new migration; nothing was enqueued",
+            m.label(),
+            product.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Remembers the checksums of `applied` as those our sessions applied (the first time
+/// only), for [`check_files`].
+async fn remember_applied(cp: &mut PgConnection, product: &Product, applied: &[&ProductMigration]) -> Result<()> {
+    let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
+    let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
+    let checksums: Vec<&str> = applied.iter().map(|m| m.checksum.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO tenant_master.product_migrations_applied (product, version, name, checksum)
+         SELECT $1, v, n, c FROM unnest($2::bigint[], $3::text[], $4::text[]) AS m(v, n, c)
+         ON CONFLICT (product, version) DO NOTHING",
+    )
+    .bind(&product.name)
+    .bind(&versions)
+    .bind(&names)
+    .bind(&checksums)
+    .execute(cp)
+    .await
+    .context("failed to record the applied product migrations")?;
+    Ok(())
+}
+
+/// Applies, in order, the migrations of `product` up to `to` (all if none) that the
+/// tenant's ledger lacks, each followed by `after_each(version)` (a crash point); returns
+/// the labels of those it applied now.
+pub async fn apply_all(
+    cp: &mut PgConnection,
+    admin_db: &mut PgConnection,
+    operator: &mut PgConnection,
+    tenant: &Tenant,
+    product: &Product,
+    to: Option<i64>,
+    after_each: impl Fn(i64) -> Result<()>,
+) -> Result<Vec<String>> {
+    check_files(cp, product).await?;
+    let wanted: Vec<&ProductMigration> = product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)).collect();
+    let mut applied = Vec::new();
+    for migration in &wanted {
+        if apply(admin_db, operator, tenant, migration).await? {
+            applied.push(migration.label());
+        }
+        after_each(migration.version)?;
+    }
+    remember_applied(cp, product, &wanted).await?;
+    Ok(applied)
 }
 
 /// Applies every product migration tenant `slug` lacks, in order; returns their labels.
@@ -95,13 +173,10 @@ pub async fn migrate_tenant_to(app: &App, slug: &str, tenant_id: Option<i64>, to
     let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
     ledger::ensure(&mut tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
-    let mut applied = Vec::new();
-    for migration in product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)) {
-        if apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
-            applied.push(migration.label());
-        }
-        crate::fault::point(slug, &format!("migrate:migration:{:04}", migration.version))?;
-    }
+    let applied = apply_all(&mut cp, &mut tenant_db, &mut operator, &tenant, &product, to, |version| {
+        crate::fault::point(slug, &format!("migrate:migration:{:04}", version))
+    })
+    .await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     rollout::record_version(&mut cp, tenant.id, version).await?;
     if !applied.is_empty() {

@@ -60,13 +60,10 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
     let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
     ledger::ensure(&mut tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
-    let mut applied = Vec::new();
-    for migration in &product.migrations {
-        if migrations::apply(&mut tenant_db, &mut operator, &tenant, migration).await? {
-            applied.push(migration.label());
-        }
-        fault::point(slug, &format!("provision:migration:{:04}", migration.version))?;
-    }
+    let applied = migrations::apply_all(&mut cp, &mut tenant_db, &mut operator, &tenant, &product, None, |version| {
+        fault::point(slug, &format!("provision:migration:{:04}", version))
+    })
+    .await?;
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     crate::ops::rollout::record_version(&mut cp, tenant.id, version).await?;

@@ -15,6 +15,7 @@ use crate::{
     error::{Context as _, Error, Result},
     hosts,
     jobs::migrate_tenant::MigrateTenant,
+    ops::migrations,
     products::{self, Product},
     queue,
     tenants::Tenant,
@@ -51,6 +52,10 @@ pub struct TenantPlan {
     /// Why its database could not be read (then nothing is known pending, and it is skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+    /// Why its own ledger disagrees with the product's files (then it is skipped: its code
+    /// can write its ledger, so this stops it and no other tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
 }
 
 /// Live tenants (active, paused, suspended) matching `filter`, each with what it lacks;
@@ -66,7 +71,10 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
     let mut plans = Vec::new();
     for tenant in tenants {
         if !products.contains_key(&tenant.product) {
-            products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
+            let product = products::load(&config.products_dir, &tenant.product)?;
+            // A file of ours that changed since it first ran would split the fleet: stop all.
+            migrations::check_files(cp, &product).await?;
+            products.insert(tenant.product.clone(), product);
         }
         let product = &products[&tenant.product];
         if let Some(error) = unreachable.get(&tenant.id) {
@@ -78,21 +86,17 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
                 target: 0,
                 tenant_id: tenant.id,
                 unreachable: Some(error.clone()),
+                conflict: None,
             });
             continue;
         }
         let recorded = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
-        // A file changed after it ran somewhere would split the fleet silently: refuse.
-        if let Some(changed) =
-            product.migrations.iter().find(|m| recorded.iter().any(|(v, checksum)| *v == m.version && *checksum != m.checksum))
-        {
-            return Err(Error::Fatal(format!(
-                "product migration {} of '{}' changed after it was applied to '{}': put the original file back and add a new migration; nothing was enqueued",
-                changed.label(),
-                product.name,
-                tenant.slug
-            )));
-        }
+        // Our files are as they first ran (checked above), so a ledger row that differs
+        // is the tenant's own: it stops this tenant only.
+        let conflict = product.migrations.iter().find_map(|m| {
+            let (_, checksum) = recorded.iter().find(|(v, checksum)| *v == m.version && *checksum != m.checksum)?;
+            Some(migrations::ledger_conflict(&tenant.slug, m, checksum))
+        });
         let done: Vec<i64> = recorded.iter().map(|(v, _)| *v).collect();
         let target = filter.to.unwrap_or_else(|| product.migrations.last().map_or(0, |m| m.version));
         if let Some(to) = filter.to {
@@ -109,13 +113,18 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
             target,
             tenant_id: tenant.id,
             unreachable: None,
+            conflict,
         });
     }
     let known: Vec<TenantPlan> = plans.iter().filter(|p| p.unreachable.is_none()).cloned().collect();
     cache_versions(cp, &known).await?;
+    record_conflicts(cp, &known).await?;
     let mut with_pending = 0;
     // `--limit` counts tenants that need something; the others cost nothing anyway.
     plans.retain(|p| {
+        if p.conflict.is_some() {
+            return true;
+        }
         let keep = p.pending.is_empty() || filter.limit.is_none_or(|limit| with_pending < limit);
         if !p.pending.is_empty() && keep {
             with_pending += 1;
@@ -206,6 +215,24 @@ async fn cache_versions(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result<(
     Ok(())
 }
 
+/// Keeps each conflicting tenant's reason for `tenant show`.
+async fn record_conflicts(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result<()> {
+    let (ids, reasons): (Vec<i64>, Vec<&str>) = plans.iter().filter_map(|p| Some((p.tenant_id, p.conflict.as_deref()?))).unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE tenant_master.tenants t SET migration_error = v.reason
+         FROM unnest($1::bigint[], $2::text[]) AS v(id, reason) WHERE t.id = v.id",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .execute(cp)
+    .await
+    .context("failed to record the tenants' ledger conflicts")?;
+    Ok(())
+}
+
 /// Records that the ledger of tenant `id` now ends at `version`, and clears its last
 /// rollout error.
 pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>) -> Result<()> {
@@ -227,6 +254,8 @@ pub struct Enqueued {
     pub up_to_date: usize,
     /// (slug, reason) of tenants whose database could not be read: skipped.
     pub unreachable: Vec<(String, String)>,
+    /// (slug, reason) of tenants whose own ledger disagrees with the product: skipped.
+    pub conflicts: Vec<(String, String)>,
 }
 
 /// Enqueues one `MigrateTenant` per tenant with something pending, in one transaction.
@@ -240,6 +269,10 @@ pub async fn enqueue(pool: &PgPool, plans: &[TenantPlan], actor: &str) -> Result
     for plan in plans {
         if let Some(reason) = &plan.unreachable {
             out.unreachable.push((plan.slug.clone(), reason.clone()));
+            continue;
+        }
+        if let Some(reason) = &plan.conflict {
+            out.conflicts.push((plan.slug.clone(), reason.clone()));
             continue;
         }
         if plan.pending.is_empty() {
