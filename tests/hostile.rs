@@ -352,7 +352,9 @@ async fn a_tenant_cannot_make_its_backup_fail_or_miss_rows() {
 async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
     let mut env = TestEnv::new().await;
     env.config.products.tenant_max_connections = 3;
+    env.config.plans.insert("business".into(), tenant_master::config::PlanConfig { max_connections: Some(5) });
     let t = env.provisioned(&env.slug("greedy"), "starter").await;
+    let bigger = env.provisioned(&env.slug("bigger"), "business").await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(env.as_tenant(&t.slug).await);
@@ -367,4 +369,8 @@ async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
     let limit: i32 =
         sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&t.role).fetch_one(&mut admin).await.unwrap();
     assert_eq!(limit, 3);
+    // A plan may have its own limit ([plans.business] max_connections).
+    let limit: i32 =
+        sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&bigger.role).fetch_one(&mut admin).await.unwrap();
+    assert_eq!(limit, 5);
 }

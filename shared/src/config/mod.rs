@@ -42,6 +42,8 @@ pub struct Config {
     pub products: ProductsConfig,
     /// `[moves]`: what a tenant move keeps behind.
     pub moves: MovesConfig,
+    /// `[plans.<plan>]`: settings of one plan.
+    pub plans: std::collections::BTreeMap<String, PlanConfig>,
     /// `tenant-scheduler`'s schedules.
     pub scheduler: SchedulerConfig,
     /// Outgoing mail.
@@ -112,6 +114,22 @@ pub struct ProductsConfig {
     /// workers. Applied when a tenant is provisioned or moved, and before each job of an
     /// older one. Env: `TENANT_MASTER_TENANT_MAX_CONNECTIONS`.
     pub tenant_max_connections: u32,
+}
+
+/// `[plans.<plan>]`: what differs between plans. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Sessions a tenant on this plan may hold at once (its role's `CONNECTION LIMIT`);
+    /// default `[products] tenant_max_connections`.
+    pub max_connections: Option<u32>,
+}
+
+impl Config {
+    /// The `CONNECTION LIMIT` of the role of a tenant on `plan`.
+    pub fn tenant_max_connections(&self, plan: &str) -> u32 {
+        self.plans.get(plan).and_then(|p| p.max_connections).unwrap_or(self.products.tenant_max_connections)
+    }
 }
 
 impl Default for ProductsConfig {
@@ -210,6 +228,7 @@ impl Default for Config {
             backups: BackupConfig::default(),
             products: ProductsConfig::default(),
             moves: MovesConfig::default(),
+            plans: Default::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
             secret_key_file: Some(PathBuf::from("data/secret.key")),
@@ -374,6 +393,15 @@ impl Config {
         if self.backups.keep == 0 || self.backups.keep_per_plan.values().any(|k| *k == 0) {
             return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
         }
+        if self.products.tenant_max_connections == 0 {
+            return Err(Error::Invalid("[products] tenant_max_connections must be at least 1: 0 would lock every tenant out".into()));
+        }
+        for (name, plan) in &self.plans {
+            crate::naming::Plan::parse(name)?;
+            if plan.max_connections == Some(0) {
+                return Err(Error::Invalid(format!("max_connections of [plans.{name}] must be at least 1: 0 would lock its tenants out")));
+            }
+        }
         if w.heavy_jobs_per_host == 0
             || w.migrations_per_host == 0
             || w.tenant_jobs_per_process == 0
@@ -442,6 +470,7 @@ impl fmt::Debug for Config {
             .field("backups", &self.backups)
             .field("products", &self.products)
             .field("moves", &self.moves)
+            .field("plans", &self.plans)
             .field("scheduler", &self.scheduler)
             .field("mail", &self.mail)
             .field("secret_key_file", &self.secret_key_file)
@@ -478,6 +507,17 @@ mod tests {
         let mut config = Config::default();
         let err = config.apply_env(|n| (n == "TENANT_MASTER_WORKER_CONCURRENCY").then(|| "many".into())).unwrap_err();
         assert!(err.to_string().contains("whole number"));
+    }
+
+    #[test]
+    fn plans_may_set_their_own_connection_limit() {
+        let config: Config = toml::from_str("[products]\ntenant_max_connections = 10\n[plans.business]\nmax_connections = 40\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!((config.tenant_max_connections("business"), config.tenant_max_connections("starter")), (40, 10));
+        let unknown: Config = toml::from_str("[plans.gold]\nmax_connections = 5\n").unwrap();
+        assert!(unknown.validate().unwrap_err().to_string().contains("gold"));
+        let zero: Config = toml::from_str("[plans.free]\nmax_connections = 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("lock its tenants out"));
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub(crate) async fn ensure_role(
         Login::Held => "ALTER ROLE %I WITH NOLOGIN PASSWORD %L",
     };
     ddl(admin, template, &[&tenant.role, &password::scram_verifier(&password)]).await?;
-    limit_connections(admin, &tenant.role, config.products.tenant_max_connections).await?;
+    limit_connections(admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await?;
     // CREATE SCHEMA ... AUTHORIZATION needs a non-superuser admin to be a member.
     let member: bool =
         sqlx::query_scalar("SELECT rolsuper OR pg_has_role(current_user, $1, 'MEMBER') FROM pg_roles WHERE rolname = current_user")
