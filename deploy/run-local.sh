@@ -5,29 +5,65 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/ensure-postgres.sh
-cargo build --workspace --locked
+# RUN_LOCAL_SKIP_BUILD=1: the binaries are built already (the tests run this script).
+[ -n "${RUN_LOCAL_SKIP_BUILD:-}" ] || cargo build --workspace --locked
 bin=target/debug
-mkdir -p data
-# The key that seals tenant passwords (the default secret_key_file), made once.
-[ -s data/secret.key ] || $bin/tenantctl key generate --file data/secret.key
+# One folder for state (the default data_dir of a debug build is this tree's data/), so
+# every tenantctl, from any folder, reads the same key.
+data=${TENANT_MASTER_DATA_DIR:-$PWD/data}
+export TENANT_MASTER_DATA_DIR=$data
+mkdir -p "$data"
+log=$data/worker.log
+pidfile=$data/worker.pid
+# The key that seals tenant passwords (the default secret_key_file, in data_dir), made once.
+[ -s "${TENANT_MASTER_SECRET_KEY_FILE:-$data/secret.key}" ] || $bin/tenantctl key generate
 $bin/tenantctl migrate
-# Tenant roles may connect to their own database only (closes postgres, template1 to PUBLIC).
-$bin/tenantctl host lockdown default --yes
+# Nothing here changes a database, role or grant that is not Tenant Master's: `check`
+# says (reach:default) which databases of this server every role, tenant roles included,
+# may still connect to; `tenantctl host lockdown default` lists them and asks before
+# closing them.
 $bin/tenantctl check
-$bin/tenant-worker > data/worker.log 2>&1 &
-worker=$!
-trap 'kill -TERM $worker 2>/dev/null; wait $worker; exit 0' INT TERM
+# A worker this script started before, still running: use it (a second one would fight
+# over the metrics port, and its log is appended to, never truncated).
+running=""
+if [ -s "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q tenant-worker; then
+    running=$pid
+  fi
+fi
+if [ -n "$running" ]; then
+  worker=$running
+  echo "tenant-worker is running already (pid $worker, log $log), started by an earlier run-local.sh: using it"
+else
+  echo "--- run-local.sh started tenant-worker at $(date -u +%FT%TZ)" >> "$log"
+  $bin/tenant-worker >> "$log" 2>&1 &
+  worker=$!
+  echo "$worker" > "$pidfile"
+  trap 'kill -TERM $worker 2>/dev/null; wait $worker; rm -f "$pidfile"; exit 0' INT TERM
+fi
 # Stops this script, with the worker's last words, if the worker is gone.
 worker_alive() {
   kill -0 "$worker" 2>/dev/null && return 0
+  [ -n "$running" ] && { echo "the running tenant-worker (pid $worker) stopped; see $log" >&2; exit 1; }
   status=0; wait "$worker" || status=$?
+  rm -f "$pidfile"
   [ "$status" -eq 0 ] && { echo "tenant-worker stopped"; exit 0; }
-  echo "tenant-worker stopped (exit status $status); the end of data/worker.log:" >&2
-  tail -n 15 data/worker.log >&2
+  echo "tenant-worker stopped (exit status $status); the end of $log:" >&2
+  tail -n 15 "$log" >&2
   exit 1
 }
+# Keeps the worker this script started in the foreground; a second run ends here.
+stay() {
+  if [ -n "$running" ]; then
+    echo "The worker belongs to the first run-local.sh (pid $worker); Ctrl-C there stops it."
+    exit 0
+  fi
+  echo "Ctrl-C here stops the worker (it finishes running jobs first)."
+  while true; do worker_alive; sleep 1; done
+}
 sleep 1; worker_alive
-echo "tenant-worker started (pid $worker, log data/worker.log)"
+[ -n "$running" ] || echo "tenant-worker started (pid $worker, log $log)"
 slug=${DEMO_TENANT:-demo_acme}
 # Runs a tenantctl command in the background, so a dead worker or a signal stops the wait at once.
 follow() {
@@ -48,9 +84,8 @@ no_demo() {
 
 The worker is running. In another terminal:
   $bin/tenantctl tenant create bigco --product demo --plan enterprise --owner-email you@example.com --wait
-Ctrl-C here stops the worker (it finishes running jobs first).
 TXT
-  while true; do worker_alive; sleep 1; done
+  stay
 }
 case "$status" in
   ""|deleted)
@@ -82,6 +117,5 @@ The worker is running. In another terminal:
 The admin panel (README, "Admin panel"):
   $bin/tenantctl admin user add admin --role admin   # asks for a password
   $bin/tenantctl admin serve                          # http://127.0.0.1:8001/
-Ctrl-C here stops the worker (it finishes running jobs first).
 TXT
-while true; do worker_alive; sleep 1; done
+stay

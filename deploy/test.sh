@@ -10,8 +10,21 @@ cargo build --workspace --locked
 rm -f target/crash-matrix-summary.txt
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# Who may connect to each database the tests did not make (a developer's server holds
+# other projects'): the tests must leave every one as it was.
+grants() {
+  psql "${TEST_DATABASE_URL:-postgres://127.0.0.1:5432/postgres}" -AtX -c \
+    "SELECT datname || ' ' || COALESCE(datacl::text, '(default)') FROM pg_database WHERE datname !~ '^(tt[a-z0-9]+_|tm_test_)' ORDER BY 1"
+}
+grants_before=$(grants)
 status=0
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+grants_after=$(awk 'NR == FNR { known[$1] = 1; next } ($1 in known)' <(echo "$grants_before") <(grants))
+if [ "$grants_before" != "$grants_after" ]; then
+  echo "the tests changed who may connect to databases they did not make (before < > after):"
+  diff <(echo "$grants_before") <(echo "$grants_after") || true
+  status=1
+fi
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 if [ -f target/crash-matrix-summary.txt ]; then cat target/crash-matrix-summary.txt; fi

@@ -256,3 +256,51 @@ async fn change_plan_keeps_a_history_and_enqueues_what_needs_a_move() {
         (&serde_json::json!("starter"), &serde_json::json!("business"), &serde_json::json!("billing"))
     );
 }
+
+/// Issue 25: paths depended on the current folder, so `key generate` in another folder
+/// made a second key, a new tenant was sealed with it, and its jobs went dead. Relative
+/// paths now resolve against `data_dir`, `key generate` makes missing folders, and a key
+/// the control plane does not know seals nothing.
+#[tokio::test]
+async fn every_folder_reads_one_key_and_an_unknown_key_seals_nothing() {
+    let env = TestEnv::new().await;
+    let data = tenant_master_tests::TempDir::new("data-dir");
+    let data_dir = data.path().join("state");
+    let (here, there) = (tenant_master_tests::TempDir::new("here"), tenant_master_tests::TempDir::new("there"));
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        env.tenantctl_command(args)
+            .current_dir(cwd)
+            .env("TENANT_MASTER_DATA_DIR", &data_dir)
+            .env("TENANT_MASTER_SECRET_KEY_FILE", "keys/secret.key")
+            .output()
+            .unwrap()
+    };
+    let out = run(here.path(), &["key", "generate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(data_dir.join("keys/secret.key").is_file(), "written in data_dir, its folders made");
+    let slug = env.slug("onekey");
+    let out = run(here.path(), &["tenant", "create", &slug, "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(there.path(), &["tenant", "credentials", &slug]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("postgres://"), "{}", stderr(&out));
+
+    // A second key, made by mistake elsewhere: nothing is sealed with it.
+    let stray = there.path().join("stray.key");
+    let out = env.tenantctl_command(&["key", "generate", "--file", stray.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = tenant_rows(&env).await;
+    let other = env.slug("strayed");
+    let out2 = env
+        .tenantctl_command(&["tenant", "create", &other, "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"])
+        .env("TENANT_MASTER_SECRET_KEY_FILE", &stray)
+        .output()
+        .unwrap();
+    assert_eq!(out2.status.code(), Some(1), "{}", stderr(&out2));
+    let said = stderr(&out2);
+    assert!(said.contains("but this control plane's secrets are sealed with") && said.contains("nothing was sealed"), "{said}");
+    assert_eq!(tenant_rows(&env).await, before, "no tenant was registered");
+    let check = env.tenantctl_command(&["check", "--json"]).env("TENANT_MASTER_SECRET_KEY_FILE", &stray).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let item = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "secret_key").unwrap().clone();
+    assert_eq!(item["ok"], false, "{item}");
+}

@@ -103,15 +103,37 @@ async fn a_scheduler_down_from_one_to_three_enqueues_the_two_oclock_backups() {
     let catch_up = chrono::Duration::hours(6);
     // Last alive at 01:00 (the previous night's slot was done).
     schedule::fan_out(&env.pool, &s, at(22, 2, 0), "before").await.unwrap();
-    assert!(schedule::tick(&env.pool, &s, at(23, 1, 0), catch_up, "s").await.unwrap().is_empty(), "nothing new is due at 01:00");
+    assert!(schedule::tick(&env.pool, &s, at(23, 1, 0), catch_up, "s").await.unwrap().is_none(), "nothing new is due at 01:00");
     // Back at 03:00.
-    let runs = schedule::tick(&env.pool, &s, at(23, 3, 0), catch_up, "s").await.unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!((runs[0].slot, runs[0].enqueued), (at(23, 2, 0), 3));
+    let run = schedule::tick(&env.pool, &s, at(23, 3, 0), catch_up, "s").await.unwrap().expect("the 02:00 slot");
+    assert_eq!((run.slot, run.enqueued), (at(23, 2, 0), 3));
     // A slot older than the window is skipped (and reported by missed_slots for the log).
     let late = schedule::tick(&env.pool, &s, at(24, 9, 0), catch_up, "s").await.unwrap();
-    assert!(late.is_empty(), "02:00 on the 24th is 7 h old at 09:00");
+    assert!(late.is_none(), "02:00 on the 24th is 7 h old at 09:00");
     assert_eq!(s.missed_slots(at(23, 2, 0), at(24, 9, 0), catch_up), vec![at(24, 2, 0)]);
+}
+
+/// Issue 25: restarted after an hour of a per-minute backup schedule, the scheduler queued
+/// one job per tenant per missed minute (1,083 in one second). It catches up the latest
+/// slot only, and says how many it skipped.
+#[tokio::test]
+async fn a_scheduler_back_after_an_hour_enqueues_one_slot_of_a_per_minute_schedule() {
+    let env = TestEnv::new().await;
+    let slugs = registered(&env, 3).await;
+    let mut config = SchedulerConfig::default();
+    let minutely = tenant_master::config::ScheduleConfig { cron: "0 * * * * *".into(), ..config.merged()["nightly_backup"].clone() };
+    config.schedules.insert("nightly_backup".into(), minutely);
+    let s = Schedule::find(&config, "nightly_backup").unwrap();
+    let catch_up = config.catch_up();
+    schedule::fan_out(&env.pool, &s, at(23, 2, 0), "before").await.unwrap();
+    // Down for an hour, back at 03:00:30.
+    let back = at(23, 3, 0) + chrono::Duration::seconds(30);
+    let run = schedule::tick(&env.pool, &s, back, catch_up, "restarted").await.unwrap().expect("the latest slot");
+    assert_eq!((run.slot, run.enqueued), (at(23, 3, 0), 3));
+    assert_eq!(s.missed_slots(at(23, 2, 0), back, catch_up).len(), 59, "the minutes in between are skipped");
+    assert!(schedule::tick(&env.pool, &s, back, catch_up, "restarted again").await.unwrap().is_none());
+    let per = jobs_per_tenant_and_slot(&env, "BackupTenant").await;
+    assert_eq!(per.len(), 2 * slugs.len(), "one job per tenant for the old slot and one for the latest: {per:?}");
 }
 
 #[tokio::test]

@@ -194,9 +194,12 @@ async fn two_deployments_with_one_prefix_never_touch_each_others_objects() {
     assert_eq!(names, vec!["first deployment"]);
 }
 
+/// On a private server: a lockdown changes grants server-wide, and the shared test server
+/// holds other projects' databases.
 #[tokio::test]
 async fn tenant_roles_reach_their_own_database_only_after_lockdown() {
-    let env = TestEnv::new().await;
+    let server = tenant_master_tests::private_server::PrivateServer::start();
+    let env = TestEnv::on_server(&server.url()).await;
     let tenant = env.provisioned(&env.slug("reach"), "starter").await;
     // A database open to PUBLIC, as `postgres` and `template1` are on a new server.
     let open = format!("{}open", env.config.database_prefix);
@@ -214,7 +217,9 @@ async fn tenant_roles_reach_their_own_database_only_after_lockdown() {
     assert!(reach["warning"].as_bool().unwrap() && reach["detail"].as_str().unwrap().contains(&open), "{reach}");
 
     let out = env.tenantctl(&["host", "lockdown", "default"]);
-    assert_eq!(out.status.code(), Some(2), "lockdown needs --yes: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "lockdown asks, or needs --yes: {}", stderr(&out));
+    assert!(stderr(&out).contains("nothing changed") && stderr(&out).contains(&open), "it lists what it would close: {}", stderr(&out));
+    PgConnection::connect(&url_with_database(&url, &open)).await.expect("refused, the lockdown changed nothing");
     let out = env.tenantctl(&["host", "lockdown", "default", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     for database in [open.as_str(), "postgres", "template1"] {

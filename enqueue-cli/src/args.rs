@@ -102,11 +102,13 @@ pub enum AdminUserCommand {
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
-    /// Write a new random key to a file (mode 0600) that must not exist yet.
+    /// Write a new random key to a file (mode 0600, missing folders made 0700) that must
+    /// not exist yet.
     Generate {
-        /// Where to write it; then point TENANT_MASTER_SECRET_KEY_FILE at it.
+        /// Where to write it (default: the configured secret_key_file); then point
+        /// TENANT_MASTER_SECRET_KEY_FILE at it.
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
     },
     /// Re-seal every tenant password under the current key, opening old rows with
     /// TENANT_MASTER_OLD_SECRET_KEY_FILE.
@@ -149,11 +151,12 @@ pub enum HostCommand {
         name: String,
     },
     /// Take CONNECT away from PUBLIC on every database of a host that all roles may reach,
-    /// so tenant roles reach their own database only (`tenantctl check` lists them).
+    /// so tenant roles reach their own database only (`tenantctl check` lists them). It
+    /// lists the databases, other projects' included, and asks first.
     Lockdown {
         /// The host's name in tenant_master.db_hosts (`default` is the control plane's server).
         name: String,
-        /// Confirm: roles other than tenants that rely on PUBLIC must then be granted CONNECT by name.
+        /// Do not ask: roles other than tenants that rely on PUBLIC must then be granted CONNECT by name.
         #[arg(long)]
         yes: bool,
     },

@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
         Err(e) => items.push(Item::new("database", false, e.to_string())),
     }
     items.push(match Keyring::load(&config.key_sources()).and_then(|k| k.current().map(|key| key.id().to_owned())) {
-        Ok(id) => match opens_a_stored_secret(ctx).await {
+        Ok(id) => match known_to_the_control_plane(ctx, &id).await.and(opens_a_stored_secret(ctx).await) {
             Ok(Some(what)) => Item::new("secret_key", true, format!("key {id} seals tenant passwords and opens {what}")),
             Ok(None) => Item::new("secret_key", true, format!("key {id} seals tenant passwords")),
             Err(e) => Item::new("secret_key", false, e.to_string()),
@@ -104,6 +104,20 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether the control plane knows the key `id` (it sealed its rows), or has none yet.
+async fn known_to_the_control_plane(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let Ok(pool) = ctx.pool().await else { return Ok(()) };
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.secret_keys') IS NOT NULL").fetch_one(&pool).await?;
+    if !migrated {
+        return Ok(());
+    }
+    let known = tenant_master::keys::known_keys(&mut *pool.acquire().await?).await?;
+    match known.is_empty() || known.iter().any(|k| k == id) {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(tenant_master::keys::unknown_key(id, &known))),
+    }
 }
 
 /// Opens one stored tenant password, so a wrong key shows here and not in the first job

@@ -12,6 +12,13 @@ use crate::{
 pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::Generate { file } => {
+            let file = match file.or_else(|| ctx.config.secret_key_file.clone()) {
+                Some(file) => std::path::absolute(&file)?,
+                None => return Err(Error::Invalid("no key file is configured: say where with --file PATH".into()).into()),
+            };
+            if let Some(folder) = file.parent() {
+                tenant_master::private_files::create_dir(folder, false).await?;
+            }
             let mut out = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -42,6 +49,26 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lists what a lockdown changes and asks on a terminal; false without one or without a yes.
+fn confirm(host: &str, open: &[String]) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprintln!("host lockdown takes CONNECT and TEMPORARY from PUBLIC on these databases of '{host}':");
+    for database in open {
+        eprintln!("  {database}");
+    }
+    eprintln!(
+        "The admin role keeps CONNECT; any other role that relies on PUBLIC (another project's) must then be granted CONNECT by name."
+    );
+    eprint!("Close them? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// The admin URL from `--admin-url-env VAR` or `--admin-url-file F`: never from argv.
@@ -133,15 +160,22 @@ pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             println!("host '{name}' takes new tenants again");
         }
         HostCommand::Lockdown { name, yes } => {
-            if !yes {
-                return Err(Error::Invalid(format!(
-                    "host lockdown changes who may connect to databases of '{name}' that are not Tenant Master's: add --yes to confirm"
-                ))
-                .into());
-            }
             let pool = ctx.pool().await?;
             let mut cp = pool.acquire().await?;
             let mut admin = hosts::connect_admin(&mut cp, &ctx.config, &name).await?;
+            // It changes grants on databases that may be other projects': say which, and ask.
+            let open = hosts::open_databases(&mut admin).await?;
+            if open.is_empty() {
+                println!("host '{name}': no database is open to every role; nothing to change");
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !yes && !confirm(&name, &open)? {
+                return Err(Error::Invalid(format!(
+                    "nothing changed; host lockdown would take CONNECT and TEMPORARY from PUBLIC on {} of '{name}' (roles other than tenants that rely on PUBLIC must then be granted CONNECT by name): run it in a terminal to be asked, or add --yes",
+                    open.join(", ")
+                ))
+                .into());
+            }
             let closed = hosts::lock_down(&mut admin).await?;
             if ctx.json {
                 println!("{}", serde_json::json!({ "host": name, "closed": closed }));

@@ -76,6 +76,45 @@ async fn store(tx: &mut PgConnection, row: &Row, sealed: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a key the control plane does not know: it may seal only with a key that sealed
+/// its rows before (`tenant_master.secret_keys`), or with any key while nothing is sealed
+/// yet (that key is then the one). A second key made by mistake would seal tenants no
+/// worker can open.
+pub async fn ensure_known(conn: &mut PgConnection, key_id: &str) -> Result<()> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT key_id FROM tenant_master.secret_keys WHERE retired_at IS NULL ORDER BY key_id")
+        .fetch_all(&mut *conn)
+        .await
+        .context("failed to read the known secret keys")?;
+    if known.iter().any(|k| k == key_id) {
+        return Ok(());
+    }
+    if known.is_empty() {
+        sqlx::query("INSERT INTO tenant_master.secret_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO UPDATE SET retired_at = NULL")
+            .bind(key_id)
+            .execute(&mut *conn)
+            .await
+            .context("failed to record the secret key")?;
+        return Ok(());
+    }
+    Err(Error::Conflict(unknown_key(key_id, &known)))
+}
+
+/// The sentence for a key the control plane does not know.
+pub fn unknown_key(key_id: &str, known: &[String]) -> String {
+    format!(
+        "this process's secret key is {key_id}, but this control plane's secrets are sealed with {}: nothing was sealed; point TENANT_MASTER_SECRET_KEY_FILE at that key (`tenantctl check` shows which file is read), or move to the new key with `tenantctl key rotate` and the old one in TENANT_MASTER_OLD_SECRET_KEY_FILE",
+        known.join(", ")
+    )
+}
+
+/// The ids of the keys this control plane's secrets are sealed with.
+pub async fn known_keys(conn: &mut PgConnection) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT key_id FROM tenant_master.secret_keys WHERE retired_at IS NULL ORDER BY key_id")
+        .fetch_all(conn)
+        .await
+        .context("failed to read the known secret keys")
+}
+
 /// Seals the tenant passwords and host URLs stored in plaintext before encryption; returns
 /// how many. Needs the key only when such rows exist.
 pub async fn seal_plaintext(pool: &PgPool, config: &Config) -> Result<usize> {
@@ -91,6 +130,7 @@ pub async fn seal_plaintext(pool: &PgPool, config: &Config) -> Result<usize> {
             plain.len()
         )));
     }
+    ensure_known(&mut tx, keys.current()?.id()).await?;
     for secret in &plain {
         store(&mut tx, &secret.row, &keys.seal(&secret.value, &secret.context)?).await?;
     }
@@ -117,6 +157,17 @@ pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
         store(&mut tx, &secret.row, &keys.seal(&plain, &secret.context)?).await?;
         rotation.resealed += 1;
     }
+    // Every row is sealed with the current key now: it is the only one known.
+    sqlx::query("INSERT INTO tenant_master.secret_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO UPDATE SET retired_at = NULL")
+        .bind(&current)
+        .execute(&mut *tx)
+        .await
+        .context("failed to record the secret key")?;
+    sqlx::query("UPDATE tenant_master.secret_keys SET retired_at = now() WHERE key_id <> $1 AND retired_at IS NULL")
+        .bind(&current)
+        .execute(&mut *tx)
+        .await
+        .context("failed to retire the old secret key")?;
     tx.commit().await.context("failed to commit the re-sealed secrets")?;
     Ok(rotation)
 }

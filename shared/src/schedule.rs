@@ -51,14 +51,18 @@ impl Schedule {
         self.cron.iter_after(after.trunc_subsecs(0)).take_while(|t| *t <= until).take(10_000).collect()
     }
 
-    /// Slots that should be enqueued at `now`: those within the catch-up window.
-    pub fn due_slots(&self, now: DateTime<Utc>, catch_up: Duration) -> Vec<DateTime<Utc>> {
-        self.slots_between(now - catch_up, now)
+    /// The slot to enqueue at `now`: the latest one, if it is within the catch-up window.
+    /// Older slots nobody ran are skipped: a scheduler that was down an hour runs the last
+    /// nightly backup once, not one backup per missed minute of a per-minute schedule.
+    pub fn due_slot(&self, now: DateTime<Utc>, catch_up: Duration) -> Option<DateTime<Utc>> {
+        self.current_slot(now).filter(|slot| *slot > now - catch_up)
     }
 
-    /// Slots after `last_done` that fell out of the catch-up window before anyone ran them.
+    /// Slots after `last_done` up to `now` that nobody ran and no tick will: all but the
+    /// [`due_slot`](Self::due_slot) (at most 10,000 are counted).
     pub fn missed_slots(&self, last_done: DateTime<Utc>, now: DateTime<Utc>, catch_up: Duration) -> Vec<DateTime<Utc>> {
-        self.slots_between(last_done, now - catch_up)
+        let due = self.due_slot(now, catch_up);
+        self.slots_between(last_done, now).into_iter().filter(|slot| Some(*slot) != due).collect()
     }
 
     /// The latest slot at or before `now`.
@@ -207,21 +211,18 @@ pub async fn overview(pool: &PgPool, config: &SchedulerConfig, now: DateTime<Utc
 
 /// One scheduler pass at `now`: fans out every due slot not yet recorded (a slot another
 /// scheduler is fanning out at this moment is deduplicated by the job keys).
-pub async fn tick(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>, catch_up: Duration, by: &str) -> Result<Vec<FanOut>> {
-    let mut done = Vec::new();
-    for slot in schedule.due_slots(now, catch_up) {
-        let recorded: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.schedule_runs WHERE schedule = $1 AND slot = $2)")
-                .bind(&schedule.name)
-                .bind(slot)
-                .fetch_one(pool)
-                .await
-                .context("failed to read the schedule runs")?;
-        if !recorded {
-            done.push(fan_out(pool, schedule, slot, by).await?);
-        }
+pub async fn tick(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>, catch_up: Duration, by: &str) -> Result<Option<FanOut>> {
+    let Some(slot) = schedule.due_slot(now, catch_up) else { return Ok(None) };
+    let recorded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.schedule_runs WHERE schedule = $1 AND slot = $2)")
+        .bind(&schedule.name)
+        .bind(slot)
+        .fetch_one(pool)
+        .await
+        .context("failed to read the schedule runs")?;
+    match recorded {
+        true => Ok(None),
+        false => fan_out(pool, schedule, slot, by).await.map(Some),
     }
-    Ok(done)
 }
 
 #[cfg(test)]
@@ -246,10 +247,15 @@ mod tests {
     #[test]
     fn a_scheduler_down_from_one_to_three_catches_the_two_oclock_slot() {
         let s = nightly();
-        assert_eq!(s.due_slots(at(3, 0), Duration::hours(6)), vec![at(2, 0)]);
-        assert!(s.due_slots(at(1, 59), Duration::hours(6)).iter().all(|t| *t < at(2, 0)));
-        assert_eq!(s.due_slots(at(9, 0), Duration::hours(6)), Vec::<DateTime<Utc>>::new(), "02:00 is past a 6 h window at 09:00");
-        assert_eq!(s.missed_slots(at(2, 0) - Duration::days(1), at(9, 0), Duration::hours(6)), vec![at(2, 0)]);
+        assert_eq!(s.due_slot(at(3, 0), Duration::hours(6)), Some(at(2, 0)));
+        assert!(s.due_slot(at(1, 59), Duration::hours(6)).is_none_or(|t| t < at(2, 0)));
+        assert_eq!(s.due_slot(at(9, 0), Duration::hours(6)), None, "02:00 is past a 6 h window at 09:00");
+        assert_eq!(s.missed_slots(at(2, 0) - Duration::days(1), at(9, 0), Duration::hours(6)), vec![at(2, 0)], "02:00 is past the window");
+        assert_eq!(
+            s.missed_slots(at(2, 0) - Duration::days(1), at(3, 0), Duration::hours(6)),
+            Vec::<DateTime<Utc>>::new(),
+            "02:00 runs now"
+        );
     }
 
     #[test]
@@ -260,10 +266,11 @@ mod tests {
         )
         .unwrap();
         let now = at(12, 0) + Duration::milliseconds(2_526);
-        let slots = every_two.due_slots(now, Duration::seconds(10));
+        let slots = every_two.slots_between(now - Duration::seconds(10), now);
         assert_eq!(slots.first(), Some(&(at(12, 0) - Duration::seconds(6))));
         assert_eq!(slots.last(), Some(&(at(12, 0) + Duration::seconds(2))));
         assert!(slots.iter().all(|t| t.timestamp_subsec_nanos() == 0));
+        assert_eq!(every_two.due_slot(now, Duration::seconds(10)), Some(at(12, 0) + Duration::seconds(2)));
         assert_eq!(every_two.current_slot(now), Some(at(12, 0) + Duration::seconds(2)));
     }
 

@@ -1,6 +1,6 @@
 //! `tenant-scheduler`: tokio-cron-scheduler fires each schedule at its slots, and a sweep
-//! every minute (also at start) catches anything due within the catch-up window that no
-//! scheduler has recorded yet. Running two schedulers is safe: fan-outs are once per slot.
+//! every minute (also at start) catches each schedule's latest slot if it is within the
+//! catch-up window and no scheduler has recorded it yet (older missed slots are skipped). Running two schedulers is safe: fan-outs are once per slot.
 
 use std::{future::Future, sync::Arc};
 
@@ -61,23 +61,31 @@ async fn sweep(pool: &PgPool, schedules: &[Schedule], catch_up: Duration, by: &s
 
 async fn run_tick(pool: &PgPool, schedule: &Schedule, catch_up: Duration, by: &str) {
     match schedule::tick(pool, schedule, Utc::now(), catch_up, by).await {
-        Ok(runs) => {
-            for r in runs {
-                tracing::info!(schedule = %r.schedule, slot = %r.slot, tenants = r.tenants, enqueued = r.enqueued, "fan-out done");
-            }
-        }
+        Ok(Some(r)) => tracing::info!(schedule = %r.schedule, slot = %r.slot, tenants = r.tenants, enqueued = r.enqueued, "fan-out done"),
+        Ok(None) => {}
         Err(e) => tracing::error!(schedule = %schedule.name, error = %e, "fan-out failed; the next sweep retries within a minute"),
     }
 }
 
-/// Logs the slots that fell out of the catch-up window since each schedule last ran.
+/// Says, in one line per schedule, which slots nobody ran since it last ran: they are
+/// skipped, and only the latest one (within the catch-up window) runs now.
 async fn log_missed(pool: &PgPool, schedules: &[Schedule], catch_up: Duration) -> Result<()> {
     let now = Utc::now();
     for s in schedules {
-        if let Some(last) = schedule::last_slot(pool, &s.name).await? {
-            for slot in s.missed_slots(last, now, catch_up) {
-                tracing::warn!(schedule = %s.name, slot = %slot, "missed slot skipped: older than the catch-up window (run `tenantctl schedule run {} --slot {}` to enqueue it)", s.name, schedule::slot_text(slot));
-            }
+        let Some(last) = schedule::last_slot(pool, &s.name).await? else { continue };
+        let missed = s.missed_slots(last, now, catch_up);
+        if let (Some(first), Some(latest)) = (missed.first(), missed.last()) {
+            let count = if missed.len() >= 10_000 { "10,000 or more".to_owned() } else { missed.len().to_string() };
+            tracing::warn!(
+                schedule = %s.name,
+                skipped = missed.len(),
+                "{count} slot(s) of {} from {} to {} were missed while no scheduler ran and are skipped; only the latest slot within catch_up_minutes is caught up (`tenantctl schedule run {} --slot {}` enqueues a skipped one)",
+                s.name,
+                schedule::slot_text(*first),
+                schedule::slot_text(*latest),
+                s.name,
+                schedule::slot_text(*latest)
+            );
         }
     }
     Ok(())

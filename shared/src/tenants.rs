@@ -157,7 +157,9 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
         )));
     }
     // Sealed before it is written: the control plane never holds a plaintext password.
-    let sealed = Keyring::load(&config.key_sources())?.seal(&password::generate(), new.slug.as_str())?;
+    let keys = Keyring::load(&config.key_sources())?;
+    crate::keys::ensure_known(&mut *conn, keys.current()?.id()).await?;
+    let sealed = keys.seal(&password::generate(), new.slug.as_str())?;
     let inserted: Option<Tenant> = sqlx::query_as(concat!(
         "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
                                             role_name, role_password, owner_email)

@@ -17,6 +17,29 @@ pub use schedules::{ScheduleConfig, SchedulerConfig};
 
 use crate::error::{Context as _, Error, Result};
 
+/// Where state lives unless `data_dir` says otherwise: `data/` of the source tree a debug
+/// build was made from (what `deploy/run-local.sh` uses), `/var/lib/tenant-master` for a
+/// release build.
+pub fn default_data_dir() -> PathBuf {
+    match cfg!(debug_assertions) {
+        true => source_tree().join("data"),
+        false => PathBuf::from("/var/lib/tenant-master"),
+    }
+}
+
+/// The products shipped with the code: `migrations/products` of the source tree for a debug
+/// build, `/usr/share/tenant-master/products` (where the image puts them) for a release build.
+pub fn default_products_dir() -> PathBuf {
+    match cfg!(debug_assertions) {
+        true => source_tree().join("migrations/products"),
+        false => PathBuf::from("/usr/share/tenant-master/products"),
+    }
+}
+
+fn source_tree() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 /// The default control-plane database: the local server, as the current OS user.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://127.0.0.1:5432/tenant_master";
 
@@ -26,7 +49,12 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://127.0.0.1:5432/tenant_master"
 pub struct Config {
     /// The control-plane database (queue + registry). Env: `DATABASE_URL`.
     pub database_url: String,
-    /// Where each product's tenant migrations live (`<dir>/<product>/*.sql`).
+    /// Where state lives (backups, mail files, the secret key): relative paths of the other
+    /// settings resolve against it, never against the current folder. Default
+    /// [`default_data_dir`]. Env: `TENANT_MASTER_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// Where each product's tenant migrations live (`<dir>/<product>/*.sql`). Default
+    /// [`default_products_dir`]. Env: `TENANT_MASTER_PRODUCTS_DIR`.
     pub products_dir: PathBuf,
     /// Where backups are written. Env: `TENANT_MASTER_BACKUP_DIR`.
     pub backup_dir: PathBuf,
@@ -49,7 +77,7 @@ pub struct Config {
     /// Outgoing mail.
     pub mail: MailConfig,
     /// The key file that seals tenant passwords at rest; never inside the control plane.
-    /// Default `data/secret.key` (made by `deploy/run-local.sh`). Env:
+    /// Default `secret.key` in `data_dir` (made by `deploy/run-local.sh`). Env:
     /// `TENANT_MASTER_SECRET_KEY_FILE` (empty: none), or the key itself in `TENANT_MASTER_SECRET_KEY`.
     pub secret_key_file: Option<PathBuf>,
     /// The previous key while `tenantctl key rotate` re-seals. Env: `TENANT_MASTER_OLD_SECRET_KEY_FILE`.
@@ -220,9 +248,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
-            products_dir: PathBuf::from("migrations/products"),
-            backup_dir: PathBuf::from("data/backups"),
-            mail_dir: PathBuf::from("data/mail"),
+            data_dir: default_data_dir(),
+            products_dir: default_products_dir(),
+            backup_dir: PathBuf::from("backups"),
+            mail_dir: PathBuf::from("mail"),
             database_prefix: String::new(),
             worker: WorkerConfig::default(),
             backups: BackupConfig::default(),
@@ -231,7 +260,7 @@ impl Default for Config {
             plans: Default::default(),
             scheduler: Default::default(),
             mail: MailConfig::default(),
-            secret_key_file: Some(PathBuf::from("data/secret.key")),
+            secret_key_file: Some(PathBuf::from("secret.key")),
             old_secret_key_file: None,
             secret_key: None,
         }
@@ -276,8 +305,31 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.resolve_paths()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes every path absolute: `data_dir` against the current folder (once, here),
+    /// every other relative path against `data_dir`. So a command run from any folder
+    /// reads the same key and writes the same backups.
+    pub fn resolve_paths(&mut self) -> Result<()> {
+        if self.data_dir.is_relative() {
+            let here = std::env::current_dir().context("failed to read the current folder")?;
+            self.data_dir = here.join(&self.data_dir);
+        }
+        let data_dir = self.data_dir.clone();
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = data_dir.join(&*path);
+            }
+        };
+        resolve(&mut self.products_dir);
+        resolve(&mut self.backup_dir);
+        resolve(&mut self.mail_dir);
+        self.secret_key_file.iter_mut().for_each(resolve);
+        self.old_secret_key_file.iter_mut().for_each(resolve);
+        Ok(())
     }
 
     /// Reads a TOML file; unknown keys are an error so typos do not pass silently.
@@ -291,7 +343,8 @@ impl Config {
         if let Some(v) = get("DATABASE_URL") {
             self.database_url = v;
         }
-        let paths: [(&str, &mut PathBuf); 3] = [
+        let paths: [(&str, &mut PathBuf); 4] = [
+            ("TENANT_MASTER_DATA_DIR", &mut self.data_dir),
             ("TENANT_MASTER_PRODUCTS_DIR", &mut self.products_dir),
             ("TENANT_MASTER_BACKUP_DIR", &mut self.backup_dir),
             ("TENANT_MASTER_MAIL_DIR", &mut self.mail_dir),
@@ -461,6 +514,7 @@ pub fn redact_url(url: &str) -> String {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
             .field("database_url", &redact_url(&self.database_url))
             .field("products_dir", &self.products_dir)
             .field("backup_dir", &self.backup_dir)
