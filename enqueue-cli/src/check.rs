@@ -222,8 +222,11 @@ async fn cross_tenant_references(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Ite
     if found.is_empty() {
         return Ok(Item::new(name, true, "no tenant's objects reference another tenant's"));
     }
-    let listed: Vec<String> =
-        found.iter().take(5).map(|r| format!("{} (tenant '{}') -> {}", r.holder, &r.holder_schema[2..], r.target)).collect();
+    let listed: Vec<String> = found
+        .iter()
+        .take(5)
+        .map(|r| format!("{} (tenant '{}') -> {}", r.holder, tenant_master::catalog_deps::tenant_of(&r.holder_schema), r.target))
+        .collect();
     let more = if found.len() > 5 { format!(" and {} more", found.len() - 5) } else { String::new() };
     let detail = format!(
         "{} reference(s) into another tenant's schema: {}{more}; the referenced objects cannot be dropped until the holder's are: drop them as an admin, or move either tenant to a dedicated database",

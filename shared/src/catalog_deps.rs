@@ -25,7 +25,16 @@ pub struct Reference {
 /// The references between any two of `schemas` in the database of `db` (an admin
 /// connection). Rules, defaults, triggers and policies are named by their table.
 pub async fn between(db: &mut PgConnection, schemas: &[String]) -> Result<Vec<Reference>> {
-    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+    references(db, "h.schema = ANY($1) AND t.schema = ANY($1)", schemas).await
+}
+
+/// Objects of other tenants' schemas (`t_...`) that reference objects of `schema`.
+pub async fn holding(db: &mut PgConnection, schema: &str) -> Result<Vec<Reference>> {
+    references(db, "t.schema = ($1::text[])[1] AND h.schema LIKE 't\\_%'", &[schema.to_owned()]).await
+}
+
+async fn references(db: &mut PgConnection, filter: &str, schemas: &[String]) -> Result<Vec<Reference>> {
+    let query = format!(
         "WITH d AS (
              SELECT CASE WHEN d.classid IN ('pg_rewrite'::regclass, 'pg_attrdef'::regclass, 'pg_trigger'::regclass, 'pg_policy'::regclass)
                          THEN 'pg_class'::regclass ELSE d.classid END AS classid,
@@ -41,13 +50,14 @@ pub async fn between(db: &mut PgConnection, schemas: &[String]) -> Result<Vec<Re
          SELECT DISTINCT h.schema, h.type, h.identity, t.schema, t.type, t.identity
          FROM d CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, 0) h
                 CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) t
-         WHERE h.schema <> t.schema AND h.schema = ANY($1) AND t.schema = ANY($1) AND t.type <> 'index'
-         ORDER BY 1, 3, 4, 6",
-    )
-    .bind(schemas)
-    .fetch_all(db)
-    .await
-    .context("failed to read the catalog's dependencies")?;
+         WHERE h.schema <> t.schema AND {filter}
+         ORDER BY 1, 3, 4, 6"
+    );
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(query))
+        .bind(schemas)
+        .fetch_all(db)
+        .await
+        .context("failed to read the catalog's dependencies")?;
     Ok(rows
         .into_iter()
         .map(|(hs, ht, hi, ts, tt, ti)| Reference {
@@ -59,32 +69,23 @@ pub async fn between(db: &mut PgConnection, schemas: &[String]) -> Result<Vec<Re
         .collect())
 }
 
-/// A "cannot drop ... because other objects depend on it" error, turned into a sentence
-/// that names the tenants (schemas other than `own_schema`) holding the dependents;
-/// other errors come back as they are.
-pub fn name_holders(err: Error, own_schema: &str) -> Error {
-    let Error::Database { source, .. } = &err else { return err };
-    let Some(pg) = source.as_database_error().and_then(|e| e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()) else {
-        return err;
+/// A "cannot drop ... because other objects depend on it" error (2BP01) of a statement in
+/// `own_schema`, turned into a sentence naming the other tenants whose objects hold it,
+/// read from the catalog through `db` (an admin connection to the same database).
+pub async fn name_holders(err: Error, db: &mut PgConnection, own_schema: &str) -> Error {
+    let holders = match holding(db, own_schema).await {
+        Ok(holders) if !holders.is_empty() => holders,
+        _ => return err,
     };
-    if pg.code() != "2BP01" {
-        return err;
-    }
-    let detail = pg.detail().unwrap_or_default();
-    let mut holders: Vec<&str> = detail
-        .lines()
-        .filter_map(|line| line.split_whitespace().find_map(|word| word.split_once('.').map(|(schema, _)| schema.trim_matches('"'))))
-        .filter(|schema| *schema != own_schema && schema.starts_with("t_"))
-        .collect();
-    holders.sort_unstable();
-    holders.dedup();
-    if holders.is_empty() {
-        return err;
-    }
-    let named: Vec<String> = holders.iter().map(|s| format!("'{}' (schema {s})", &s[2..])).collect();
+    let named: Vec<String> =
+        holders.iter().map(|r| format!("{} of tenant '{}' holds {}", r.holder, tenant_of(&r.holder_schema), r.target)).collect();
     Error::Fatal(format!(
-        "{err} ({}): held by another tenant's objects, {}; schemas of one database cannot prevent such references, so drop them as an admin (`tenantctl check` lists them all) or move either tenant to a dedicated database, then run the job again",
-        detail.replace('\n', "; "),
-        named.join(", ")
+        "{err}: {}; schemas of one database cannot prevent such references, so drop them as an admin (`tenantctl check` lists them all) or move either tenant to a dedicated database, then run the job again",
+        named.join("; ")
     ))
+}
+
+/// The slug of a tenant schema `t_<slug>` (kept whole if it is not one).
+pub fn tenant_of(schema: &str) -> &str {
+    schema.strip_prefix("t_").unwrap_or(schema)
 }

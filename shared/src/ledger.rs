@@ -23,8 +23,11 @@ use crate::{
 /// are told apart by the catalog's unique indexes, and the loser looks again.
 pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
     for attempt in 1..=3 {
-        let (exists, granted): (bool, bool) = sqlx::query_as(
+        // `current`: the function is of this release (it refuses malformed rows: see `create`).
+        let (exists, current, granted): (bool, bool, bool) = sqlx::query_as(
             "SELECT to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NOT NULL,
+                    COALESCE((SELECT prosrc LIKE '%not a migration record%' FROM pg_proc
+                              WHERE oid = to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)')), false),
                     CASE WHEN to_regprocedure('tenant_master_meta.record_migration(bigint,text,text)') IS NULL
                               OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) THEN false
                          ELSE has_schema_privilege($1, 'tenant_master_meta', 'USAGE')
@@ -34,15 +37,15 @@ pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
         .fetch_one(&mut *admin_db)
         .await
         .context("failed to look up the migration ledger")?;
-        if granted {
+        if granted && current {
             return Ok(());
         }
         let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
-        if !exists {
+        if !exists || !current {
             if let Err(e) = create(&mut tx).await {
-                // Another session of ours created it meanwhile (a duplicate key in the
-                // catalog): look again.
-                if attempt < 3 && e.sqlstate().as_deref() == Some("23505") {
+                // Another session of ours created or replaced it meanwhile (a duplicate
+                // key, or a concurrently updated row, in the catalog): look again.
+                if attempt < 3 && matches!(e.sqlstate().as_deref(), Some("23505") | Some("XX000")) {
                     tx.rollback().await.context("failed to roll back")?;
                     continue;
                 }
@@ -67,11 +70,16 @@ async fn create(tx: &mut PgConnection) -> Result<()> {
              schema_name text NOT NULL, version bigint NOT NULL, name text NOT NULL, checksum text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (schema_name, version));
          REVOKE ALL ON SCHEMA public FROM PUBLIC;
-         CREATE FUNCTION tenant_master_meta.record_migration(p_version bigint, p_name text, p_checksum text)
+         CREATE OR REPLACE FUNCTION tenant_master_meta.record_migration(p_version bigint, p_name text, p_checksum text)
          RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
          BEGIN
              IF session_user::text !~ '^t_[a-z][a-z0-9_]*__op$' THEN
                  RAISE EXCEPTION 'only a tenant operator role records its migrations' USING ERRCODE = '42501';
+             END IF;
+             -- Tenant code can call this too (see ledger.rs): what it may write is bounded,
+             -- so no row of it can be too large to read.
+             IF p_version NOT BETWEEN 1 AND 999999 OR p_checksum !~ '^[0-9a-f]{64}$' OR length(p_name) > 200 THEN
+                 RAISE EXCEPTION 'not a migration record' USING ERRCODE = '22023';
              END IF;
              INSERT INTO tenant_master_meta.applied_migrations (schema_name, version, name, checksum)
              VALUES (left(session_user::text, -4), p_version, p_name, p_checksum);

@@ -47,10 +47,31 @@ impl TenantLock {
         alive(&mut self.conn).await
     }
 
+    /// For a lock whose holder checks it every 2 s (a job's): the server ends it if its
+    /// holder hangs (see `end_when_forgotten`).
+    pub async fn watched(&mut self, config: &Config) -> Result<()> {
+        end_when_forgotten(&mut self.conn, config).await
+    }
+
     /// Releases the lock by closing its connection.
     pub async fn release(self) {
         let _ = self.conn.close().await;
     }
+}
+
+/// A lock lives as long as its connection. A worker that hangs (or loses its network)
+/// while holding one would keep it until the server notices the dead peer, which can take
+/// hours; the server ends the session instead once it has been idle this long. Only for
+/// a job's slot and lock: a job uses them every 2 s (see `jobs::watch`), or waits at most
+/// `tenant_lock_wait_secs` between taking its slot and its lock.
+async fn end_when_forgotten(conn: &mut PgConnection, config: &Config) -> Result<()> {
+    let idle = Duration::from_secs(config.worker.tenant_lock_wait_secs + 60);
+    sqlx::query("SELECT set_config('idle_session_timeout', $1, false)")
+        .bind(format!("{}ms", idle.as_millis()))
+        .execute(conn)
+        .await
+        .context("failed to set idle_session_timeout")?;
+    Ok(())
 }
 
 /// A round trip on `conn`, within 5 s.
@@ -100,13 +121,22 @@ impl HostSlot {
     pub async fn acquire_kind(config: &Config, host: &str, kind: SlotKind, tenant: Option<&str>) -> Result<HostSlot> {
         let options = db::options(&config.database_url)?;
         let mut conn = PgConnection::connect_with(&options).await.context("failed to open the host slot connection")?;
+        // A job's slot is watched (see `end_when_forgotten`); a move's second slot is not.
+        if tenant.is_some() {
+            end_when_forgotten(&mut conn, config).await?;
+        }
         let started = std::time::Instant::now();
         let wait = Duration::from_secs(config.worker.heavy_slot_wait_secs);
         let (slots, label, what) = match kind {
             SlotKind::Heavy => (config.worker.heavy_jobs_per_host, "", "heavy jobs"),
             SlotKind::Migration => (config.worker.migrations_per_host, "migrate:", "migrations"),
         };
-        let busy = || Error::Busy(format!("host '{host}' had no free slot for {what} for {}s; will retry", wait.as_secs()));
+        let busy = || {
+            Error::Busy(format!(
+                "host '{host}' had no free slot for {what} for {}s (or no turn in the queue for one); will retry",
+                wait.as_secs()
+            ))
+        };
         if let Some(slug) = tenant {
             if !try_lock(&mut conn, TENANT_TICKET_CLASS, slug).await? {
                 return Err(Error::Busy(format!(

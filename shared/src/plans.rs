@@ -52,14 +52,14 @@ pub async fn change(pool: &PgPool, config: &Config, slug: &str, plan: &str, host
     if other_host || to.isolation().as_str() != tenant.isolation {
         return match move_tenant::enqueue(pool, config, slug, host, Some(to), actor).await? {
             Requested::Enqueued { job_id, from, to } => Ok(Changed::Moving { job_id, from, to }),
-            Requested::AlreadyThere(_) => change_in_place(pool, slug, to, actor).await,
+            Requested::AlreadyThere(_) => change_in_place(pool, config, slug, to, actor).await,
         };
     }
-    change_in_place(pool, slug, to, actor).await
+    change_in_place(pool, config, slug, to, actor).await
 }
 
 /// A plan change that moves no data.
-async fn change_in_place(pool: &PgPool, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
+async fn change_in_place(pool: &PgPool, config: &Config, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     // A move under way switches the plan it was asked for when it ends: not overwritten.
     move_tenant::refuse_while_moving(&mut tx, slug).await?;
@@ -90,7 +90,18 @@ async fn change_in_place(pool: &PgPool, slug: &str, to: Plan, actor: &str) -> Re
     record(&mut tx, tenant.id, from.as_str(), to.as_str(), actor).await?;
     let tenant = tenants::get(&mut tx, slug).await?;
     tx.commit().await.context("failed to commit the plan change")?;
+    // The new plan's connection limit now; if the host does not answer, the tenant's next
+    // job sets it (every job does).
+    if let Err(e) = apply_connection_limit(pool, config, &tenant).await {
+        tracing::warn!(tenant = %slug, error = %e, "plan changed; its connection limit is set by the tenant's next job");
+    }
     Ok(Changed::Changed(tenant))
+}
+
+async fn apply_connection_limit(pool: &PgPool, config: &Config, tenant: &tenants::Tenant) -> Result<()> {
+    let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let mut admin = crate::hosts::connect_admin(&mut cp, config, &tenant.host).await?;
+    crate::ops::provision::limit_connections(&mut admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await
 }
 
 /// Records a plan change in the history and the activity log (inside the caller's transaction).

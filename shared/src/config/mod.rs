@@ -446,13 +446,19 @@ impl Config {
         if self.backups.keep == 0 || self.backups.keep_per_plan.values().any(|k| *k == 0) {
             return Err(Error::Invalid("backup retention (keep) must be at least 1".into()));
         }
-        if self.products.tenant_max_connections == 0 {
-            return Err(Error::Invalid("[products] tenant_max_connections must be at least 1: 0 would lock every tenant out".into()));
+        // PostgreSQL's CONNECTION LIMIT is an int4; 0 would lock the tenants out.
+        let fits = |n: u32| (1..=i32::MAX as u32).contains(&n);
+        if !fits(self.products.tenant_max_connections) {
+            return Err(Error::Invalid(
+                "[products] tenant_max_connections must be between 1 and 2147483647: 0 would lock every tenant out".into(),
+            ));
         }
         for (name, plan) in &self.plans {
             crate::naming::Plan::parse(name)?;
-            if plan.max_connections == Some(0) {
-                return Err(Error::Invalid(format!("max_connections of [plans.{name}] must be at least 1: 0 would lock its tenants out")));
+            if plan.max_connections.is_some_and(|n| !fits(n)) {
+                return Err(Error::Invalid(format!(
+                    "max_connections of [plans.{name}] must be between 1 and 2147483647: 0 would lock its tenants out"
+                )));
             }
         }
         if w.heavy_jobs_per_host == 0
@@ -572,6 +578,8 @@ mod tests {
         assert!(unknown.validate().unwrap_err().to_string().contains("gold"));
         let zero: Config = toml::from_str("[plans.free]\nmax_connections = 0\n").unwrap();
         assert!(zero.validate().unwrap_err().to_string().contains("lock its tenants out"));
+        let huge: Config = toml::from_str("[plans.free]\nmax_connections = 3000000000\n").unwrap();
+        assert!(huge.validate().is_err());
     }
 
     #[test]

@@ -253,7 +253,16 @@ async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Valu
     };
     let lock = match job.tenant().map(|slug| TenantLock::acquire(&app.config, slug)) {
         Some(acquiring) => match acquiring.await {
-            Ok(lock) => Some(lock),
+            Ok(mut lock) => match lock.watched(&app.config).await {
+                Ok(()) => Some(lock),
+                Err(e) => {
+                    lock.release().await;
+                    if let Some(slot) = slot {
+                        slot.release().await;
+                    }
+                    return Ok(Err(e));
+                }
+            },
             Err(e) => {
                 if let Some(slot) = slot {
                     slot.release().await;

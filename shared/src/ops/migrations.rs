@@ -25,8 +25,10 @@ use crate::{
 /// Applies `migration` to the tenant's schema unless the ledger has it; false if it had.
 /// `admin_db` reads the ledger; `operator` is the tenant's operator session. The caller
 /// has checked the file against what we applied before ([`check_files`]), so a ledger row
-/// with another checksum is the tenant's own doing: it stops this tenant only.
+/// with another checksum is the tenant's own doing: it stops this tenant only. Once the
+/// migration is in the ledger, its checksum is remembered in the control plane (`cp`).
 pub async fn apply(
+    cp: &mut PgConnection,
     admin_db: &mut PgConnection,
     operator: &mut PgConnection,
     tenant: &Tenant,
@@ -34,7 +36,10 @@ pub async fn apply(
 ) -> Result<bool> {
     let label = migration.label();
     match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
-        Some(checksum) if checksum == migration.checksum => return Ok(false),
+        Some(checksum) if checksum == migration.checksum => {
+            remember_applied(cp, &tenant.product, migration).await?;
+            return Ok(false);
+        }
         Some(checksum) => return Err(Error::Fatal(ledger_conflict(&tenant.slug, migration, &checksum))),
         None => {}
     }
@@ -42,11 +47,15 @@ pub async fn apply(
     let enter = format!("SET LOCAL ROLE {}; SET LOCAL search_path TO {}", quote_ident(&tenant.role), quote_ident(&tenant.schema));
     sqlx::raw_sql(AssertSqlSafe(enter)).execute(&mut *tx).await.context("failed to enter the tenant's schema")?;
     // Product migrations are code shipped with the product, trusted like our own migrations.
-    sqlx::raw_sql(AssertSqlSafe(migration.sql.as_str()))
+    let sql_ran = sqlx::raw_sql(AssertSqlSafe(migration.sql.as_str()))
         .execute(&mut *tx)
         .await
-        .context(format!("product migration {label} failed for {}", tenant.slug))
-        .map_err(|e| crate::catalog_deps::name_holders(e, &tenant.schema))?;
+        .context(format!("product migration {label} failed for {}", tenant.slug));
+    let sql_ran = match sql_ran {
+        Err(e) if e.sqlstate().as_deref() == Some("2BP01") => Err(crate::catalog_deps::name_holders(e, admin_db, &tenant.schema).await),
+        other => other,
+    };
+    sql_ran?;
     sqlx::raw_sql("RESET ROLE; SET LOCAL search_path TO pg_catalog")
         .execute(&mut *tx)
         .await
@@ -60,6 +69,8 @@ pub async fn apply(
         .await
         .context("failed to record the migration")?;
     tx.commit().await.context(format!("failed to commit product migration {label}"))?;
+    // Right after its commit: a later migration failing must not leave this one unguarded.
+    remember_applied(cp, &tenant.product, migration).await?;
     Ok(true)
 }
 
@@ -73,8 +84,12 @@ pub fn ledger_conflict(slug: &str, migration: &ProductMigration, recorded: &str)
     )
 }
 
+/// The first 12 hex digits of a checksum; anything else (the tenant wrote it) is not shown.
 fn short(checksum: &str) -> &str {
-    checksum.get(..12).unwrap_or(checksum)
+    match checksum.len() >= 12 && checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => &checksum[..12],
+        false => "(not a checksum)",
+    }
 }
 
 /// Refuses a product whose migration file changed since one of our sessions first applied
@@ -97,18 +112,23 @@ pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<()>
     }
 }
 
-/// Remembers the checksums of `applied` as those our sessions applied (the first time
+/// Remembers the checksum of `migration` as the one our sessions applied (the first time
 /// only), for [`check_files`].
-async fn remember_applied(cp: &mut PgConnection, product: &Product, applied: &[&ProductMigration]) -> Result<()> {
-    let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
-    let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
-    let checksums: Vec<&str> = applied.iter().map(|m| m.checksum.as_str()).collect();
+async fn remember_applied(cp: &mut PgConnection, product: &str, migration: &ProductMigration) -> Result<()> {
+    remember(cp, product, &[migration]).await
+}
+
+/// Remembers the checksums of `migrations` of `product` (the first time only).
+pub async fn remember(cp: &mut PgConnection, product: &str, migrations: &[&ProductMigration]) -> Result<()> {
+    let versions: Vec<i64> = migrations.iter().map(|m| m.version).collect();
+    let names: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+    let checksums: Vec<&str> = migrations.iter().map(|m| m.checksum.as_str()).collect();
     sqlx::query(
         "INSERT INTO tenant_master.product_migrations_applied (product, version, name, checksum)
          SELECT $1, v, n, c FROM unnest($2::bigint[], $3::text[], $4::text[]) AS m(v, n, c)
          ON CONFLICT (product, version) DO NOTHING",
     )
-    .bind(&product.name)
+    .bind(product)
     .bind(&versions)
     .bind(&names)
     .bind(&checksums)
@@ -134,12 +154,11 @@ pub async fn apply_all(
     let wanted: Vec<&ProductMigration> = product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)).collect();
     let mut applied = Vec::new();
     for migration in &wanted {
-        if apply(admin_db, operator, tenant, migration).await? {
+        if apply(cp, admin_db, operator, tenant, migration).await? {
             applied.push(migration.label());
         }
         after_each(migration.version)?;
     }
-    remember_applied(cp, product, &wanted).await?;
     Ok(applied)
 }
 

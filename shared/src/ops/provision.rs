@@ -157,7 +157,9 @@ pub(crate) async fn limit_connections(admin: &mut PgConnection, role: &str, limi
         .fetch_optional(&mut *admin)
         .await
         .context("failed to read the tenant role's connection limit")?;
-    if current.is_some_and(|c| c != limit as i32) {
+    let limit =
+        i32::try_from(limit).map_err(|_| Error::Invalid(format!("a connection limit of {limit} is more than PostgreSQL allows")))?;
+    if current.is_some_and(|c| c != limit) {
         ddl(admin, "ALTER ROLE %I CONNECTION LIMIT %s", &[role, &limit.to_string()]).await?;
     }
     Ok(())

@@ -66,16 +66,22 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
         return Err(Error::Invalid("--limit must be at least 1".into()));
     }
     let tenants = select(cp, filter).await?;
-    let (applied, unreachable) = applied_versions(cp, config, &tenants).await?;
     let mut products: HashMap<String, Product> = HashMap::new();
-    let mut plans = Vec::new();
-    for tenant in tenants {
+    for tenant in &tenants {
         if !products.contains_key(&tenant.product) {
             let product = products::load(&config.products_dir, &tenant.product)?;
-            // A file of ours that changed since it first ran would split the fleet: stop all.
-            migrations::check_files(cp, &product).await?;
             products.insert(tenant.product.clone(), product);
         }
+    }
+    let versions: Vec<i64> = products.values().flat_map(|p| p.migrations.iter().map(|m| m.version)).collect();
+    let (applied, unreachable) = applied_versions(cp, config, &tenants, &versions).await?;
+    for product in products.values() {
+        remember_matching(cp, product, &tenants, &applied).await?;
+        // A file of ours that changed since it first ran would split the fleet: stop all.
+        migrations::check_files(cp, product).await?;
+    }
+    let mut plans = Vec::new();
+    for tenant in tenants {
         let product = &products[&tenant.product];
         if let Some(error) = unreachable.get(&tenant.id) {
             plans.push(TenantPlan {
@@ -148,14 +154,37 @@ async fn select(cp: &mut PgConnection, filter: &RolloutFilter) -> Result<Vec<Ten
     Ok(tenants)
 }
 
+/// A control plane from before the first-applied checksums were kept learns them from the
+/// ledgers: a file whose checksum some tenant's ledger holds for its version ran as it is.
+async fn remember_matching(cp: &mut PgConnection, product: &Product, tenants: &[Tenant], applied: &Applied) -> Result<()> {
+    let ran: Vec<&crate::products::ProductMigration> = product
+        .migrations
+        .iter()
+        .filter(|m| {
+            tenants
+                .iter()
+                .filter(|t| t.product == product.name)
+                .any(|t| applied.get(&t.id).is_some_and(|rows| rows.iter().any(|(v, c)| *v == m.version && *c == m.checksum)))
+        })
+        .collect();
+    migrations::remember(cp, &product.name, &ran).await
+}
+
 /// (version, checksum) pairs recorded per tenant id.
 pub type Applied = HashMap<i64, Vec<(i64, String)>>;
 
-/// The (version, checksum) pairs in the ledgers of `tenants`, by tenant id: one admin
-/// connection and one query per database.
-/// Tenants whose database cannot be reached (within 10 s) come back apart, with the reason,
-/// so one host that is down does not hold up a rollout on the others.
-pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &[Tenant]) -> Result<(Applied, HashMap<i64, String>)> {
+/// The (version, checksum) pairs in the ledgers of `tenants` for `versions` (the product
+/// files' versions), by tenant id: one admin connection and one query per database. A
+/// ledger is written by tenant code too: only the versions of our files are read, and a
+/// checksum that is not one (64 hex digits) reads as `malformed`.
+/// Tenants whose database cannot be reached (within 10 s), or read, come back apart with the
+/// reason, so one host that is down does not hold up a rollout on the others.
+pub async fn applied_versions(
+    cp: &mut PgConnection,
+    config: &Config,
+    tenants: &[Tenant],
+    versions: &[i64],
+) -> Result<(Applied, HashMap<i64, String>)> {
     let mut by_database: BTreeMap<(&str, &str), Vec<&Tenant>> = BTreeMap::new();
     for tenant in tenants {
         by_database.entry((tenant.host.as_str(), tenant.database.as_str())).or_default().push(tenant);
@@ -174,22 +203,14 @@ pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &
                 continue;
             }
         };
-        let has_ledger: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master_meta.applied_migrations') IS NOT NULL")
-            .fetch_one(&mut db)
-            .await
-            .context(format!("failed to look for the migration ledger in {database}"))?;
-        if !has_ledger {
-            continue;
-        }
         let schemas: Vec<&str> = group.iter().map(|t| t.schema.as_str()).collect();
-        let rows: Vec<(String, Vec<i64>, Vec<String>)> = sqlx::query_as(
-            "SELECT schema_name, array_agg(version ORDER BY version), array_agg(checksum ORDER BY version)
-             FROM tenant_master_meta.applied_migrations WHERE schema_name = ANY($1) GROUP BY schema_name",
-        )
-        .bind(&schemas)
-        .fetch_all(&mut db)
-        .await
-        .context(format!("failed to read the migration ledger of {database}"))?;
+        let rows = match read_ledger(&mut db, database, &schemas, versions).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                unreachable.extend(group.iter().map(|t| (t.id, e.to_string())));
+                continue;
+            }
+        };
         for (schema, versions, checksums) in rows {
             if let Some(tenant) = group.iter().find(|t| t.schema == schema) {
                 applied.insert(tenant.id, versions.into_iter().zip(checksums).collect());
@@ -197,6 +218,31 @@ pub async fn applied_versions(cp: &mut PgConnection, config: &Config, tenants: &
         }
     }
     Ok((applied, unreachable))
+}
+
+async fn read_ledger(
+    db: &mut PgConnection,
+    database: &str,
+    schemas: &[&str],
+    versions: &[i64],
+) -> Result<Vec<(String, Vec<i64>, Vec<String>)>> {
+    let has_ledger: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master_meta.applied_migrations') IS NOT NULL")
+        .fetch_one(&mut *db)
+        .await
+        .context(format!("failed to look for the migration ledger in {database}"))?;
+    if !has_ledger {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT schema_name, array_agg(version ORDER BY version),
+                array_agg(CASE WHEN checksum ~ '^[0-9a-f]{64}$' THEN checksum ELSE 'malformed' END ORDER BY version)
+         FROM tenant_master_meta.applied_migrations WHERE schema_name = ANY($1) AND version = ANY($2) GROUP BY schema_name",
+    )
+    .bind(schemas)
+    .bind(versions)
+    .fetch_all(db)
+    .await
+    .context(format!("failed to read the migration ledger of {database}"))
 }
 
 async fn cache_versions(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result<()> {
