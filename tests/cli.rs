@@ -304,3 +304,21 @@ async fn every_folder_reads_one_key_and_an_unknown_key_seals_nothing() {
     let item = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "secret_key").unwrap().clone();
     assert_eq!(item["ok"], false, "{item}");
 }
+
+/// Issue 25: `tenantctl jobs list | head -1` panicked on the closed pipe (exit 101 and a
+/// backtrace). A closed pipe now ends it as it ends every Unix tool: quietly, by SIGPIPE.
+#[tokio::test]
+async fn a_closed_pipe_ends_tenantctl_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = TestEnv::new().await;
+    let mut child = env
+        .tenantctl_command(&["jobs", "list", "--limit", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {}", out.status, stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

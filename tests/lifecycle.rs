@@ -165,13 +165,20 @@ async fn invalid_transitions_are_refused_with_one_sentence() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(message), "{args:?}: {err}");
     };
-    check(&["tenant", "resume", &slug], 1, "is active already");
+    // Already in the asked state is success: exit 0 and a sentence (issue 25).
+    let already = |args: &[&str], message: &str| {
+        let out = env.tenantctl(args);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {said}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains(message), "{args:?}: {said}");
+    };
+    already(&["tenant", "resume", &slug], "is active already: nothing to do");
     check(&["tenant", "delete", &slug], 2, "add --yes");
     check(&["tenant", "suspend", &slug], 2, "--reason");
     let jobs = env.job_count().await;
     check(&["tenant", "pause", &slug, "--actor", "alice"], 0, "");
     env.run_worker_until(LIMIT, || async { env.tenant_status(&slug).await.as_deref() == Some("paused") }).await;
-    check(&["tenant", "pause", &slug], 1, "is paused already");
+    already(&["tenant", "pause", &slug], "is paused already: nothing to do");
     check(&["tenant", "delete", &slug, "--yes", "--actor", "bob"], 0, "");
     check(&["tenant", "delete", &slug, "--yes"], 1, "being deleted already");
     check(&["tenant", "resume", &slug], 1, "it is deleting");

@@ -36,6 +36,10 @@ impl Ctx {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // `tenantctl jobs list | head -1`: a closed pipe ends the process quietly, as it does
+    // every Unix tool, instead of a panic in println!.
+    // SAFETY: called first, before any thread is started; SIG_DFL is a valid disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     telemetry::init("warn");
     match run(cli).await {

@@ -28,7 +28,18 @@ async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option
     let pool = ctx.pool().await?;
     let actor = request.actor.unwrap_or_else(activity::default_actor);
     let job_id = match change {
-        Some(change) => access::request(&pool, slug, change, reason, &actor).await?,
+        Some(change) => match access::request_change(&pool, slug, change, reason, &actor).await? {
+            access::Requested::Enqueued(job_id) => job_id,
+            // Already there is success (exit 0): what a reconciling script asked for holds.
+            access::Requested::Already(status) => {
+                if ctx.json {
+                    println!("{}", serde_json::json!({ "slug": slug, "status": status, "changed": false }));
+                } else {
+                    println!("'{slug}' is {status} already: nothing to do");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
         None => delete_tenant::request(&pool, slug, &actor).await?,
     };
     if !request.wait {

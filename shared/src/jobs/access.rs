@@ -80,13 +80,31 @@ impl Job for ResumeTenant {
 
 /// Checks the transition, then enqueues the job for it (and logs the request).
 pub async fn request(pool: &sqlx::PgPool, slug: &str, change: Change, reason: Option<&str>, actor: &str) -> Result<String> {
+    match request_change(pool, slug, change, reason, actor).await? {
+        Requested::Enqueued(job_id) => Ok(job_id),
+        Requested::Already(status) => Err(Error::Conflict(format!("tenant '{slug}' is {status} already: nothing to do"))),
+    }
+}
+
+/// What a pause, suspend or resume request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// The job's id.
+    Enqueued(String),
+    /// The tenant is in the wanted status already (this status): nothing was enqueued.
+    Already(String),
+}
+
+/// [`request`], telling "already in that state" apart: reconciling scripts treat it as
+/// success.
+pub async fn request_change(pool: &sqlx::PgPool, slug: &str, change: Change, reason: Option<&str>, actor: &str) -> Result<Requested> {
     if change == Change::Suspend && reason.is_none_or(|r| r.trim().is_empty()) {
         return Err(Error::Invalid("a suspension needs --reason".into()));
     }
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
     if !change.check(&tenant)? {
-        return Err(Error::Conflict(format!("tenant '{slug}' is {} already: nothing to do", tenant.status)));
+        return Ok(Requested::Already(tenant.status));
     }
     let (slug, actor_owned) = (slug.to_owned(), actor.to_owned());
     let job_id = match change {
@@ -105,5 +123,5 @@ pub async fn request(pool: &sqlx::PgPool, slug: &str, change: Change, reason: Op
     )
     .await?;
     tx.commit().await.context("failed to commit the request")?;
-    Ok(job_id)
+    Ok(Requested::Enqueued(job_id))
 }
