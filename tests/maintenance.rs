@@ -265,6 +265,16 @@ async fn schedule_and_maintenance_commands() {
     let first: serde_json::Value = serde_json::from_slice(&run("2026-11-23T02:00:00Z").stdout).unwrap();
     let second: serde_json::Value = serde_json::from_slice(&run("2026-11-23T02:00:00Z").stdout).unwrap();
     assert_eq!((first["enqueued"].as_i64(), second["enqueued"].as_i64()), (Some(2), Some(0)));
+    // The command it suggests to follow the jobs works as printed (issue 25).
+    for name in ["nightly_backup", "daily_cleanup", "weekly_maintenance"] {
+        let out = env.tenantctl(&["schedule", "run", name, "--slot", "2026-11-01T05:00:00Z"]);
+        let out = if out.status.success() { out } else { env.tenantctl(&["schedule", "run", name]) };
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let suggested = said.split("`tenantctl ").nth(1).and_then(|rest| rest.split('`').next()).unwrap_or_else(|| panic!("{said}"));
+        let args: Vec<&str> = suggested.split_whitespace().collect();
+        let follow = env.tenantctl(&args);
+        assert!(follow.status.success(), "`tenantctl {suggested}`: {}", String::from_utf8_lossy(&follow.stderr));
+    }
     let bad = run("2026-11-23T02:30:00Z");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a slot of nightly_backup"));

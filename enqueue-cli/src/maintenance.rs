@@ -91,7 +91,7 @@ pub async fn schedule(ctx: &Ctx, cmd: ScheduleCommand) -> anyhow::Result<ExitCod
                     done.tenants,
                     done.enqueued,
                     if before > 0 { format!(", {before} had their job for this slot already") } else { String::new() },
-                    s.config.job
+                    s.job_type()
                 );
             }
             Ok(ExitCode::SUCCESS)

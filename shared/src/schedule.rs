@@ -80,6 +80,11 @@ impl Schedule {
         self.cron.is_time_matching(&time).unwrap_or(false)
     }
 
+    /// The job type a fan-out enqueues (what `tenantctl jobs list --type` takes).
+    pub fn job_type(&self) -> &'static str {
+        self.fan_out_job().0
+    }
+
     fn fan_out_job(&self) -> (&'static str, serde_json::Value) {
         let c = &self.config;
         match c.job.as_str() {
