@@ -322,3 +322,20 @@ async fn a_closed_pipe_ends_tenantctl_quietly() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {}", out.status, stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// Issue 25: Ctrl-C during `--wait` printed nothing and left the progress line hanging. It
+/// now says the job goes on and how to follow it, and exits 130.
+#[tokio::test]
+async fn ctrl_c_during_wait_says_the_job_goes_on() {
+    let env = TestEnv::new().await;
+    let slug = env.slug("waiting");
+    env.provisioned(&slug, "starter").await;
+    // No worker runs: the pause waits until interrupted.
+    let child = env.tenantctl_command(&["tenant", "pause", &slug, "--wait"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("the job(s) go on") && said.contains("tenantctl jobs show"), "{said}");
+}

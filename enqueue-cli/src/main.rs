@@ -49,6 +49,10 @@ async fn main() -> ExitCode {
                 eprintln!("{still}");
                 return ExitCode::from(3);
             }
+            if let Some(stopped) = e.downcast_ref::<wait::Interrupted>() {
+                eprintln!("{stopped}");
+                return ExitCode::from(130);
+            }
             let usage = e.downcast_ref::<tenant_master::Error>().is_some_and(|e| e.is_usage());
             eprintln!("error: {}", one_sentence(&e));
             ExitCode::from(if usage { 2 } else { 1 })

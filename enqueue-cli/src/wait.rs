@@ -25,20 +25,41 @@ impl std::fmt::Display for StillRunning {
 
 impl std::error::Error for StillRunning {}
 
+/// Ctrl-C while waiting (exit code 130): the jobs go on.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Waits for `ids` to be done or dead (at most `timeout`); progress goes to stderr.
 pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String], timeout: Option<Duration>) -> anyhow::Result<Vec<JobInfo>> {
-    let Some(limit) = timeout else { return follow(ctx, pool, ids).await };
-    match tokio::time::timeout(limit, follow(ctx, pool, ids)).await {
-        Ok(finished) => finished,
-        Err(_) => {
-            if std::io::stderr().is_terminal() && !ctx.json {
-                eprintln!(); // ends the progress line
+    let limit = timeout.unwrap_or(Duration::MAX);
+    let follow_up = match ids {
+        [one] => format!("`tenantctl jobs show {one}`"),
+        _ => "`tenantctl jobs list --status pending` and `--status running`".to_owned(),
+    };
+    let end_progress_line = || {
+        if std::io::stderr().is_terminal() && !ctx.json {
+            eprintln!();
+        }
+    };
+    tokio::select! {
+        finished = tokio::time::timeout(limit, follow(ctx, pool, ids)) => match finished {
+            Ok(finished) => finished,
+            Err(_) => {
+                end_progress_line();
+                Err(StillRunning(format!("stopped waiting after {}s; the job(s) go on: follow them with {follow_up}", limit.as_secs())).into())
             }
-            let follow_up = match ids {
-                [one] => format!("`tenantctl jobs show {one}`"),
-                _ => "`tenantctl jobs list --status pending` and `--status running`".to_owned(),
-            };
-            Err(StillRunning(format!("stopped waiting after {}s; the job(s) go on: follow them with {follow_up}", limit.as_secs())).into())
+        },
+        _ = tokio::signal::ctrl_c() => {
+            end_progress_line();
+            Err(Interrupted(format!("stopped waiting (Ctrl-C); the job(s) go on: follow them with {follow_up}")).into())
         }
     }
 }
