@@ -374,3 +374,19 @@ async fn the_worker_survives_a_server_restart() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// Issue 25: against a closed port the worker was silent for 30 s, then said "pool timed
+/// out". It says "connection refused" at once and exits non-zero.
+#[test]
+fn a_worker_says_at_once_that_the_database_refuses() {
+    let out = Command::new(tenant_master_tests::binary("tenant-worker"))
+        .env_remove("TENANT_MASTER_CONFIG")
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/tenant_master")
+        .env("TENANT_MASTER_METRICS_ADDR", "")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    // The refusal itself, not a pool's timeout after waiting for it.
+    assert!(said.contains("Connection refused") && said.contains("127.0.0.1:1") && !said.contains("timed out"), "{said}");
+}

@@ -90,6 +90,9 @@ pub const JOB_CONNECTION_IDLE: Duration = Duration::from_secs(30);
 pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
     let w = &config.worker;
     let options = db::options(&config.database_url)?.application_name("tenant-worker");
+    // One direct connection first: a refused one is said at once, in one sentence, instead
+    // of a pool that times out 5 s later.
+    db::probe(&config.database_url, &options).await?;
     let connect_hint = "failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)";
     // A short wait: after a server restart the queue machinery gives up on a connection
     // quickly and the pool starts again (a long wait stalled every worker for 30 s).
