@@ -357,3 +357,28 @@ async fn enqueue_refuses_payloads_the_json_reader_cannot_take() {
     }
     assert_eq!(env.job_count().await, 0);
 }
+
+/// Issue 25: `jobs retry` had no `--wait`. With it, the command follows the retried jobs
+/// to their end and says how they ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_can_wait_for_the_retried_job() {
+    let env = TestEnv::new().await;
+    let mut conn = env.pool.acquire().await.unwrap();
+    let id = tenant_master::queue::enqueue(&mut conn, &tenant_master::jobs::noop::Noop { note: Some("retry me".into()), sleep_ms: None })
+        .await
+        .unwrap();
+    // Dead, as after its last failed attempt.
+    sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = '\"boom\"' WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let logs = tenant_master_tests::TempDir::new("retry-wait");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    let out = env.tenantctl(&["jobs", "retry", &id, "--wait", "--timeout", "60s"]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 done, 0 failed again"), "{said}");
+}

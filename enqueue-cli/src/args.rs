@@ -494,6 +494,12 @@ pub enum JobsCommand {
         /// With --failed: only jobs of this tenant (its slug).
         #[arg(long, requires = "failed")]
         tenant: Option<String>,
+        /// Follow the retried jobs until they end; exit 1 if one fails again.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long (e.g. 90s, 10m); the jobs go on (exit 3).
+        #[arg(long, value_parser = parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
     },
     /// Cancel a job that has not started (pending, failed or dead): it stays listed as
     /// cancelled and is never run.

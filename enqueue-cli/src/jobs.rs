@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
                 show(&job);
             }
         }
-        JobsCommand::Retry { ids, failed, job_type, tenant } => {
+        JobsCommand::Retry { ids, failed, job_type, tenant, wait, timeout } => {
             let retried = if failed {
                 queue::retry_matching(&pool, &JobFilter { job_type, tenant, ..Default::default() }, None).await?
             } else {
@@ -55,9 +55,23 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 match retried.len() {
                     0 => println!("no failed or dead job matched: nothing was retried"),
+                    n if wait => println!("retried {n} job(s): pending again with a fresh attempt budget; waiting for them"),
                     n => println!(
-                        "retried {n} job(s): pending again with a fresh attempt budget; `tenantctl jobs list --status pending` shows them"
+                        "retried {n} job(s): pending again with a fresh attempt budget; `tenantctl jobs list --status pending` shows them (or retry with --wait)"
                     ),
+                }
+            }
+            if wait && !retried.is_empty() {
+                let finished = crate::wait::jobs(ctx, &pool, &retried, timeout).await?;
+                let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
+                for j in &failed {
+                    eprintln!("FAILED {} ({}): {}", j.id, j.job_type, j.last_error.as_deref().unwrap_or("no error recorded"));
+                }
+                if !ctx.json {
+                    println!("{} done, {} failed again", finished.len() - failed.len(), failed.len());
+                }
+                if !failed.is_empty() {
+                    return Ok(ExitCode::FAILURE);
                 }
             }
         }
