@@ -339,3 +339,37 @@ async fn ctrl_c_during_wait_says_the_job_goes_on() {
     let said = stderr(&out);
     assert!(said.contains("the job(s) go on") && said.contains("tenantctl jobs show"), "{said}");
 }
+
+/// Issue 25: `admin user add` asked for the password once, so a typo became the password.
+/// On a terminal (here `script` gives it one) it asks twice and refuses two different ones.
+#[tokio::test]
+async fn a_new_panel_password_is_asked_twice_on_a_terminal() {
+    let env = TestEnv::new().await;
+    let on_a_terminal = |name: &str, typed: &str| {
+        let command = format!("{} admin user add {name} --role admin", tenant_master_tests::binary("tenantctl").display());
+        // The test control plane's environment, as tenantctl gets it.
+        let settings = env.tenantctl_command(&[]);
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &command, "/dev/null"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        for (k, v) in settings.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env_remove("TENANT_MASTER_ADMIN_PASSWORD");
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(typed.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = on_a_terminal("typo", "correct horse battery\ncorrect horse batterz\n");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("the same password again") && said.contains("the two passwords differ"), "{said}");
+    let out = on_a_terminal("careful", "correct horse battery\ncorrect horse battery\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let users: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM tenant_master.admin_users ORDER BY 1").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(users, vec!["careful".to_owned()]);
+}

@@ -50,26 +50,20 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 24]>())))
 }
 
-/// The password from the environment, else one line of stdin (not echoed on a terminal).
+/// The password from the environment, else one line of stdin; on a terminal it is asked
+/// twice (not echoed), so a typo does not become the password.
 fn read_password() -> anyhow::Result<String> {
     let password = match std::env::var(PASSWORD_ENV) {
         Ok(p) => p,
-        Err(_) => {
-            let stdin = std::io::stdin();
-            let terminal = stdin.is_terminal();
-            let quiet = terminal.then(|| {
-                eprint!("password (not shown): ");
-                no_echo::start()
-            });
-            let mut line = String::new();
-            let read = stdin.read_line(&mut line);
-            if let Some(guard) = quiet {
-                drop(guard);
-                eprintln!();
+        Err(_) if std::io::stdin().is_terminal() => {
+            let first = read_line(Some("password (not shown): "))?;
+            let again = read_line(Some("the same password again: "))?;
+            if first != again {
+                return Err(Error::Invalid("the two passwords differ: nothing was changed; run the command again".into()).into());
             }
-            read.map_err(|e| anyhow::anyhow!("could not read the password from stdin: {e}"))?;
-            line.trim_end_matches(['\n', '\r']).to_owned()
+            first
         }
+        Err(_) => read_line(None)?,
     };
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(Error::Invalid(format!(
@@ -131,6 +125,22 @@ mod no_echo {
             }
         }
     }
+}
+
+/// One line of stdin; with a prompt (a terminal), not echoed.
+fn read_line(prompt: Option<&str>) -> anyhow::Result<String> {
+    let quiet = prompt.map(|prompt| {
+        eprint!("{prompt}");
+        no_echo::start()
+    });
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if let Some(guard) = quiet {
+        drop(guard);
+        eprintln!();
+    }
+    read.map_err(|e| anyhow::anyhow!("could not read the password from stdin: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn check_role(role: &str) -> Result<()> {
