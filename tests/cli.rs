@@ -40,7 +40,7 @@ async fn bad_input_is_one_sentence_and_changes_nothing() {
         (vec!["okslug", "--plan", "gold"], 2, "unknown plan 'gold'"),
         (vec!["okslug", "--owner-email", "not-an-email"], 2, "not a valid owner e-mail"),
         (vec!["okslug", "--host", "nowhere"], 2, "unknown host 'nowhere'"),
-        (vec![&taken], 1, "already taken"),
+        (vec![&taken, "--plan", "business"], 1, "already taken"),
     ];
     for (overrides, code, message) in cases {
         let mut args = vec!["tenant", "create", overrides[0], "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"];
@@ -372,4 +372,75 @@ async fn a_new_panel_password_is_asked_twice_on_a_terminal() {
     let users: Vec<String> =
         sqlx::query_scalar("SELECT name FROM tenant_master.admin_users ORDER BY 1").fetch_all(&env.pool).await.unwrap();
     assert_eq!(users, vec!["careful".to_owned()]);
+}
+
+/// Every `tenantctl ...` command the code suggests (in an error, a hint or a page) parses:
+/// its subcommand and flags exist (run with `--help`), and a literal job type or status
+/// in it is one tenantctl accepts. `schedule run` once suggested `--type backup`.
+#[test]
+fn every_suggested_command_parses() {
+    let root = tenant_master_tests::repo_root();
+    let job_types: Vec<&str> = tenant_master::jobs::REGISTRY.iter().map(|t| t.name).collect();
+    let mut suggestions = std::collections::BTreeSet::new();
+    let mut files = vec![];
+    for dir in ["enqueue-cli/src", "shared/src", "worker/src", "scheduler/src"] {
+        collect_rust_files(&root.join(dir), &mut files);
+    }
+    for file in &files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            if line.trim_start().starts_with("//") {
+                continue; // Comments name commands in passing (`tenantctl jobs ...`).
+            }
+            for (i, part) in line.split('`').enumerate() {
+                if i % 2 == 1 && part.starts_with("tenantctl ") && !part.contains("...") && !part.contains('|') {
+                    suggestions.insert(part.to_owned());
+                }
+            }
+        }
+    }
+    assert!(suggestions.len() > 30, "the scan found only {suggestions:?}");
+    let mut broken = Vec::new();
+    for suggestion in &suggestions {
+        let words: Vec<&str> = suggestion.split_whitespace().skip(1).collect();
+        let mut args = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            let previous = if i > 0 { words[i - 1] } else { "" };
+            let placeholder = word.starts_with('{') || (word.len() > 1 && word.chars().all(|c| c.is_ascii_uppercase()));
+            let arg = match (previous, placeholder) {
+                ("--type", true) => "BackupTenant".to_owned(),
+                ("--slot", true) => "2026-01-01T00:00:00Z".to_owned(),
+                (_, true) => "acme".to_owned(),
+                ("--type", false) if !job_types.contains(word) => {
+                    broken.push(format!("{suggestion}: '{word}' is no job type"));
+                    word.to_string()
+                }
+                ("--status", false) if !tenant_master::queue::STATUSES.contains(word) => {
+                    broken.push(format!("{suggestion}: '{word}' is no job status"));
+                    word.to_string()
+                }
+                _ => word.to_string(),
+            };
+            args.push(arg);
+        }
+        // A flag at the end that wants a value is prose ("see `tenantctl jobs list --type`").
+        if args.last().is_some_and(|a| a == "--type" || a == "--status") {
+            continue;
+        }
+        let out = std::process::Command::new(tenant_master_tests::binary("tenantctl")).args(&args).arg("--help").output().unwrap();
+        if !out.status.success() {
+            broken.push(format!("{suggestion} (as {args:?}): {}", stderr(&out).lines().next().unwrap_or("")));
+        }
+    }
+    assert!(broken.is_empty(), "suggested commands that do not parse:\n{}", broken.join("\n"));
+}
+
+fn collect_rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }

@@ -382,3 +382,80 @@ async fn retry_can_wait_for_the_retried_job() {
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("1 done, 0 failed again"), "{said}");
 }
+
+/// `jobs cancel` by filter (the scheduler once queued a thousand backups by mistake):
+/// without a terminal and without --yes it names the count and cancels nothing; with
+/// --yes it cancels exactly the matching jobs that have not started.
+#[tokio::test]
+async fn jobs_cancel_by_filter_counts_and_cancels_only_what_matches() {
+    let env = TestEnv::new().await;
+    let enqueue = |job_type: &'static str, payload: serde_json::Value| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT tenant_master.enqueue($1, $2, NULL, now() + interval '1 hour')")
+                .bind(job_type)
+                .bind(payload)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let mut prunes = Vec::new();
+    for i in 0..5 {
+        prunes.push(enqueue("PruneJobs", serde_json::json!({ "done_older_than_days": 7, "dead_older_than_days": 30, "n": i })).await);
+    }
+    let noops = [enqueue("Noop", serde_json::json!({})).await, enqueue("Noop", serde_json::json!({})).await];
+    let failed = enqueue("PruneJobs", serde_json::json!({ "done_older_than_days": 7, "dead_older_than_days": 30, "n": 9 })).await;
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', attempts = 1, last_result = '{\"Err\": \"boom\"}', done_at = now() WHERE id = $1",
+    )
+    .bind(&failed)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let status = |id: String| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(id).fetch_one(&pool).await.unwrap()
+        }
+    };
+
+    let asked = env.tenantctl(&["jobs", "cancel", "--pending", "--type", "PruneJobs"]);
+    assert_eq!(asked.status.code(), Some(2), "{}", String::from_utf8_lossy(&asked.stderr));
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("nothing cancelled; 5 job(s) match"));
+    for id in &prunes {
+        assert_eq!(status(id.clone()).await, "pending", "nothing cancelled without a yes");
+    }
+    let typo = env.tenantctl(&["jobs", "cancel", "--pending", "--type", "Backup", "--yes"]);
+    assert_eq!(typo.status.code(), Some(2));
+    let mixed = env.tenantctl(&["jobs", "cancel", &noops[0], "--type", "Noop"]);
+    assert_eq!(mixed.status.code(), Some(2), "ids and a filter together are refused");
+
+    let out = json(&env.tenantctl(&["jobs", "cancel", "--pending", "--type", "PruneJobs", "--yes", "--json", "--actor", "carol"]));
+    let mut cancelled: Vec<String> = out["cancelled"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    cancelled.sort();
+    let mut expected = prunes.clone();
+    expected.sort();
+    assert_eq!(cancelled, expected);
+    assert_eq!(out["skipped"], serde_json::json!([]));
+    for id in &prunes {
+        assert_eq!(status(id.clone()).await, "cancelled");
+    }
+    for id in noops.iter().chain([&failed]) {
+        assert_ne!(status(id.clone()).await, "cancelled", "{id} did not match the filter");
+    }
+    let logged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_master.activity_log WHERE action = 'job.cancelled' AND actor = 'carol'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(logged, 5);
+
+    let out = env.tenantctl(&["jobs", "cancel", "--failed", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled 1 job(s); 0 skipped"));
+    assert_eq!(status(failed).await, "cancelled");
+    let none = env.tenantctl(&["jobs", "cancel", "--failed", "--yes"]);
+    assert!(none.status.success());
+    assert!(String::from_utf8_lossy(&none.stdout).contains("nothing was cancelled"));
+}

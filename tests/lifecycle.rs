@@ -179,10 +179,16 @@ async fn invalid_transitions_are_refused_with_one_sentence() {
     check(&["tenant", "pause", &slug, "--actor", "alice"], 0, "");
     env.run_worker_until(LIMIT, || async { env.tenant_status(&slug).await.as_deref() == Some("paused") }).await;
     already(&["tenant", "pause", &slug], "is paused already: nothing to do");
-    check(&["tenant", "delete", &slug, "--yes", "--actor", "bob"], 0, "");
-    check(&["tenant", "delete", &slug, "--yes"], 1, "being deleted already");
+    let first = env.tenantctl(&["tenant", "delete", &slug, "--yes", "--actor", "bob"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let delete_job = String::from_utf8_lossy(&first.stdout).split_whitespace().next().unwrap().to_owned();
+    // Asked again while it runs: exit 0, the same job to follow, nothing new enqueued.
+    let again = env.tenantctl(&["tenant", "delete", &slug, "--yes"]);
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&format!("is being deleted already by job {delete_job}")));
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with(&delete_job));
     check(&["tenant", "resume", &slug], 1, "it is deleting");
-    assert_eq!(env.job_count().await, jobs + 2, "refusals enqueue nothing");
+    assert_eq!(env.job_count().await, jobs + 2, "refusals and repeats enqueue nothing");
 
     let shown: serde_json::Value = serde_json::from_slice(&env.tenantctl(&["tenant", "show", &slug, "--json"]).stdout).unwrap();
     let history = shown["recent_activity"].as_array().unwrap();
@@ -190,4 +196,53 @@ async fn invalid_transitions_are_refused_with_one_sentence() {
     assert_eq!(by("tenant.paused_requested").as_deref(), Some("alice"));
     assert_eq!(by("tenant.deleting").as_deref(), Some("bob"));
     assert!(history.iter().all(|e| !e["at"].is_null()));
+
+    env.run_worker_until(LIMIT, || async { env.tenant_status(&slug).await.as_deref() == Some("deleted") }).await;
+    already(&["tenant", "delete", &slug, "--yes"], "is deleted already: nothing to do");
+    assert_eq!(env.job_count().await, jobs + 2, "a delete of a deleted tenant enqueues nothing");
+}
+
+/// A sign-up service retrying its request, or Terraform applying twice: the same
+/// `tenant create` again succeeds and enqueues nothing; a different one is a conflict.
+#[tokio::test]
+async fn the_same_create_again_succeeds_and_enqueues_nothing() {
+    let env = TestEnv::new().await;
+    let slug = env.slug("twice");
+    let args = ["tenant", "create", &slug, "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"];
+    let first = env.tenantctl(&args);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let provisions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenant_master.jobs WHERE type = 'ProvisionTenant'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let again = env.tenantctl(&args);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{said}");
+    assert!(said.contains("already exists as asked (provisioning, plan starter): nothing new was enqueued"), "{said}");
+    let job: String = sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'ProvisionTenant' AND tenant = $1")
+        .bind(&slug)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with(&job), "the provisioning job to follow");
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.tenantctl(&[&args[..], &["--json"]].concat()).stdout).expect("one JSON value");
+    assert_eq!(json, serde_json::json!({ "slug": slug, "status": "provisioning", "job_ids": [job], "changed": false }));
+    // Once active, --wait returns at once with exit 0.
+    env.run_worker_until(LIMIT, || async { env.tenant_status(&slug).await.as_deref() == Some("active") }).await;
+    let waited = env.tenantctl(&[&args[..], &["--wait"]].concat());
+    assert_eq!(waited.status.code(), Some(0), "{}", String::from_utf8_lossy(&waited.stderr));
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("(active, plan starter)"));
+    // Another plan or owner is someone else's request for the slug: refused.
+    for (flag, value) in [("--plan", "business"), ("--owner-email", "other@example.com")] {
+        let mut other = args.to_vec();
+        let at = other.iter().position(|a| *a == flag).unwrap();
+        other[at + 1] = value;
+        let out = env.tenantctl(&other);
+        assert_eq!(out.status.code(), Some(1), "{other:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already taken"));
+    }
+    assert_eq!(provisions().await, 1, "nothing enqueued by repeats or refusals");
 }

@@ -501,11 +501,27 @@ pub enum JobsCommand {
         #[arg(long, value_parser = parse_duration, requires = "wait")]
         timeout: Option<Duration>,
     },
-    /// Cancel a job that has not started (pending, failed or dead): it stays listed as
-    /// cancelled and is never run.
+    /// Cancel jobs that have not started (pending, failed or dead): they stay listed as
+    /// cancelled and are never run. By filter, the count is shown and asked first.
     Cancel {
-        /// The job's id (from `tenantctl jobs list`).
-        id: String,
+        /// The jobs' ids (from `tenantctl jobs list`); or --pending / --failed.
+        #[arg(required_unless_present_any = ["pending", "failed"], conflicts_with_all = ["pending", "failed"])]
+        ids: Vec<String>,
+        /// Every pending job (of --type / --tenant, if given); running jobs are not touched.
+        #[arg(long)]
+        pending: bool,
+        /// Every failed and dead job (of --type / --tenant, if given).
+        #[arg(long)]
+        failed: bool,
+        /// With --pending or --failed: only jobs of this type, e.g. BackupTenant.
+        #[arg(long = "type", conflicts_with = "ids")]
+        job_type: Option<String>,
+        /// With --pending or --failed: only jobs of this tenant (its slug).
+        #[arg(long, conflicts_with = "ids")]
+        tenant: Option<String>,
+        /// With --pending or --failed: do not ask (needed without a terminal).
+        #[arg(long, conflicts_with = "ids")]
+        yes: bool,
         /// Who is asking, for the activity log (default: the OS user).
         #[arg(long)]
         actor: Option<String>,

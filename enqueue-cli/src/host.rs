@@ -53,22 +53,13 @@ pub async fn key(ctx: &Ctx, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
 
 /// Lists what a lockdown changes and asks on a terminal; false without one or without a yes.
 fn confirm(host: &str, open: &[String]) -> anyhow::Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprintln!("host lockdown takes CONNECT and TEMPORARY from PUBLIC on these databases of '{host}':");
-    for database in open {
-        eprintln!("  {database}");
-    }
-    eprintln!(
+    let mut lines = vec![format!("host lockdown takes CONNECT and TEMPORARY from PUBLIC on these databases of '{host}':")];
+    lines.extend(open.iter().map(|database| format!("  {database}")));
+    lines.push(
         "The admin role keeps CONNECT; any other role that relies on PUBLIC (another project's) must then be granted CONNECT by name."
+            .to_owned(),
     );
-    eprint!("Close them? [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    crate::confirm::ask(&lines, "Close them?")
 }
 
 /// The admin URL from `--admin-url-env VAR` or `--admin-url-file F`: never from argv.

@@ -21,19 +21,21 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             } else if jobs.is_empty() {
                 println!("no jobs");
             } else {
-                println!("{:<26} {:<16} {:<8} {:>8} {:<20} {:<24} LAST ERROR", "ID", "TYPE", "STATUS", "ATTEMPTS", "RUN AT", "TENANT");
-                for j in &jobs {
-                    println!(
-                        "{:<26} {:<16} {:<8} {:>8} {:<20} {:<24} {}",
-                        j.id,
-                        j.job_type,
-                        j.status,
-                        format!("{}/{}", j.attempts, j.max_attempts),
-                        j.run_at.format("%Y-%m-%d %H:%M:%S"),
-                        j.tenant.as_deref().unwrap_or("-"),
-                        j.last_error.as_deref().map(first_line).unwrap_or_default()
-                    );
-                }
+                let rows = jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.clone(),
+                            j.job_type.clone(),
+                            j.status.clone(),
+                            format!("{}/{}", j.attempts, j.max_attempts),
+                            j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            j.tenant.clone().unwrap_or_else(|| "-".into()),
+                            j.last_error.as_deref().map(first_line).unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                crate::output::table(&["ID", "TYPE", "STATUS", ">ATTEMPTS", "RUN AT", "TENANT", "LAST ERROR"], rows);
             }
         }
         JobsCommand::Show { id } => {
@@ -75,22 +77,100 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        JobsCommand::Cancel { id, actor } => {
+        JobsCommand::Cancel { ids, pending, failed, job_type, tenant, yes, actor } => {
             let actor = actor.unwrap_or_else(activity::default_actor);
-            let done = cancel::cancel(&pool, &id, &actor).await?;
-            let job = done.job;
-            if ctx.json {
-                println!("{}", serde_json::json!({ "cancelled": job.id, "tenant": job.tenant, "tenant_note": done.tenant_note }));
-            } else {
-                let tenant = job.tenant.as_deref().map(|t| format!(" of '{t}'")).unwrap_or_default();
-                match done.tenant_note {
-                    Some(note) => println!("cancelled {} ({}{tenant}); {note}", job.id, job.job_type),
-                    None => println!("cancelled {} ({}{tenant})", job.id, job.job_type),
+            let by_filter = pending || failed;
+            let ids = if by_filter {
+                let statuses: Vec<&str> = [(pending, "pending"), (failed, "failed"), (failed, "dead")]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, s)| s)
+                    .collect();
+                let filter = JobFilter { job_type, tenant, ..Default::default() };
+                let ids = queue::matching(&pool, &filter, &statuses, None).await?;
+                if ids.is_empty() {
+                    println!("no {} job matched: nothing was cancelled", statuses.join(" or "));
+                    return Ok(ExitCode::SUCCESS);
                 }
-            }
+                if !yes && !confirm_cancel(&pool, &ids).await? {
+                    return Err(Error::Invalid(format!(
+                        "nothing cancelled; {} job(s) match: run it in a terminal to be asked, or add --yes",
+                        ids.len()
+                    ))
+                    .into());
+                }
+                ids
+            } else {
+                ids
+            };
+            return cancel_each(ctx, &pool, &ids, &actor, by_filter).await;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Shows how many jobs of which types a cancel by filter takes, and asks.
+async fn confirm_cancel(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result<bool> {
+    let by_type: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT type, status, count(*) FROM tenant_master.jobs WHERE id = ANY($1) GROUP BY type, status ORDER BY 3 DESC, 1, 2",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut lines = vec![format!("{} job(s) match:", ids.len())];
+    lines.extend(by_type.iter().map(|(job_type, status, n)| format!("  {n:>6}  {job_type} ({status})")));
+    lines.push("Cancelled jobs stay listed as cancelled and are never run; the ones counted here are the only ones cancelled.".into());
+    crate::confirm::ask(&lines, &format!("Cancel these {} job(s)?", ids.len()))
+}
+
+/// Cancels each id; one that cannot be (it started meanwhile, or has begun changing its
+/// tenant) is named and skipped, and the command then exits 1. A single id given by hand
+/// keeps the single-object JSON form scripts read.
+async fn cancel_each(ctx: &Ctx, pool: &sqlx::PgPool, ids: &[String], actor: &str, by_filter: bool) -> anyhow::Result<ExitCode> {
+    if let [id] = ids {
+        if !by_filter {
+            let done = cancel::cancel(pool, id, actor).await?;
+            if ctx.json {
+                println!("{}", serde_json::json!({ "cancelled": done.job.id, "tenant": done.job.tenant, "tenant_note": done.tenant_note }));
+            } else {
+                print_cancelled(&done);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let (mut cancelled, mut skipped) = (Vec::new(), Vec::new());
+    for (n, id) in ids.iter().enumerate() {
+        match cancel::cancel(pool, id, actor).await {
+            Ok(done) => {
+                if !ctx.json && ids.len() <= 20 {
+                    print_cancelled(&done);
+                }
+                cancelled.push(serde_json::json!({ "id": done.job.id, "type": done.job.job_type, "tenant": done.job.tenant, "tenant_note": done.tenant_note }));
+            }
+            // Refusals of this one job (it started, is done, has begun): the others go on.
+            Err(e @ (Error::Conflict(_) | Error::NotFound(_))) => {
+                eprintln!("skipped {id}: {e}");
+                skipped.push(serde_json::json!({ "id": id, "reason": e.to_string() }));
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("cancelled {} of {} job(s) before this error", n, ids.len()))),
+        }
+        crate::output::progress(ctx, "cancelling", n + 1, ids.len());
+    }
+    if ctx.json {
+        println!("{}", serde_json::json!({ "cancelled": cancelled, "skipped": skipped }));
+    } else {
+        println!("cancelled {} job(s); {} skipped", cancelled.len(), skipped.len());
+    }
+    Ok(if skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_cancelled(done: &cancel::Cancelled) {
+    let job = &done.job;
+    let tenant = job.tenant.as_deref().map(|t| format!(" of '{t}'")).unwrap_or_default();
+    match &done.tenant_note {
+        Some(note) => println!("cancelled {} ({}{tenant}); {note}", job.id, job.job_type),
+        None => println!("cancelled {} ({}{tenant})", job.id, job.job_type),
+    }
 }
 
 /// Retries the given ids; every one must exist and be failed, dead or pending.
@@ -134,8 +214,8 @@ fn show(job: &JobInfo) {
     println!("last error  {}", job.last_error.as_deref().unwrap_or("-"));
     println!("payload     {}", job.payload);
     match job.status.as_str() {
-        "failed" | "dead" => println!("\nto run it again now: tenantctl jobs retry {}", job.id),
-        "pending" => println!("\nto drop it: tenantctl jobs cancel {}", job.id),
+        "failed" | "dead" => println!("\nto run it again now: `tenantctl jobs retry {}`", job.id),
+        "pending" => println!("\nto drop it: `tenantctl jobs cancel {}`", job.id),
         _ => {}
     }
 }

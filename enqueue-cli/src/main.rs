@@ -5,6 +5,7 @@
 mod args;
 mod backup;
 mod check;
+mod confirm;
 mod host;
 mod jobs;
 mod maintenance;
@@ -45,13 +46,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            if let Some(still) = e.downcast_ref::<wait::StillRunning>() {
-                eprintln!("{still}");
-                return ExitCode::from(3);
-            }
-            if let Some(stopped) = e.downcast_ref::<wait::Interrupted>() {
+            if let Some(stopped) = e.downcast_ref::<wait::StoppedWaiting>() {
                 eprintln!("{stopped}");
-                return ExitCode::from(130);
+                return ExitCode::from(stopped.exit_code);
             }
             let usage = e.downcast_ref::<tenant_master::Error>().is_some_and(|e| e.is_usage());
             eprintln!("error: {}", one_sentence(&e));

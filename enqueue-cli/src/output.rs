@@ -159,21 +159,27 @@ pub fn tenant_list(ctx: &Ctx, list: &[(Tenant, Option<usize>)]) {
         println!("no tenants");
         return;
     }
-    println!(
-        "{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {:<8} HOST",
-        "SLUG", "STATUS", "PLAN", "PRODUCT", "ISOLATION", "DATABASE", "VERSION"
-    );
-    for (t, pending) in list {
-        let version = match (t.schema_version, pending) {
-            (Some(v), Some(n)) if *n > 0 => format!("{v:04}+{n}"),
-            (Some(v), _) => format!("{v:04}"),
-            (None, _) => "-".to_owned(),
-        };
-        println!(
-            "{:<24} {:<12} {:<10} {:<10} {:<9} {:<30} {:<8} {}",
-            t.slug, t.status, t.plan, t.product, t.isolation, t.database, version, t.host
-        );
-    }
+    let rows = list
+        .iter()
+        .map(|(t, pending)| {
+            let version = match (t.schema_version, pending) {
+                (Some(v), Some(n)) if *n > 0 => format!("{v:04}+{n}"),
+                (Some(v), _) => format!("{v:04}"),
+                (None, _) => "-".to_owned(),
+            };
+            vec![
+                t.slug.clone(),
+                t.status.clone(),
+                t.plan.clone(),
+                t.product.clone(),
+                t.isolation.clone(),
+                t.database.clone(),
+                version,
+                t.host.clone(),
+            ]
+        })
+        .collect();
+    table(&["SLUG", "STATUS", "PLAN", "PRODUCT", "ISOLATION", "DATABASE", "VERSION", "HOST"], rows);
 }
 
 pub fn job_ids(ctx: &Ctx, jobs: &[(String, String)]) {
@@ -183,6 +189,15 @@ pub fn job_ids(ctx: &Ctx, jobs: &[(String, String)]) {
     }
     for (slug, id) in jobs {
         println!("{id}  {slug}");
+    }
+    // Stdout keeps one `<job id>  <slug>` line per job for scripts; the hint goes to stderr.
+    match jobs {
+        [] => {}
+        [(_, id)] => eprintln!("enqueued; follow it with `tenantctl jobs show {id}` (add --wait next time to follow it here)"),
+        _ => eprintln!(
+            "enqueued {} jobs; follow them with `tenantctl jobs list --status pending` (add --wait next time to follow them here)",
+            jobs.len()
+        ),
     }
 }
 
@@ -204,16 +219,62 @@ pub fn backup_list(ctx: &Ctx, list: &[Backup]) {
         println!("no backups");
         return;
     }
-    println!("{:>6}  {:<12} {:>12}  {:<20} {:<16} FILE", "ID", "KIND", "BYTES", "CREATED", "SHA256");
-    for b in list {
-        println!(
-            "{:>6}  {:<12} {:>12}  {:<20} {:<16} {}",
-            b.id,
-            b.kind,
-            b.bytes.unwrap_or(0),
-            b.created_at.format("%Y-%m-%d %H:%M:%S"),
-            b.sha256.as_deref().map(|s| &s[..16.min(s.len())]).unwrap_or("-"),
-            b.file_path
-        );
+    let rows = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                b.kind.clone(),
+                b.bytes.unwrap_or(0).to_string(),
+                b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                b.sha256.as_deref().map(|s| &s[..16.min(s.len())]).unwrap_or("-").to_owned(),
+                b.file_path.clone(),
+            ]
+        })
+        .collect();
+    table(&[">ID", "KIND", ">BYTES", "CREATED", "SHA256", "FILE"], rows);
+}
+
+/// Prints rows under `header` in columns as wide as their longest value, so a long kind,
+/// plan or slug never shifts the ones after it; a header starting with `>` is right-aligned.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let names: Vec<&str> = header.iter().map(|h| h.trim_start_matches('>')).collect();
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([names[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let last = i + 1 == cells.len();
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if header[i].starts_with('>') {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if !last {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                out.push_str("  ");
+            }
+        }
+        println!("{out}");
+    };
+    line(&names);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+/// One progress line on a terminal (`what done/total`), ended when the work is.
+pub fn progress(ctx: &Ctx, what: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if ctx.json || !std::io::stderr().is_terminal() {
+        return;
+    }
+    eprint!("\r\x1b[2K{what} {done}/{total}");
+    if done == total {
+        eprintln!();
     }
 }

@@ -23,24 +23,42 @@ use crate::{
     output, wait, Ctx,
 };
 
+/// The tenant a repeated `tenant create` asks for, already made or being made, and the
+/// job provisioning it (to follow); none when the slug is taken by something else.
+async fn already_made(pool: &sqlx::PgPool, new: &NewTenant) -> anyhow::Result<Option<(tenant_master::tenants::Tenant, Option<String>)>> {
+    let mut conn = pool.acquire().await?;
+    let Some(tenant) = tenants::find(&mut conn, new.slug.as_str()).await? else { return Ok(None) };
+    if !new.already_made_as(&tenant) {
+        return Ok(None);
+    }
+    let job_id = tenants::provision_job(&mut conn, new).await?;
+    Ok(Some((tenant, job_id)))
+}
+
 /// Enqueues a pause/suspend/resume (`Some`) or a deletion (`None`), optionally waiting.
 async fn lifecycle(ctx: &Ctx, slug: &str, change: Option<Change>, reason: Option<&str>, request: Request) -> anyhow::Result<ExitCode> {
     let pool = ctx.pool().await?;
     let actor = request.actor.unwrap_or_else(activity::default_actor);
-    let job_id = match change {
-        Some(change) => match access::request_change(&pool, slug, change, reason, &actor).await? {
-            access::Requested::Enqueued(job_id) => job_id,
-            // Already there is success (exit 0): what a reconciling script asked for holds.
-            access::Requested::Already(status) => {
-                if ctx.json {
-                    println!("{}", serde_json::json!({ "slug": slug, "status": status, "changed": false }));
-                } else {
-                    println!("'{slug}' is {status} already: nothing to do");
-                }
-                return Ok(ExitCode::SUCCESS);
+    let underway = if change.is_none() { "deleted" } else { "changed" };
+    let requested = match change {
+        Some(change) => access::request_change(&pool, slug, change, reason, &actor).await?,
+        None => delete_tenant::request_delete(&pool, slug, &actor).await?,
+    };
+    let job_id = match requested {
+        access::Requested::Enqueued(job_id) => job_id,
+        // Already there is success (exit 0): what a reconciling script asked for holds.
+        access::Requested::Already(status) => {
+            if ctx.json {
+                println!("{}", serde_json::json!({ "slug": slug, "status": status, "changed": false }));
+            } else {
+                println!("'{slug}' is {status} already: nothing to do");
             }
-        },
-        None => delete_tenant::request(&pool, slug, &actor).await?,
+            return Ok(ExitCode::SUCCESS);
+        }
+        access::Requested::Underway(job_id) => {
+            eprintln!("'{slug}' is being {underway} already by job {job_id}: nothing new was enqueued");
+            job_id
+        }
     };
     if !request.wait {
         output::job_ids(ctx, &[(slug.to_owned(), job_id)]);
@@ -133,7 +151,37 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let new = NewTenant::parse(&a.slug, &a.product, &a.plan, &a.owner_email, a.name.as_deref(), a.host.as_deref())?;
             let actor = a.actor.unwrap_or_else(activity::default_actor);
             let pool = ctx.pool().await?;
-            let (tenant, job_id) = tenants::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await?;
+            let (tenant, job_id) = match tenants::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await {
+                Ok(created) => created,
+                Err(Error::Conflict(why)) => match already_made(&pool, &new).await? {
+                    // Asked again for what exists or is being made: success, as for pause.
+                    Some((tenant, job_id)) => {
+                        let following = job_id.filter(|_| tenant.status == "provisioning");
+                        if ctx.json && !(a.wait && following.is_some()) {
+                            let ids: Vec<&String> = following.iter().collect();
+                            println!(
+                                "{}",
+                                serde_json::json!({ "slug": tenant.slug, "status": tenant.status, "job_ids": ids, "changed": false })
+                            );
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        eprintln!(
+                            "tenant '{}' already exists as asked ({}, plan {}): nothing new was enqueued",
+                            tenant.slug, tenant.status, tenant.plan
+                        );
+                        match following {
+                            Some(job_id) if a.wait => (tenant, job_id),
+                            Some(job_id) => {
+                                output::job_ids(ctx, &[(tenant.slug, job_id)]);
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                            None => return Ok(ExitCode::SUCCESS),
+                        }
+                    }
+                    None => return Err(Error::Conflict(why).into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
             if !a.wait {
                 output::enqueued(ctx, &tenant.slug, &[job_id]);
                 return Ok(ExitCode::SUCCESS);

@@ -13,29 +13,20 @@ use crate::Ctx;
 /// After this long with nothing picked up, say that a worker may be missing.
 const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(10);
 
-/// Stopped waiting at `--timeout` (exit code 3): the jobs go on.
+/// Stopped waiting while the jobs go on: at `--timeout` (exit code 3) or at Ctrl-C (130).
 #[derive(Debug)]
-pub struct StillRunning(pub String);
+pub struct StoppedWaiting {
+    pub exit_code: u8,
+    message: String,
+}
 
-impl std::fmt::Display for StillRunning {
+impl std::fmt::Display for StoppedWaiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for StillRunning {}
-
-/// Ctrl-C while waiting (exit code 130): the jobs go on.
-#[derive(Debug)]
-pub struct Interrupted(pub String);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
+impl std::error::Error for StoppedWaiting {}
 
 /// Waits for `ids` to be done or dead (at most `timeout`); progress goes to stderr.
 pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String], timeout: Option<Duration>) -> anyhow::Result<Vec<JobInfo>> {
@@ -44,23 +35,18 @@ pub async fn jobs(ctx: &Ctx, pool: &PgPool, ids: &[String], timeout: Option<Dura
         [one] => format!("`tenantctl jobs show {one}`"),
         _ => "`tenantctl jobs list --status pending` and `--status running`".to_owned(),
     };
-    let end_progress_line = || {
+    let stopped = |exit_code: u8, why: String| {
         if std::io::stderr().is_terminal() && !ctx.json {
-            eprintln!();
+            eprintln!(); // ends the progress line
         }
+        StoppedWaiting { exit_code, message: format!("stopped waiting {why}; the job(s) go on: follow them with {follow_up}") }.into()
     };
     tokio::select! {
         finished = tokio::time::timeout(limit, follow(ctx, pool, ids)) => match finished {
             Ok(finished) => finished,
-            Err(_) => {
-                end_progress_line();
-                Err(StillRunning(format!("stopped waiting after {}s; the job(s) go on: follow them with {follow_up}", limit.as_secs())).into())
-            }
+            Err(_) => Err(stopped(3, format!("after {}s", limit.as_secs()))),
         },
-        _ = tokio::signal::ctrl_c() => {
-            end_progress_line();
-            Err(Interrupted(format!("stopped waiting (Ctrl-C); the job(s) go on: follow them with {follow_up}")).into())
-        }
+        _ = tokio::signal::ctrl_c() => Err(stopped(130, "(Ctrl-C)".to_owned())),
     }
 }
 

@@ -68,3 +68,81 @@ pub async fn recent(conn: &mut PgConnection, tenant_id: i64, limit: i64) -> Resu
     .await
     .context("failed to read the activity log")
 }
+
+/// Filters of the activity log page: every one optional, all of them must hold.
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    /// An exact action, e.g. `admin.retry`.
+    pub action: Option<String>,
+    /// An exact actor, e.g. `panel:alice` or `worker`.
+    pub actor: Option<String>,
+    /// A tenant's slug (its current or a deleted tenant's entries).
+    pub tenant: Option<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One entry with its tenant's slug, as the activity page lists them.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct LogEntry {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub tenant: Option<String>,
+    pub details: Value,
+    pub origin: Option<String>,
+}
+
+/// The filter's conditions, all bound values ($1 to $5).
+macro_rules! log_where {
+    () => {
+        "($1::text IS NULL OR l.action = $1) AND ($2::text IS NULL OR l.actor = $2)
+         AND ($3::text IS NULL OR t.slug = $3) AND ($4::timestamptz IS NULL OR l.at >= $4) AND ($5::timestamptz IS NULL OR l.at < $5)"
+    };
+}
+
+/// Entries matching `filter`, newest first, `limit` of them after skipping `offset`.
+pub async fn search(pool: &sqlx::PgPool, filter: &LogFilter, limit: i64, offset: i64) -> Result<Vec<LogEntry>> {
+    sqlx::query_as(concat!(
+        "SELECT l.id, l.at, l.actor, l.action, t.slug AS tenant, l.details, l.origin
+         FROM tenant_master.activity_log l LEFT JOIN tenant_master.tenants t ON t.id = l.tenant_id WHERE ",
+        log_where!(),
+        " ORDER BY l.at DESC, l.id DESC LIMIT $6 OFFSET $7"
+    ))
+    .bind(&filter.action)
+    .bind(&filter.actor)
+    .bind(&filter.tenant)
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(limit)
+    .bind(offset.max(0))
+    .fetch_all(pool)
+    .await
+    .context("failed to read the activity log")
+}
+
+/// How many entries match `filter`.
+pub async fn count(pool: &sqlx::PgPool, filter: &LogFilter) -> Result<i64> {
+    sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM tenant_master.activity_log l LEFT JOIN tenant_master.tenants t ON t.id = l.tenant_id WHERE ",
+        log_where!()
+    ))
+    .bind(&filter.action)
+    .bind(&filter.actor)
+    .bind(&filter.tenant)
+    .bind(filter.since)
+    .bind(filter.until)
+    .fetch_one(pool)
+    .await
+    .context("failed to count the activity log's entries")
+}
+
+/// The actions the log holds, for the activity page's choices (an index-only scan of
+/// `activity_log_action_idx`).
+pub async fn actions(pool: &sqlx::PgPool) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT action FROM tenant_master.activity_log ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .context("failed to read the log's actions")
+}

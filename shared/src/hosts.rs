@@ -113,11 +113,9 @@ pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity
         }
     }
     let version = found.version;
-    let keys = Keyring::load(&config.key_sources())?;
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    crate::keys::ensure_known(&mut conn, keys.current()?.id()).await?;
+    let sealed = crate::keys::seal(&mut conn, config, url, &seal_context(name)).await?;
     drop(conn);
-    let sealed = keys.seal(url, &seal_context(name))?;
     let inserted =
         sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)

@@ -76,43 +76,49 @@ async fn store(tx: &mut PgConnection, row: &Row, sealed: &str) -> Result<()> {
     Ok(())
 }
 
+/// Seals `plaintext` for `context` (a tenant's slug, or a host's seal context) with the
+/// configured key, which must be one the control plane knows ([`ensure_known`]).
+pub async fn seal(conn: &mut PgConnection, config: &Config, plaintext: &str, context: &str) -> Result<String> {
+    let keys = Keyring::load(&config.key_sources())?;
+    ensure_known(conn, keys.current()?.id()).await?;
+    keys.seal(plaintext, context)
+}
+
 /// Refuses a key the control plane does not know: it may seal only with a key that sealed
 /// its rows before (`tenant_master.secret_keys`), or with any key while nothing is sealed
 /// yet (that key is then the one). A second key made by mistake would seal tenants no
 /// worker can open.
 pub async fn ensure_known(conn: &mut PgConnection, key_id: &str) -> Result<()> {
+    if check_known(conn, key_id).await?.is_empty() {
+        record_key(conn, key_id).await?;
+    }
+    Ok(())
+}
+
+/// The keys the control plane knows (none yet, or `key_id` among them); the refusal, in
+/// one sentence naming both ids, if `key_id` is not one of them. Writes nothing.
+pub async fn check_known(conn: &mut PgConnection, key_id: &str) -> Result<Vec<String>> {
     let known: Vec<String> = sqlx::query_scalar("SELECT key_id FROM tenant_master.secret_keys WHERE retired_at IS NULL ORDER BY key_id")
         .fetch_all(&mut *conn)
         .await
         .context("failed to read the known secret keys")?;
-    if known.iter().any(|k| k == key_id) {
-        return Ok(());
+    if known.is_empty() || known.iter().any(|k| k == key_id) {
+        return Ok(known);
     }
-    if known.is_empty() {
-        sqlx::query("INSERT INTO tenant_master.secret_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO UPDATE SET retired_at = NULL")
-            .bind(key_id)
-            .execute(&mut *conn)
-            .await
-            .context("failed to record the secret key")?;
-        return Ok(());
-    }
-    Err(Error::Conflict(unknown_key(key_id, &known)))
-}
-
-/// The sentence for a key the control plane does not know.
-pub fn unknown_key(key_id: &str, known: &[String]) -> String {
-    format!(
+    Err(Error::Conflict(format!(
         "this process's secret key is {key_id}, but this control plane's secrets are sealed with {}: nothing was sealed; point TENANT_MASTER_SECRET_KEY_FILE at that key (`tenantctl check` shows which file is read), or move to the new key with `tenantctl key rotate` and the old one in TENANT_MASTER_OLD_SECRET_KEY_FILE",
         known.join(", ")
-    )
+    )))
 }
 
-/// The ids of the keys this control plane's secrets are sealed with.
-pub async fn known_keys(conn: &mut PgConnection) -> Result<Vec<String>> {
-    sqlx::query_scalar("SELECT key_id FROM tenant_master.secret_keys WHERE retired_at IS NULL ORDER BY key_id")
-        .fetch_all(conn)
+/// Records `key_id` as a key of this control plane (again, if it was retired).
+async fn record_key(conn: &mut PgConnection, key_id: &str) -> Result<()> {
+    sqlx::query("INSERT INTO tenant_master.secret_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO UPDATE SET retired_at = NULL")
+        .bind(key_id)
+        .execute(conn)
         .await
-        .context("failed to read the known secret keys")
+        .context("failed to record the secret key")?;
+    Ok(())
 }
 
 /// Seals the tenant passwords and host URLs stored in plaintext before encryption; returns
@@ -158,11 +164,7 @@ pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
         rotation.resealed += 1;
     }
     // Every row is sealed with the current key now: it is the only one known.
-    sqlx::query("INSERT INTO tenant_master.secret_keys (key_id) VALUES ($1) ON CONFLICT (key_id) DO UPDATE SET retired_at = NULL")
-        .bind(&current)
-        .execute(&mut *tx)
-        .await
-        .context("failed to record the secret key")?;
+    record_key(&mut tx, &current).await?;
     sqlx::query("UPDATE tenant_master.secret_keys SET retired_at = now() WHERE key_id <> $1 AND retired_at IS NULL")
         .bind(&current)
         .execute(&mut *tx)

@@ -34,6 +34,7 @@ pub mod migrate;
 pub mod naming;
 pub mod ops;
 pub mod outcomes;
+pub mod overview;
 pub mod password;
 pub mod pg_tools;
 pub mod plans;

@@ -27,18 +27,11 @@ impl TenantLock {
         let options = db::options(&config.database_url)?;
         let mut conn = PgConnection::connect_with(&options).await.context("failed to open the tenant lock connection")?;
         let wait = Duration::from_secs(config.worker.tenant_lock_wait_secs);
-        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-            .bind(format!("{}ms", wait.as_millis().max(1)))
-            .execute(&mut conn)
-            .await
-            .context("failed to set lock_timeout")?;
-        let locked = sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))").bind(TENANT_LOCK_CLASS).bind(slug).execute(&mut conn).await;
-        match locked {
-            Ok(_) => Ok(TenantLock { conn }),
-            Err(e) if crate::error::sqlstate(&e).as_deref() == Some("55P03") => {
+        match lock_within(&mut conn, TENANT_LOCK_CLASS, slug, wait).await? {
+            true => Ok(TenantLock { conn }),
+            false => {
                 Err(Error::Busy(format!("tenant '{slug}' is busy with another job (waited {}s); this job will be retried", wait.as_secs())))
             }
-            Err(e) => Err(e).context("failed to take the tenant lock"),
         }
     }
 
@@ -144,18 +137,10 @@ impl HostSlot {
                 )));
             }
         }
-        // In line at the door (the lock queue is first come, first served); the session's
-        // lock_timeout bounds the wait.
+        // In line at the door (the lock queue is first come, first served).
         let door = format!("{host}:{label}door");
-        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-            .bind(format!("{}ms", wait.as_millis().max(1)))
-            .execute(&mut conn)
-            .await
-            .context("failed to set lock_timeout")?;
-        match sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))").bind(HOST_DOOR_CLASS).bind(&door).execute(&mut conn).await {
-            Ok(_) => {}
-            Err(e) if crate::error::sqlstate(&e).as_deref() == Some("55P03") => return Err(busy()),
-            Err(e) => return Err(e).context("failed to wait for a host slot"),
+        if !lock_within(&mut conn, HOST_DOOR_CLASS, &door, wait).await? {
+            return Err(busy());
         }
         let taken = loop {
             let mut got = false;
@@ -190,6 +175,21 @@ impl HostSlot {
     /// Frees the slot by closing its connection.
     pub async fn release(self) {
         let _ = self.conn.close().await;
+    }
+}
+
+/// Waits up to `wait` for the session-level advisory lock (`class`, `key`) on `conn`
+/// (the session's `lock_timeout` bounds the wait); false if it did not come.
+async fn lock_within(conn: &mut PgConnection, class: i32, key: &str, wait: Duration) -> Result<bool> {
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(format!("{}ms", wait.as_millis().max(1)))
+        .execute(&mut *conn)
+        .await
+        .context("failed to set lock_timeout")?;
+    match sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))").bind(class).bind(key).execute(conn).await {
+        Ok(_) => Ok(true),
+        Err(e) if crate::error::sqlstate(&e).as_deref() == Some("55P03") => Ok(false),
+        Err(e) => Err(e).context("failed to take an advisory lock"),
     }
 }
 

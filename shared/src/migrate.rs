@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (15, "crash_safety", include_str!("../../migrations/0015_crash_safety.sql")),
     (16, "tenant_ledger_conflicts", include_str!("../../migrations/0016_tenant_ledger_conflicts.sql")),
     (17, "secret_keys", include_str!("../../migrations/0017_secret_keys.sql")),
+    (18, "panel", include_str!("../../migrations/0018_panel.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.

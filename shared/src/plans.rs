@@ -100,7 +100,10 @@ async fn change_in_place(pool: &PgPool, config: &Config, slug: &str, to: Plan, a
 
 async fn apply_connection_limit(pool: &PgPool, config: &Config, tenant: &tenants::Tenant) -> Result<()> {
     let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let mut admin = crate::hosts::connect_admin(&mut cp, config, &tenant.host).await?;
+    // A tenant transaction may hold its role's catalog row: wait 5 s at most (then the
+    // next job sets the limit).
+    let options = crate::hosts::admin_options(&mut cp, config, &tenant.host).await?;
+    let mut admin = crate::tenant_session::admin_connection(&options).await?;
     crate::ops::provision::limit_connections(&mut admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await
 }
 

@@ -26,6 +26,15 @@ pub async fn enqueue<J: Job>(conn: &mut PgConnection, job: &J) -> Result<String>
         .context(format!("failed to enqueue {}", J::TYPE))
 }
 
+/// The id of the job holding idempotency key `key`, if one does (cancelled jobs free theirs).
+pub async fn job_with_key(conn: &mut PgConnection, key: &str) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .context("failed to find the job by its idempotency key")
+}
+
 /// Enqueues many jobs of one type in one statement (keys taken already are skipped);
 /// returns how many were inserted.
 pub async fn enqueue_many<J: Job>(conn: &mut PgConnection, jobs: &[J]) -> Result<u64> {
@@ -81,19 +90,91 @@ pub const STATUSES: &[&str] = &["pending", "running", "done", "failed", "dead", 
 
 /// Jobs matching `filter`, newest first.
 pub async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobInfo>> {
+    list_sorted(pool, filter, JobSort::default(), 0).await
+}
+
+/// A column the job list can be sorted by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobColumn {
+    /// Enqueue order (job ids grow with time).
+    #[default]
+    Id,
+    Type,
+    Status,
+    Attempts,
+    RunAt,
+    Tenant,
+}
+
+impl JobColumn {
+    pub const ALL: &'static [JobColumn] =
+        &[JobColumn::Id, JobColumn::Type, JobColumn::Status, JobColumn::Attempts, JobColumn::RunAt, JobColumn::Tenant];
+
+    /// The name in a link (`?sort=run_at`) and the view's column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobColumn::Id => "id",
+            JobColumn::Type => "type",
+            JobColumn::Status => "status",
+            JobColumn::Attempts => "attempts",
+            JobColumn::RunAt => "run_at",
+            JobColumn::Tenant => "tenant",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<JobColumn> {
+        JobColumn::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+/// An order of the job list: a column and its direction (newest first by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobSort {
+    pub column: JobColumn,
+    pub descending: bool,
+}
+
+impl Default for JobSort {
+    fn default() -> JobSort {
+        JobSort { column: JobColumn::Id, descending: true }
+    }
+}
+
+/// Jobs matching `filter` in the order `sort`, skipping the first `offset` (a page of
+/// `filter.limit`); ties keep the newest first.
+pub async fn list_sorted(pool: &PgPool, filter: &JobFilter, sort: JobSort, offset: i64) -> Result<Vec<JobInfo>> {
     check(pool, filter).await?;
-    sqlx::query_as(
+    // The column and direction come from the enums above, never from the request's text.
+    let order = format!("{} {} NULLS LAST, id DESC", sort.column.as_str(), if sort.descending { "DESC" } else { "ASC" });
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, type, status, attempts, max_attempts, run_at, last_error, tenant, payload, result FROM tenant_master.jobs
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR tenant = $3)
-         ORDER BY id DESC LIMIT $4",
-    )
+         ORDER BY {order} LIMIT $4 OFFSET $5"
+    )))
     .bind(&filter.status)
     .bind(&filter.job_type)
     .bind(&filter.tenant)
     .bind(filter.limit)
+    .bind(offset.max(0))
     .fetch_all(pool)
     .await
     .context("failed to list jobs")
+}
+
+/// How many jobs match `filter` (its limit ignored).
+pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64> {
+    check(pool, filter).await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_master.jobs
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2) AND ($3::text IS NULL OR tenant = $3)",
+    )
+    .bind(&filter.status)
+    .bind(&filter.job_type)
+    .bind(&filter.tenant)
+    .fetch_one(pool)
+    .await
+    .context("failed to count jobs")
 }
 
 /// Refuses a status, job type or tenant that matches nothing by construction: a typo must
@@ -144,10 +225,16 @@ pub async fn check_job_type(pool: &PgPool, job_type: &str) -> Result<()> {
 /// retries. The admin panel passes the ids it counted, so a job that failed after the
 /// count is not swept in unseen.
 pub async fn retryable(pool: &PgPool, filter: &JobFilter, only: Option<&[String]>) -> Result<Vec<String>> {
+    matching(pool, filter, &["failed", "dead"], only).await
+}
+
+/// The jobs in one of `statuses` that match `filter` (its limit ignored) and are among
+/// `only` when given, oldest first.
+pub async fn matching(pool: &PgPool, filter: &JobFilter, statuses: &[&str], only: Option<&[String]>) -> Result<Vec<String>> {
     check(pool, filter).await?;
     sqlx::query_scalar(
         "SELECT id FROM tenant_master.jobs
-         WHERE status IN ('failed', 'dead') AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
+         WHERE status = ANY($5) AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
            AND ($3::text IS NULL OR tenant = $3) AND ($4::text[] IS NULL OR id = ANY($4))
          ORDER BY id",
     )
@@ -155,9 +242,10 @@ pub async fn retryable(pool: &PgPool, filter: &JobFilter, only: Option<&[String]
     .bind(&filter.job_type)
     .bind(&filter.tenant)
     .bind(only)
+    .bind(statuses)
     .fetch_all(pool)
     .await
-    .context("failed to find the failed jobs")
+    .context("failed to find the matching jobs")
 }
 
 /// Retries every failed and dead job matching `filter` (see [`retryable`]).
@@ -259,15 +347,71 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
 
 /// Pushes a failed job's next attempt out by `delay` (the queue library itself would
 /// re-fetch it at once), so the backoff survives restarts.
-pub async fn defer(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
+pub async fn defer(pool: &PgPool, id: &str, delay: Duration, attempt: usize, error: &str) -> Result<()> {
     // Seconds as a float: sqlx refuses a Duration with sub-microsecond digits as an INTERVAL.
-    sqlx::query("UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1")
-        .bind(id)
-        .bind(delay.as_secs_f64())
-        .execute(pool)
-        .await
-        .context("failed to schedule the job's next attempt")?;
+    // The failed attempt is written in the same statement: no extra round trip.
+    sqlx::query(
+        "WITH job AS (UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1 RETURNING id, lock_at, lock_by)
+         INSERT INTO tenant_master.job_attempts (job_id, attempt, started_at, worker, outcome, error)
+         SELECT id, $3, lock_at, lock_by, 'failed', $4 FROM job",
+    )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .bind(attempt as i32)
+    .bind(error)
+    .execute(pool)
+    .await
+    .context("failed to schedule the job's next attempt")?;
     Ok(())
+}
+
+/// Records that attempt `attempt` of job `id` gave up for good with `error`.
+pub async fn record_dead(pool: &PgPool, id: &str, attempt: usize, error: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_master.job_attempts (job_id, attempt, started_at, worker, outcome, error)
+         SELECT id, $2, lock_at, lock_by, 'dead', $3 FROM apalis.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .bind(attempt as i32)
+    .bind(error)
+    .execute(pool)
+    .await
+    .context("failed to record the job's last attempt")?;
+    Ok(())
+}
+
+/// One attempt of a job, as the admin panel lists them.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AttemptInfo {
+    pub attempt: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    /// failed | dead | running | done | cancelled
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Every recorded attempt of job `id`, oldest first, and the one the queue's row holds
+/// (running now, or the one that succeeded) when it is not among them.
+pub async fn attempts(pool: &PgPool, id: &str) -> Result<Vec<AttemptInfo>> {
+    sqlx::query_as(
+        "SELECT attempt, started_at, ended_at, worker, outcome, error FROM (
+             SELECT id AS seq, attempt, started_at, ended_at, worker, outcome, error
+             FROM tenant_master.job_attempts WHERE job_id = $1
+             UNION ALL
+             SELECT 9223372036854775807, j.attempts + CASE WHEN j.status = 'running' THEN 1 ELSE 0 END, j.lock_at,
+                    CASE WHEN j.status = 'running' THEN NULL ELSE j.done_at END, j.lock_by, j.status,
+                    CASE WHEN j.status = 'done' THEN NULL ELSE j.last_error END
+             FROM tenant_master.jobs j
+             WHERE j.id = $1 AND j.lock_at IS NOT NULL AND j.status IN ('running', 'done')
+               AND NOT EXISTS (SELECT 1 FROM tenant_master.job_attempts a WHERE a.job_id = j.id AND a.started_at = j.lock_at)
+         ) a ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .context("failed to read the job's attempts")
 }
 
 /// Runs a job again after `delay` without spending an attempt (it waited for the tenant

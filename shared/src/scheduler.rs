@@ -1,6 +1,7 @@
 //! `tenant-scheduler`: tokio-cron-scheduler fires each schedule at its slots, and a sweep
 //! every minute (also at start) catches each schedule's latest slot if it is within the
-//! catch-up window and no scheduler has recorded it yet (older missed slots are skipped). Running two schedulers is safe: fan-outs are once per slot.
+//! catch-up window and no scheduler has recorded it yet (older missed slots are skipped).
+//! Running two schedulers is safe: fan-outs are once per slot.
 
 use std::{future::Future, sync::Arc};
 

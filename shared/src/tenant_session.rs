@@ -269,7 +269,7 @@ async fn close_operator(admin: &PgConnectOptions, role: &str) -> Result<()> {
 
 /// An admin session to the host of `options` whose statements on a role never wait long:
 /// a tenant transaction may hold its roles' catalog rows (`ALTER ROLE CURRENT_USER ...`).
-async fn admin_connection(options: &PgConnectOptions) -> Result<PgConnection> {
+pub(crate) async fn admin_connection(options: &PgConnectOptions) -> Result<PgConnection> {
     let mut admin = db::connect_to(options, options.get_database().unwrap_or("postgres")).await?;
     sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await.context("failed to set lock_timeout")?;
     Ok(admin)

@@ -106,6 +106,19 @@ impl NewTenant {
             host: host.map(str::to_owned),
         })
     }
+
+    /// Whether `existing` is what this request asks for, already made or being made: the
+    /// same slug, product, plan and owner (and host and name when given), and neither
+    /// failed nor on its way out. A create that repeats itself is then no conflict.
+    pub fn already_made_as(&self, existing: &Tenant) -> bool {
+        existing.slug == self.slug.as_str()
+            && existing.product == self.product
+            && existing.plan == self.plan.as_str()
+            && existing.owner_email == self.owner_email
+            && self.host.as_ref().is_none_or(|host| *host == existing.host)
+            && self.name.as_ref().is_none_or(|name| *name == existing.name)
+            && matches!(existing.status.as_str(), "provisioning" | "active" | "paused" | "suspended")
+    }
 }
 
 fn validate_email(email: &str) -> Result<()> {
@@ -157,9 +170,7 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
         )));
     }
     // Sealed before it is written: the control plane never holds a plaintext password.
-    let keys = Keyring::load(&config.key_sources())?;
-    crate::keys::ensure_known(&mut *conn, keys.current()?.id()).await?;
-    let sealed = keys.seal(&password::generate(), new.slug.as_str())?;
+    let sealed = crate::keys::seal(&mut *conn, config, &password::generate(), new.slug.as_str()).await?;
     let inserted: Option<Tenant> = sqlx::query_as(concat!(
         "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
                                             role_name, role_password, owner_email)
@@ -227,6 +238,15 @@ pub async fn create(conn: &mut PgConnection, config: &Config, new: &NewTenant, a
     let job_id = queue::enqueue(conn, &job).await?;
     activity::record(conn, actor, Some(tenant.id), "tenant.create_requested", json!({ "plan": tenant.plan, "job_id": job_id })).await?;
     Ok((tenant, job_id))
+}
+
+/// The job provisioning the tenant `new` asks for, while one holds its key.
+pub async fn provision_job(conn: &mut PgConnection, new: &NewTenant) -> Result<Option<String>> {
+    use crate::jobs::Job as _;
+    match ProvisionTenant::from(new).idempotency_key() {
+        Some(key) => queue::job_with_key(conn, &key).await,
+        None => Ok(None),
+    }
 }
 
 /// [`create`] in a transaction of its own.

@@ -129,3 +129,37 @@ pub async fn retry_matching(State(panel): State<Shared>, mut act: Act) -> PageRe
     act.audit(None, "admin.jobs_retry_matching", details).await?;
     Ok(see("/jobs?notice=retried"))
 }
+
+/// Cancels what the confirmation page counted: the jobs it listed that still match the
+/// filter and have still not started. One that started meanwhile, or whose work has begun
+/// changing its tenant, is left alone and named in the audit entry.
+pub async fn cancel_matching(State(panel): State<Shared>, mut act: Act) -> PageResult {
+    let filter = JobFilter {
+        status: act.field("status").map(str::to_owned),
+        job_type: act.field("type").map(str::to_owned),
+        tenant: act.field("tenant").map(str::to_owned),
+        limit: 0,
+    };
+    let counted: Vec<String> = act.field("ids").unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    if counted.is_empty() {
+        return Err(PanelError::new(StatusCode::BAD_REQUEST, "no job matched when counted: nothing was cancelled"));
+    }
+    let still = queue::matching(&panel.pool, &filter, super::pages::CANCELLABLE, Some(&counted)).await?;
+    let actor = act.actor();
+    let (mut cancelled, mut skipped) = (Vec::new(), Vec::new());
+    for id in &still {
+        match cancel::cancel(&panel.pool, id, &actor).await {
+            Ok(done) => cancelled.push(done.job.id),
+            Err(e @ (tenant_master::Error::Conflict(_) | tenant_master::Error::NotFound(_))) => {
+                skipped.push(json!({ "id": id, "reason": e.to_string() }))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let details = json!({
+        "filter": { "status": filter.status, "type": filter.job_type, "tenant": filter.tenant },
+        "counted": counted.len(), "cancelled": cancelled.len(), "job_ids": cancelled, "skipped": skipped,
+    });
+    act.audit(None, "admin.jobs_cancel_matching", details).await?;
+    Ok(see("/jobs?notice=cancelled_many"))
+}

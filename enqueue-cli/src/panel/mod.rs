@@ -7,6 +7,8 @@
 
 mod actions;
 mod auth;
+mod charts;
+mod listing;
 mod pages;
 pub mod users;
 mod web;
@@ -52,10 +54,15 @@ pub fn router(panel: Shared) -> Router {
         .route("/jobs", get(pages::jobs))
         // The confirmation carries every counted id (27 bytes each): room for 300,000.
         .route("/jobs/retry", get(pages::retry_matching).post(actions::retry_matching).layer(axum::extract::DefaultBodyLimit::max(8 << 20)))
+        .route(
+            "/jobs/cancel",
+            get(pages::cancel_matching).post(actions::cancel_matching).layer(axum::extract::DefaultBodyLimit::max(8 << 20)),
+        )
         .route("/jobs/{id}", get(pages::job))
         .route("/jobs/{id}/{action}", post(actions::job_action))
         .route("/schedules", get(pages::schedules))
         .route("/hosts", get(pages::hosts))
+        .route("/activity", get(pages::activity))
         .fallback(web::not_found)
         .with_state(panel)
 }

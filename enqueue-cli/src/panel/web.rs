@@ -29,6 +29,9 @@ fn templates() -> &'static Environment<'static> {
             ("jobs.html", include_str!("templates/jobs.html")),
             ("job.html", include_str!("templates/job.html")),
             ("retry.html", include_str!("templates/retry.html")),
+            ("cancel.html", include_str!("templates/cancel.html")),
+            ("activity.html", include_str!("templates/activity.html")),
+            ("pager.html", include_str!("templates/pager.html")),
             ("schedules.html", include_str!("templates/schedules.html")),
             ("hosts.html", include_str!("templates/hosts.html")),
         ] {

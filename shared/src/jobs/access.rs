@@ -83,16 +83,19 @@ pub async fn request(pool: &sqlx::PgPool, slug: &str, change: Change, reason: Op
     match request_change(pool, slug, change, reason, actor).await? {
         Requested::Enqueued(job_id) => Ok(job_id),
         Requested::Already(status) => Err(Error::Conflict(format!("tenant '{slug}' is {status} already: nothing to do"))),
+        Requested::Underway(job_id) => Err(Error::Conflict(format!("tenant '{slug}' is changing already (job {job_id})"))),
     }
 }
 
-/// What a pause, suspend or resume request did.
+/// What a lifecycle request (pause, suspend, resume, delete) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requested {
     /// The job's id.
     Enqueued(String),
     /// The tenant is in the wanted status already (this status): nothing was enqueued.
     Already(String),
+    /// The same change is under way already, in this job: nothing new was enqueued.
+    Underway(String),
 }
 
 /// [`request`], telling "already in that state" apart: reconciling scripts treat it as

@@ -4,11 +4,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
+    access::Requested,
     payload::{optional, required, Field, Shape},
     App, Job, Run,
 };
 use crate::{
-    error::{Context as _, Result},
+    error::{Context as _, Error, Result},
     ops::delete,
     queue, tenants,
 };
@@ -47,12 +48,32 @@ impl Job for DeleteTenant {
 
 /// Marks the tenant `deleting` (no further changes accepted) and enqueues its deletion.
 pub async fn request(pool: &sqlx::PgPool, slug: &str, actor: &str) -> Result<String> {
+    match request_delete(pool, slug, actor).await? {
+        Requested::Enqueued(job_id) => Ok(job_id),
+        Requested::Already(_) => Err(Error::Conflict(format!("tenant '{slug}' is deleted already"))),
+        Requested::Underway(_) => Err(Error::Conflict(format!("tenant '{slug}' is being deleted already"))),
+    }
+}
+
+/// [`request`], telling "deleted already" and "being deleted already" (with the job that
+/// is deleting it) apart: reconciling scripts treat both as success.
+pub async fn request_delete(pool: &sqlx::PgPool, slug: &str, actor: &str) -> Result<Requested> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let tenant = tenants::get(&mut tx, slug).await?;
+    let job = DeleteTenant { slug: slug.to_owned(), tenant_id: Some(tenant.id), actor: actor.to_owned() };
+    match tenant.status.as_str() {
+        "deleted" => return Ok(Requested::Already(tenant.status)),
+        "deleting" => {
+            let key = job.idempotency_key().expect("deletes have a key");
+            if let Some(job_id) = queue::job_with_key(&mut tx, &key).await? {
+                return Ok(Requested::Underway(job_id));
+            }
+        }
+        _ => {}
+    }
     delete::check(&tenant)?;
     tenants::set_status(&mut tx, &tenant, "deleting", None, actor).await?;
-    let job = DeleteTenant { slug: slug.to_owned(), tenant_id: Some(tenant.id), actor: actor.to_owned() };
     let job_id = queue::enqueue(&mut tx, &job).await?;
     tx.commit().await.context("failed to commit the request")?;
-    Ok(job_id)
+    Ok(Requested::Enqueued(job_id))
 }

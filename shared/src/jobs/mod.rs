@@ -161,7 +161,7 @@ pub async fn execute<J: Job>(payload: Value, id: TaskId, attempt: Attempt, app: 
         Ok(job) => job,
         Err(e) => {
             let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, attempt);
-            return Err(undecodable::<J>(&id, &app, &e).instrument(span).await);
+            return Err(undecodable::<J>(&id, attempt, &app, &e).instrument(span).await);
         }
     };
     let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.subject().unwrap_or("-"), attempt);
@@ -169,12 +169,15 @@ pub async fn execute<J: Job>(payload: Value, id: TaskId, attempt: Attempt, app: 
 }
 
 /// A payload no handler can read: dead at once, with a sentence that says how to go on.
-async fn undecodable<J: Job>(id: &str, app: &App, error: &serde_json::Error) -> BoxDynError {
+async fn undecodable<J: Job>(id: &str, attempt: usize, app: &App, error: &serde_json::Error) -> BoxDynError {
     let reason = format!(
         "the payload cannot be read as {} ({error}): nothing was done; enqueue a corrected job (see `tenantctl jobs show {id}`)",
         J::TYPE
     );
     tracing::error!(error = %reason, "job gave up");
+    if let Err(e) = queue::record_dead(&app.pool, id, attempt, &reason).await {
+        tracing::error!(error = %e, "could not record the job's last attempt");
+    }
     app.metrics.finished(J::TYPE, Outcome::Dead, std::time::Duration::ZERO);
     Box::new(AbortError::new(reason))
 }
@@ -186,7 +189,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         let max_attempts = queue::max_attempts(&app.pool, id).await?;
         if attempt > max_attempts {
             let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
-            return Err(give_up(job, id, app, reason).await);
+            return Err(give_up(job, id, attempt, app, reason).await);
         }
     }
     tracing::info!("job started");
@@ -203,7 +206,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
         }
         Ok(Err(e)) if !e.is_retryable() => {
             app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-            return Err(give_up(job, id, app, e.to_string()).await);
+            return Err(give_up(job, id, attempt, app, e.to_string()).await);
         }
         // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
         Ok(Err(Error::Busy(reason))) => {
@@ -219,12 +222,12 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Re
     let max_attempts = queue::max_attempts(&app.pool, id).await?;
     if attempt >= max_attempts {
         app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-        return Err(give_up(job, id, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
+        return Err(give_up(job, id, attempt, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
     }
     app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
     let delay = queue::backoff(app.config.worker.retry_base_secs, attempt);
     tracing::warn!(error = %error, retry_in_s = delay.as_secs(), "job failed; will retry");
-    queue::defer(&app.pool, id, delay).await?;
+    queue::defer(&app.pool, id, delay, attempt, &error).await?;
     Err(error.into())
 }
 
@@ -325,8 +328,11 @@ async fn host_of(app: &App, slug: &str) -> Result<Option<String>> {
 }
 
 /// Final failure: run the job's hook, log once, and tell apalis not to retry.
-async fn give_up<J: Job>(job: &J, id: &str, app: &App, reason: String) -> BoxDynError {
+async fn give_up<J: Job>(job: &J, id: &str, attempt: usize, app: &App, reason: String) -> BoxDynError {
     tracing::error!(error = %reason, "job gave up");
+    if let Err(e) = queue::record_dead(&app.pool, id, attempt, &reason).await {
+        tracing::error!(error = %e, "could not record the job's last attempt");
+    }
     if let Err(e) = job.on_dead(app, id, &reason).await {
         tracing::error!(error = %e, "could not record the job's failure");
     }

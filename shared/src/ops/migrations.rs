@@ -25,21 +25,11 @@ use crate::{
 /// Applies `migration` to the tenant's schema unless the ledger has it; false if it had.
 /// `admin_db` reads the ledger; `operator` is the tenant's operator session. The caller
 /// has checked the file against what we applied before ([`check_files`]), so a ledger row
-/// with another checksum is the tenant's own doing: it stops this tenant only. Once the
-/// migration is in the ledger, its checksum is remembered in the control plane (`cp`).
-pub async fn apply(
-    cp: &mut PgConnection,
-    admin_db: &mut PgConnection,
-    operator: &mut PgConnection,
-    tenant: &Tenant,
-    migration: &ProductMigration,
-) -> Result<bool> {
+/// with another checksum is the tenant's own doing: it stops this tenant only.
+async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, tenant: &Tenant, migration: &ProductMigration) -> Result<bool> {
     let label = migration.label();
     match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
-        Some(checksum) if checksum == migration.checksum => {
-            remember_applied(cp, &tenant.product, migration).await?;
-            return Ok(false);
-        }
+        Some(checksum) if checksum == migration.checksum => return Ok(false),
         Some(checksum) => return Err(Error::Fatal(ledger_conflict(&tenant.slug, migration, &checksum))),
         None => {}
     }
@@ -69,8 +59,6 @@ pub async fn apply(
         .await
         .context("failed to record the migration")?;
     tx.commit().await.context(format!("failed to commit product migration {label}"))?;
-    // Right after its commit: a later migration failing must not leave this one unguarded.
-    remember_applied(cp, &tenant.product, migration).await?;
     Ok(true)
 }
 
@@ -94,7 +82,8 @@ fn short(checksum: &str) -> &str {
 
 /// Refuses a product whose migration file changed since one of our sessions first applied
 /// it: half the fleet would silently get other SQL than the rest. This stops everything.
-pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<()> {
+/// Returns the versions whose checksums are kept already.
+pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<Vec<i64>> {
     let first: Vec<(i64, String)> =
         sqlx::query_as("SELECT version, checksum FROM tenant_master.product_migrations_applied WHERE product = $1")
             .bind(&product.name)
@@ -108,17 +97,12 @@ pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<()>
             m.label(),
             product.name
         ))),
-        None => Ok(()),
+        None => Ok(first.into_iter().map(|(version, _)| version).collect()),
     }
 }
 
-/// Remembers the checksum of `migration` as the one our sessions applied (the first time
-/// only), for [`check_files`].
-async fn remember_applied(cp: &mut PgConnection, product: &str, migration: &ProductMigration) -> Result<()> {
-    remember(cp, product, &[migration]).await
-}
-
-/// Remembers the checksums of `migrations` of `product` (the first time only).
+/// Remembers the checksums of `migrations` of `product` as those our sessions applied (the
+/// first time only), for [`check_files`].
 pub async fn remember(cp: &mut PgConnection, product: &str, migrations: &[&ProductMigration]) -> Result<()> {
     let versions: Vec<i64> = migrations.iter().map(|m| m.version).collect();
     let names: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
@@ -150,12 +134,16 @@ pub async fn apply_all(
     to: Option<i64>,
     after_each: impl Fn(i64) -> Result<()>,
 ) -> Result<Vec<String>> {
-    check_files(cp, product).await?;
-    let wanted: Vec<&ProductMigration> = product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)).collect();
+    let kept = check_files(cp, product).await?;
     let mut applied = Vec::new();
-    for migration in &wanted {
-        if apply(cp, admin_db, operator, tenant, migration).await? {
+    for migration in product.migrations.iter().filter(|m| to.is_none_or(|to| m.version <= to)) {
+        if apply(admin_db, operator, tenant, migration).await? {
             applied.push(migration.label());
+        }
+        // Right after its commit (or once the ledger shows it): a later migration failing
+        // must not leave this one unguarded.
+        if !kept.contains(&migration.version) {
+            remember(cp, &product.name, &[migration]).await?;
         }
         after_each(migration.version)?;
     }

@@ -58,6 +58,15 @@ pub async fn prune_jobs(pool: &sqlx::PgPool, done_days: u32, dead_days: u32) -> 
         .execute(pool)
         .await
         .context("failed to forget pruned cancellations")?;
+    // Attempts end before their job: the oldest ones are the pruned jobs'.
+    sqlx::query(
+        "DELETE FROM tenant_master.job_attempts a WHERE a.ended_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.id = a.job_id)",
+    )
+    .bind(done_days.min(dead_days) as i32)
+    .execute(pool)
+    .await
+    .context("failed to forget the attempts of pruned jobs")?;
     let workers = sqlx::query(
         "DELETE FROM apalis.workers w WHERE w.last_seen < now() - make_interval(days => $1)
            AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",

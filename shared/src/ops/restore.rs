@@ -316,15 +316,12 @@ async fn bring_migrations_up_to_date(
 ) -> Result<()> {
     ledger::keep_only(tenant_db, &tenant.schema, &chosen.schema_versions).await?;
     let product = products::load(&app.config.products_dir, &tenant.product)?;
-    migrations::check_files(cp, &product).await?;
     let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
     ledger::ensure(tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
     // Up to the version the tenant was at before the restore (as last recorded), not the
     // product's latest: a migration still being rolled out reaches it by the rollout only.
-    for migration in product.migrations.iter().filter(|m| tenant.schema_version.is_none_or(|v| m.version <= v)) {
-        migrations::apply(cp, tenant_db, &mut operator, tenant, migration).await?;
-    }
+    migrations::apply_all(cp, tenant_db, &mut operator, tenant, &product, tenant.schema_version, |_| Ok(())).await?;
     let version = ledger::applied_versions(tenant_db, &tenant.schema).await?.into_iter().max();
     crate::ops::rollout::record_version(cp, tenant.id, version).await
 }

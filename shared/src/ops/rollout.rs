@@ -69,8 +69,7 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
     let mut products: HashMap<String, Product> = HashMap::new();
     for tenant in &tenants {
         if !products.contains_key(&tenant.product) {
-            let product = products::load(&config.products_dir, &tenant.product)?;
-            products.insert(tenant.product.clone(), product);
+            products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
         }
     }
     let versions: Vec<i64> = products.values().flat_map(|p| p.migrations.iter().map(|m| m.version)).collect();
