@@ -115,6 +115,7 @@ async fn an_admin_runs_a_tenant_from_the_browser() {
         ("/jobs", "jobs", "#jobs"),
         ("/hosts", "hosts", "#hosts"),
         ("/schedules", "schedules", "#schedules"),
+        ("/activity", "activity-all", "#activity"),
     ] {
         browser.goto(&panel.url(path));
         browser.find(marker);
@@ -240,6 +241,11 @@ async fn failed_jobs_are_retried_by_filter_and_one_is_cancelled() {
     browser.wait_text("#status", "done", LONG);
     let files = std::fs::read_dir(&broken).unwrap().count();
     assert!(files > 0, "the backup file was written");
+    // Its page lists both attempts: the one that failed on the folder, the one that worked.
+    let attempts = browser.text("#job-attempts");
+    assert!(attempts.contains("failed") && attempts.contains("done"), "{attempts}");
+    assert!(attempts.contains("BackupTenant-"), "each attempt names its worker: {attempts}");
+    screenshots(&browser, "job-attempts");
     let audit = panel_audit(&env).await;
     assert!(audit.iter().any(|(_, action, _)| action == "admin.job_cancel"), "{audit:?}");
     assert!(audit.iter().any(|(_, action, _)| action == "admin.jobs_retry_matching"), "{audit:?}");
@@ -526,6 +532,108 @@ async fn restore_plan_and_delete_from_the_browser() {
     for action in ["admin.backup", "admin.restore", "admin.plan", "admin.delete"] {
         assert!(audit.iter().any(|(actor, a, _)| actor == "panel:alice" && a == action), "{action} in {audit:?}");
     }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// Long lists page through, sort, and a filter's bulk cancel counts first; the dashboard
+/// shows the live workers and its charts; the activity page filters by tenant.
+#[tokio::test]
+async fn lists_page_sort_and_cancel_in_bulk_and_the_dashboard_shows_workers() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("panel-lists");
+    let mut worker = env.spawn_worker(&logs.path().join("worker.log"));
+    let (a, b) = (env.slug("north"), env.slug("south"));
+    create_tenant(&env, &a);
+    create_tenant(&env, &b);
+    let out = env.tenantctl(&["backup", "create", &a, "--wait", "--timeout", "3m"]);
+    assert!(out.status.success(), "backup create: {}", stderr(&out));
+    // 250 jobs that wait an hour: more than five pages.
+    for i in 0..250 {
+        sqlx::query("SELECT tenant_master.enqueue('PruneJobs', $1, NULL, now() + interval '1 hour')")
+            .bind(serde_json::json!({ "done_older_than_days": 7, "dead_older_than_days": 30, "n": i }))
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+    add_user(&env, "alice", "admin", PASSWORD);
+    let panel = PanelServer::start(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    browser.show_on_failure(&logs.path().join("worker.log"));
+    log_in(&browser, &panel, "alice", PASSWORD);
+
+    // The dashboard: this worker process, its charts, and no benchmark job type.
+    browser.goto(&panel.url("/"));
+    let workers = browser.text("#workers");
+    assert!(workers.contains(&worker.id().to_string()), "the worker's pid in {workers}");
+    assert!(browser.exists("#chart-throughput rect") && browser.exists("#chart-tenants rect"));
+    let legend = browser.text("#tenants-legend");
+    assert!(legend.contains("demo, starter: 2"), "{legend}");
+    assert!(!browser.text("#queue").contains("Noop"), "internal job types are hidden");
+    let done: i64 = browser.text("#throughput").split_whitespace().next().unwrap().parse().unwrap();
+    assert!(done >= 2, "the two provisionings (and their mails) are counted: {done}");
+    screenshots(&browser, "dashboard-workers");
+
+    // 250 pending prunes + what the tenants ran: page 1 of 6, the newest first.
+    browser.goto(&panel.url("/jobs?type=PruneJobs"));
+    assert!(browser.text(".pager").contains("1–50 of 250"), "{}", browser.text(".pager"));
+    let first_page = browser.text("#jobs tbody");
+    browser.click(".pager .next");
+    browser.wait_text(".pager", "51–100 of 250", Duration::from_secs(10));
+    assert_ne!(browser.text("#jobs tbody"), first_page);
+    assert!(browser.url().contains("type=PruneJobs"), "the filter is kept: {}", browser.url());
+    // Sorting by type over all jobs puts the ProvisionTenant rows after the PruneJobs ones
+    // ascending, first descending.
+    browser.goto(&panel.url("/jobs"));
+    browser.click("#sort-type");
+    browser.click("#sort-type");
+    assert!(browser.url().contains("sort=type&dir=desc"), "{}", browser.url());
+    let top = browser.text("#jobs tbody tr:first-child");
+    assert!(top.starts_with("SendWelcomeMail") || top.starts_with("PruneJobs"), "{top}");
+
+    // Bulk cancel of the prunes of the filter: the count first, then exactly those.
+    browser.goto(&panel.url("/jobs?type=PruneJobs&status=pending"));
+    browser.click("#cancel-matching");
+    browser.wait_text("#cancel-count", "250 job(s)", Duration::from_secs(10));
+    screenshots(&browser, "cancel-matching");
+    browser.click("#confirm-cancel");
+    browser.wait_text("#notice", "were cancelled", Duration::from_secs(60));
+    let (cancelled, others): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE type = 'PruneJobs' AND status = 'cancelled'), count(*) FILTER (WHERE type <> 'PruneJobs' AND status = 'cancelled')
+         FROM tenant_master.jobs",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((cancelled, others), (250, 0));
+    assert!(panel_audit(&env).await.iter().any(|(_, action, _)| action == "admin.jobs_cancel_matching"));
+
+    // The activity page, filtered by one tenant: its steps only, none of the other's.
+    browser.goto(&panel.url("/activity"));
+    browser.fill("#filter-tenant", &a);
+    browser.click("#filter");
+    browser.wait_text("#activity", "tenant.active", Duration::from_secs(10));
+    let shown = browser.text("#activity");
+    assert!(shown.contains(&a) && !shown.contains(&b), "{shown}");
+    screenshots(&browser, "activity");
+
+    // A tenant's page: its history by day, each entry with its details.
+    browser.goto(&panel.url(&format!("/tenants/{a}")));
+    let history = browser.text("#history");
+    assert!(history.contains("tenant.create_requested") && history.contains("job_id"), "{history}");
+    screenshots(&browser, "tenant-history");
+    // At 390 px each confirm field and its button share one line, inside the page.
+    for (field, button) in [("#restore-confirm", "#restore"), ("#delete-confirm", "#delete")] {
+        let same_line = browser.script_at(
+            PHONE,
+            &format!(
+                "const i = document.querySelector('{field}').getBoundingClientRect(), b = document.querySelector('{button}').getBoundingClientRect();
+                 return Math.abs(i.top - b.top) < 4 && b.right <= document.documentElement.clientWidth && i.width >= 80;"
+            ),
+        );
+        assert_eq!(same_line, serde_json::json!(true), "{field} and {button} on one line at {PHONE} px");
+    }
+    assert!(browser.fits(PHONE), "the tenant page fits {PHONE} px");
     let _ = worker.kill();
     let _ = worker.wait();
 }

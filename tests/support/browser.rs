@@ -271,6 +271,15 @@ impl Browser {
         wide <= width as u64
     }
 
+    /// Runs `script` with the page laid out `width` CSS pixels wide (as a phone when narrow).
+    pub fn script_at(&self, width: u32, script: &str) -> Value {
+        let cdp = |cmd: &str, params: Value| self.session_call("POST", "/goog/cdp/execute", Some(json!({ "cmd": cmd, "params": params })));
+        cdp("Emulation.setDeviceMetricsOverride", json!({ "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600 }));
+        let value = self.script(script, json!([]));
+        cdp("Emulation.clearDeviceMetricsOverride", json!({}));
+        value
+    }
+
     /// Waits up to `limit` for `css`'s text to contain `wanted` (pages reload themselves).
     pub fn wait_text(&self, css: &str, wanted: &str, limit: Duration) {
         let started = Instant::now();
