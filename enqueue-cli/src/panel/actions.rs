@@ -111,13 +111,7 @@ pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(S
 /// filter and are still failed or dead. A job that failed after the count is left alone
 /// (the next look counts it); one retried meanwhile by someone else is not retried twice.
 pub async fn retry_matching(State(panel): State<Shared>, mut act: Act) -> PageResult {
-    let filter = JobFilter {
-        status: act.field("status").map(str::to_owned),
-        job_type: act.field("type").map(str::to_owned),
-        tenant: act.field("tenant").map(str::to_owned),
-        limit: 0,
-    };
-    let counted: Vec<String> = act.field("ids").unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    let (filter, counted) = counted_filter(&act);
     if counted.is_empty() {
         return Err(PanelError::new(StatusCode::BAD_REQUEST, "no failed or dead job matched when counted: nothing was retried"));
     }
@@ -134,13 +128,7 @@ pub async fn retry_matching(State(panel): State<Shared>, mut act: Act) -> PageRe
 /// filter and have still not started. One that started meanwhile, or whose work has begun
 /// changing its tenant, is left alone and named in the audit entry.
 pub async fn cancel_matching(State(panel): State<Shared>, mut act: Act) -> PageResult {
-    let filter = JobFilter {
-        status: act.field("status").map(str::to_owned),
-        job_type: act.field("type").map(str::to_owned),
-        tenant: act.field("tenant").map(str::to_owned),
-        limit: 0,
-    };
-    let counted: Vec<String> = act.field("ids").unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    let (filter, counted) = counted_filter(&act);
     if counted.is_empty() {
         return Err(PanelError::new(StatusCode::BAD_REQUEST, "no job matched when counted: nothing was cancelled"));
     }
@@ -162,4 +150,16 @@ pub async fn cancel_matching(State(panel): State<Shared>, mut act: Act) -> PageR
     });
     act.audit(None, "admin.jobs_cancel_matching", details).await?;
     Ok(see("/jobs?notice=cancelled_many"))
+}
+
+/// The filter a confirmation page counted under, and the ids it counted.
+fn counted_filter(act: &Act) -> (JobFilter, Vec<String>) {
+    let filter = JobFilter {
+        status: act.field("status").map(str::to_owned),
+        job_type: act.field("type").map(str::to_owned),
+        tenant: act.field("tenant").map(str::to_owned),
+        limit: 0,
+    };
+    let counted = act.field("ids").unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    (filter, counted)
 }
