@@ -83,7 +83,7 @@ async fn a_suspended_tenant_never_logs_in_through_a_nights_schedules() {
     let as_itself = own_url.parse::<sqlx::postgres::PgConnectOptions>().unwrap().application_name("attacker");
     let (stop, tries, got_in) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let knocking = {
-        let (stop, tries, got_in) = (stop.clone(), tries.clone(), got_in.clone());
+        let (stop, tries, got_in, as_operator) = (stop.clone(), tries.clone(), got_in.clone(), as_operator.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 for options in [&as_operator, &as_itself] {
@@ -139,6 +139,24 @@ async fn a_suspended_tenant_never_logs_in_through_a_nights_schedules() {
         sqlx::query_scalar(AssertSqlSafe(format!("SELECT what FROM {}.loot", evil.schema))).fetch_all(&mut admin).await.unwrap();
     assert!(loot.iter().any(|w| w == "delete trigger: password set"), "{loot:?}");
     assert!(loot.iter().any(|w| w.starts_with("index expression")), "{loot:?}");
+
+    // Between our sessions the password the tenant set is expired, not only LOGIN taken:
+    // the server checks the password against the role's row before it reads LOGIN again,
+    // so an attempt checked just before the next window opens would get in through it.
+    // LOGIN given back by hand stands for that window.
+    let (can_login, expired): (bool, bool) =
+        sqlx::query_as("SELECT rolcanlogin, rolvaliduntil < now() - interval '1 year' FROM pg_roles WHERE rolname = $1")
+            .bind(&operator)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(!can_login && expired, "operator role after the night: login {can_login}, password expired {expired}");
+    let mut window = env.admin("postgres").await;
+    sqlx::raw_sql(AssertSqlSafe(format!("ALTER ROLE \"{operator}\" LOGIN"))).execute(&mut window).await.unwrap();
+    let through_window = as_operator.connect().await;
+    sqlx::raw_sql(AssertSqlSafe(format!("ALTER ROLE \"{operator}\" NOLOGIN"))).execute(&mut window).await.unwrap();
+    let refused = through_window.expect_err("the tenant's password let it in through a login window").to_string();
+    assert!(refused.contains("password authentication failed"), "{refused}");
 
     // Not one login: neither the client's nor the server's log says otherwise.
     let tries = tries.load(Ordering::Relaxed);

@@ -171,10 +171,17 @@ impl TenantAccess {
         ddl(admin, "ALTER ROLE %I LOGIN PASSWORD %L VALID UNTIL %L", &[&self.role, &verifier, &valid_until]).await
     }
 
-    /// LOGIN taken away again. A failure here is logged, not returned: our session is in,
-    /// the login expires with its VALID UNTIL, and the job's end closes it in any case.
+    /// LOGIN taken away again, and the password expired. A failure here is logged, not
+    /// returned: our session is in, the login expires with its VALID UNTIL, and the job's
+    /// end closes it in any case.
+    ///
+    /// Why expired: tenant code running as the operator may set the role's password (any
+    /// role may set its own) but not its VALID UNTIL. The server checks a password against
+    /// the role's row and LOGIN against a later read, so a login attempt whose password
+    /// passed just before we open the next window would get in through it, unless that
+    /// password had expired. Every NOLOGIN of an operator role here comes with this date.
     async fn close_login_or_warn(&self, admin: &mut PgConnection) {
-        if let Err(e) = ddl(admin, "ALTER ROLE %I NOLOGIN", &[&self.role]).await {
+        if let Err(e) = ddl(admin, "ALTER ROLE %I NOLOGIN VALID UNTIL '1970-01-01 00:00:00+00'", &[&self.role]).await {
             tracing::warn!(role = %self.role, error = %e, "could not take the operator's login away at once; it expires in seconds");
         }
     }
@@ -288,7 +295,7 @@ pub async fn end_operator_sessions(admin: &mut PgConnection, role: &str) -> Resu
         .context("failed to look up the operator role")?;
     if exists {
         let mut tx = Connection::begin(&mut *admin).await.context("failed to start a transaction")?;
-        ddl(&mut tx, "ALTER ROLE %I NOLOGIN", &[role]).await?;
+        ddl(&mut tx, "ALTER ROLE %I NOLOGIN VALID UNTIL '1970-01-01 00:00:00+00'", &[role]).await?;
         reset_settings(&mut tx, role).await?;
         tx.commit().await.context("failed to commit the operator role")?;
     }
@@ -356,7 +363,7 @@ async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, 
     // role of ours without its marker.
     let mut tx = Connection::begin(&mut *admin).await.context("failed to start a transaction")?;
     if existing.is_none() {
-        ddl(&mut tx, "CREATE ROLE %I NOLOGIN NOCREATEDB NOCREATEROLE INHERIT", &[role]).await?;
+        ddl(&mut tx, "CREATE ROLE %I NOCREATEDB NOCREATEROLE INHERIT NOLOGIN VALID UNTIL '1970-01-01 00:00:00+00'", &[role]).await?;
         ddl(&mut tx, "COMMENT ON ROLE %I IS %L", &[role, marker]).await?;
     }
     // Memberships other than the tenant's role would widen its rights: take them away. Nor
@@ -386,6 +393,6 @@ async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, 
     }
     reset_settings(&mut tx, role).await?;
     // No login between our connections (a crash may have left one open).
-    ddl(&mut tx, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT NOLOGIN", &[role]).await?;
+    ddl(&mut tx, "ALTER ROLE %I NOCREATEDB NOCREATEROLE INHERIT NOLOGIN VALID UNTIL '1970-01-01 00:00:00+00'", &[role]).await?;
     tx.commit().await.context("failed to commit the operator role")
 }
