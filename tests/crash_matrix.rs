@@ -40,12 +40,11 @@ use tenant_master::{
         move_tenant::MoveTenant,
         restore_tenant::RestoreTenant,
         vacuum::Vacuum,
-        App,
     },
     ops::{access, backup, maintenance::Tasks},
     queue,
     tenants::{self, NewTenant, Tenant},
-    Config,
+    App, Config,
 };
 use tenant_master_tests::{admin_on, demo_products, moves::request, names_in_backup, private_server::PrivateServer, TempDir, TestEnv};
 
@@ -252,7 +251,7 @@ impl Rig {
 /// Provisions a demo tenant directly (no queue), on `host` if given.
 async fn provisioned(config: Config, pool: sqlx::PgPool, slug: String, plan: &'static str, host: Option<&'static str>) -> Tenant {
     let new = NewTenant::parse(&slug, "demo", plan, "owner@example.com", None, host).unwrap();
-    tenant_master::ops::provision::provision(&App::new(config, pool), &new, "test").await.expect("provision")
+    tenant_master::jobs::provision_tenant::provision(&App::new(config, pool), &new, "test").await.expect("provision")
 }
 
 /// Builds every case of a mode: tenants provisioned and seeded, jobs enqueued.
@@ -322,7 +321,7 @@ async fn enqueue(rig: &Rig, app: &App, scenario: Scenario, slug: &str, tenant: O
         Scenario::Provision { dedicated } => {
             let plan = if dedicated { "enterprise" } else { "starter" };
             let new = NewTenant::parse(slug, "demo", plan, "owner@example.com", None, None).unwrap();
-            tenants::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap().1
+            tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap().1
         }
         Scenario::Backup => {
             let job = BackupTenant { slug: slug.into(), kind: Kind::Manual, keep: None, schedule: None, slot: None };

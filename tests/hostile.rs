@@ -374,7 +374,7 @@ async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
         sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&bigger.role).fetch_one(&mut admin).await.unwrap();
     assert_eq!(limit, 5);
     // A plan change takes the new plan's limit at once, not with the next job.
-    tenant_master::plans::change(&env.pool, &env.config, &t.slug, "business", None, "test").await.unwrap();
+    tenant_master::jobs::change_plan::change(&env.pool, &env.config, &t.slug, "business", None, "test").await.unwrap();
     let limit: i32 =
         sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&t.role).fetch_one(&mut admin).await.unwrap();
     assert_eq!(limit, 5);

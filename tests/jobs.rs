@@ -198,9 +198,9 @@ async fn retry_failed_and_cancel() {
 /// of every wrong shape and of a right one.
 #[tokio::test]
 async fn enqueue_refuses_exactly_the_payloads_no_worker_can_read() {
-    use tenant_master::jobs::{
-        payload::{Presence, Shape},
-        REGISTRY,
+    use tenant_master::{
+        jobs::REGISTRY,
+        queue::payload::{Presence, Shape},
     };
     let env = TestEnv::new().await;
     let sample = |shape: &Shape| -> Vec<serde_json::Value> {

@@ -36,7 +36,7 @@ async fn the_welcome_mail_arrives_once_with_the_right_content() {
     env.config.mail.smtp_url = Some(smtp.url());
     let slug = env.slug("welcome");
     let new = NewTenant::parse(&slug, "demo", "starter", "owner@example.com", Some("Acme Rockets"), None).unwrap();
-    tenants::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
+    tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
     env.run_worker_until(LIMIT, || async { job_status(&env, "SendWelcomeMail", &slug).await.as_deref() == Some("done") }).await;
 
     let mail = smtp.received();

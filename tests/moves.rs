@@ -316,7 +316,7 @@ async fn a_move_whose_old_server_dies_after_the_switch_still_lets_the_tenant_in(
     assert!(out.status.success(), "{}", stderr(&out));
     let new =
         tenant_master::tenants::NewTenant::parse(&env.slug("evac"), "demo", "enterprise", "o@example.com", None, Some("failing")).unwrap();
-    let t = tenant_master::ops::provision::provision(&env.app(), &new, "test").await.unwrap();
+    let t = tenant_master::jobs::provision_tenant::provision(&env.app(), &new, "test").await.unwrap();
     env.add_projects(&t.slug, "p", 50).await;
     let req = request(&t, Some("default"), None);
     fault::arm(&t.slug, "move:switched");

@@ -7,8 +7,8 @@
 use tenant_master::{
     fault,
     jobs::move_tenant::{self, Requested},
-    ops::{delete, move_cleanup, moves, provision, prune},
-    plans::{self, Changed},
+    jobs::{change_plan::Changed, provision_tenant as provision},
+    ops::{delete, move_cleanup, moves, prune},
     tenants::NewTenant,
 };
 use tenant_master_tests::{
@@ -138,13 +138,15 @@ async fn change_plan_then_move_keeps_the_plan_isolation_invariant() {
     add_second(&env, &second);
     let t = env.provisioned(&env.slug("twice"), "starter").await;
     env.add_projects(&t.slug, "row-", 10).await;
-    let Changed::Moving { job_id: j1, .. } = plans::change(&env.pool, &env.config, &t.slug, "enterprise", None, "admin").await.unwrap()
+    let Changed::Moving { job_id: j1, .. } =
+        tenant_master::jobs::change_plan::change(&env.pool, &env.config, &t.slug, "enterprise", None, "admin").await.unwrap()
     else {
         panic!("expected a move")
     };
     let refused = move_tenant::enqueue(&env.pool, &env.config, &t.slug, Some("second"), None, "admin").await.unwrap_err().to_string();
     assert!(refused.contains("a move of") && refused.contains(&j1), "{refused}");
-    let refused = plans::change(&env.pool, &env.config, &t.slug, "lifetime", None, "admin").await.unwrap_err().to_string();
+    let refused =
+        tenant_master::jobs::change_plan::change(&env.pool, &env.config, &t.slug, "lifetime", None, "admin").await.unwrap_err().to_string();
     assert!(refused.contains("under way"), "{refused}");
     let p1 = payload(&env, &j1).await;
     moves::move_tenant(&env.app(), &p1.request, &j1).await.unwrap();
@@ -296,7 +298,7 @@ async fn a_dead_moves_cleanup_waits_for_another_job_of_the_tenant() {
     });
     let mut config = env.config.clone();
     config.worker.tenant_lock_wait_secs = 1;
-    let app = tenant_master::jobs::App::new(config, env.pool.clone());
+    let app = tenant_master::App::new(config, env.pool.clone());
     moves::recover(&app, &request(&t, None, Some("enterprise")), "move-rcbusy").await.unwrap();
     release.await.unwrap();
     let mut own = env.as_tenant(&t.slug).await;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use tenant_master::{
     fault,
-    jobs::App,
-    ops::provision::provision,
+    jobs::provision_tenant::provision,
     tenants::{self, NewTenant},
+    App,
 };
 use tenant_master_tests::{Footprint, TestEnv};
 
@@ -41,7 +41,9 @@ async fn tenants_see_their_own_schema_and_nothing_else() {
     let env = TestEnv::new().await;
     let (a, b, c) = (env.slug("alpha"), env.slug("beta"), env.slug("corp"));
     for (slug, plan) in [(&a, "starter"), (&b, "free"), (&c, "enterprise")] {
-        tenants::create_in_new_transaction(&env.pool, &env.config, &new_tenant(slug, plan), "test").await.unwrap();
+        tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new_tenant(slug, plan), "test")
+            .await
+            .unwrap();
     }
     let all = [a.clone(), b.clone(), c.clone()];
     env.run_worker_until(LIMIT, || all_active(&env, &all)).await;
@@ -145,19 +147,22 @@ async fn enqueue_joins_the_callers_transaction() {
     let env = TestEnv::new().await;
     let slug = env.slug("txn");
     let mut tx = env.pool.begin().await.unwrap();
-    tenants::create(&mut tx, &env.config, &new_tenant(&slug, "starter"), "signup-service").await.unwrap();
+    tenant_master::jobs::provision_tenant::create(&mut tx, &env.config, &new_tenant(&slug, "starter"), "signup-service").await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(env.job_count().await, 0, "rolled back: no job");
     assert_eq!(env.tenant_status(&slug).await, None, "rolled back: no tenant");
 
     let mut tx = env.pool.begin().await.unwrap();
-    let (_, job_id) = tenants::create(&mut tx, &env.config, &new_tenant(&slug, "starter"), "signup-service").await.unwrap();
+    let (_, job_id) =
+        tenant_master::jobs::provision_tenant::create(&mut tx, &env.config, &new_tenant(&slug, "starter"), "signup-service").await.unwrap();
     tx.commit().await.unwrap();
     let queued: String =
         sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(&job_id).fetch_one(&env.pool).await.unwrap();
     assert_eq!(queued, "pending");
 
-    let err = tenants::create_in_new_transaction(&env.pool, &env.config, &new_tenant(&slug, "business"), "x").await.unwrap_err();
+    let err = tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new_tenant(&slug, "business"), "x")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("already taken"), "{err}");
     assert_eq!(env.job_count().await, 1, "a taken slug enqueues nothing");
 }

@@ -68,7 +68,7 @@ async fn a_tenant_holding_an_advisory_lock_stalls_no_other_tenant() {
     assert!(matches!(res, Ok(Ok(_))), "the victim's migration must not wait for the tenant's lock: {res:?}");
     assert_eq!(ledger(&env, &victim).await, vec![1, 2, 3]);
     let new = tenant_master::tenants::NewTenant::parse(&env.slug("newbie"), "demo", "starter", "o@example.com", None, None).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), tenant_master::ops::provision::provision(&app, &new, "review")).await;
+    let res = tokio::time::timeout(Duration::from_secs(10), tenant_master::jobs::provision_tenant::provision(&app, &new, "review")).await;
     assert!(matches!(res, Ok(Ok(_))), "provisioning must not wait for the tenant's lock: {res:?}");
 }
 
@@ -191,9 +191,9 @@ async fn plan_changes_at_once_keep_one_history() {
     let (p1, p2) = (env.pool.clone(), env.pool.clone());
     let (c1, c2) = (env.config.clone(), env.config.clone());
     let (s1, s2) = (t.slug.clone(), t.slug.clone());
-    let a = tokio::spawn(async move { tenant_master::plans::change(&p1, &c1, &s1, "business", None, "alice").await });
+    let a = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p1, &c1, &s1, "business", None, "alice").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let b = tokio::spawn(async move { tenant_master::plans::change(&p2, &c2, &s2, "free", None, "bob").await });
+    let b = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p2, &c2, &s2, "free", None, "bob").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     holder.rollback().await.unwrap();
     a.await.unwrap().unwrap();

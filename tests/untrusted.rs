@@ -4,10 +4,11 @@
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tenant_master::{
-    jobs::App,
-    ops::{delete, provision},
+    jobs::provision_tenant as provision,
+    ops::delete,
     secrets::{Keyring, SecretKey},
     tenants::{self, NewTenant},
+    App,
 };
 use tenant_master_tests::{server_url, url_with_database, TempDir, TestEnv};
 
@@ -176,7 +177,7 @@ async fn two_deployments_with_one_prefix_never_touch_each_others_objects() {
     let new = NewTenant::parse(&slug, "demo", "enterprise", "o@example.com", None, None).unwrap();
     let err = provision::provision(&app, &new, "test").await.unwrap_err();
     assert!(err.to_string().contains("not made by this Tenant Master deployment"), "{err}");
-    provision::mark_failed(&app, &slug, &err.to_string()).await.unwrap();
+    tenant_master::ops::provision::mark_failed(&app, &slug, &err.to_string()).await.unwrap();
     delete::delete(&app, &slug, None, "job-delete", "test").await.unwrap();
     let mut conn = second.pool.acquire().await.unwrap();
     assert_eq!(tenants::get(&mut conn, &slug).await.unwrap().status, "deleted");
@@ -270,7 +271,7 @@ async fn a_foreign_database_with_a_shared_name_is_not_adopted() {
     // A shared database this deployment made is marked, and takes the next tenant.
     drop(foreign);
     tenant_master::db::ddl(&mut server, "DROP DATABASE %I WITH (FORCE)", &[&shared]).await.unwrap();
-    provision::mark_failed(&app, &slug, "test").await.unwrap();
+    tenant_master::ops::provision::mark_failed(&app, &slug, "test").await.unwrap();
     let tenant = provision::provision(&app, &new, "test").await.unwrap();
     let marker: String = sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1")
         .bind(&tenant.database)

@@ -2,7 +2,7 @@
 
 use std::{process::Command, time::Duration};
 
-use tenant_master::tenants::{self, NewTenant};
+use tenant_master::tenants::NewTenant;
 use tenant_master_tests::{eventually, products_with_slow, Footprint, TempDir, TestEnv};
 
 /// Waits until the worker is inside the slow migration of `database`.
@@ -20,7 +20,7 @@ async fn wait_until_sleeping(env: &TestEnv, database: &str) {
 
 async fn create_slow(env: &TestEnv, slug: &str, plan: &str) -> String {
     let new = NewTenant::parse(slug, "slow", plan, "owner@example.com", None, None).unwrap();
-    let (tenant, _) = tenants::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
+    let (tenant, _) = tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new, "test").await.unwrap();
     tenant.database
 }
 

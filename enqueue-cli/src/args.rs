@@ -1,4 +1,4 @@
-//! The command line (DESIGN §6).
+//! The command line.
 
 use std::{path::PathBuf, time::Duration};
 

@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit(skipped_none));
     }
     let actor = a.actor.unwrap_or_else(activity::default_actor);
-    let enqueued = rollout::enqueue(&pool, &plans, &actor).await?;
+    let enqueued = tenant_master::jobs::migrate_tenant::enqueue(&pool, &plans, &actor).await?;
     if !a.wait {
         if ctx.json {
             let jobs: Vec<_> = enqueued.jobs.iter().map(|(s, id)| json!({ "tenant": s, "job_id": id })).collect();

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tenant_master::{
     activity,
+    jobs::change_plan::Changed,
     jobs::{
         access, delete_tenant,
         move_tenant::{self, Requested},
@@ -13,7 +14,6 @@ use tenant_master::{
         access::Change,
         moves::{self, Place},
     },
-    plans::Changed,
     tenants::{self, ListFilter, NewTenant},
     Error,
 };
@@ -31,7 +31,7 @@ async fn already_made(pool: &sqlx::PgPool, new: &NewTenant) -> anyhow::Result<Op
     if !new.already_made_as(&tenant) {
         return Ok(None);
     }
-    let job_id = tenants::provision_job(&mut conn, new).await?;
+    let job_id = tenant_master::jobs::provision_tenant::provision_job(&mut conn, new).await?;
     Ok(Some((tenant, job_id)))
 }
 
@@ -151,37 +151,38 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let new = NewTenant::parse(&a.slug, &a.product, &a.plan, &a.owner_email, a.name.as_deref(), a.host.as_deref())?;
             let actor = a.actor.unwrap_or_else(activity::default_actor);
             let pool = ctx.pool().await?;
-            let (tenant, job_id) = match tenants::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await {
-                Ok(created) => created,
-                Err(Error::Conflict(why)) => match already_made(&pool, &new).await? {
-                    // Asked again for what exists or is being made: success, as for pause.
-                    Some((tenant, job_id)) => {
-                        let following = job_id.filter(|_| tenant.status == "provisioning");
-                        if ctx.json && !(a.wait && following.is_some()) {
-                            let ids: Vec<&String> = following.iter().collect();
-                            println!(
-                                "{}",
-                                serde_json::json!({ "slug": tenant.slug, "status": tenant.status, "job_ids": ids, "changed": false })
-                            );
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        eprintln!(
-                            "tenant '{}' already exists as asked ({}, plan {}): nothing new was enqueued",
-                            tenant.slug, tenant.status, tenant.plan
-                        );
-                        match following {
-                            Some(job_id) if a.wait => (tenant, job_id),
-                            Some(job_id) => {
-                                output::job_ids(ctx, &[(tenant.slug, job_id)]);
+            let (tenant, job_id) =
+                match tenant_master::jobs::provision_tenant::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await {
+                    Ok(created) => created,
+                    Err(Error::Conflict(why)) => match already_made(&pool, &new).await? {
+                        // Asked again for what exists or is being made: success, as for pause.
+                        Some((tenant, job_id)) => {
+                            let following = job_id.filter(|_| tenant.status == "provisioning");
+                            if ctx.json && !(a.wait && following.is_some()) {
+                                let ids: Vec<&String> = following.iter().collect();
+                                println!(
+                                    "{}",
+                                    serde_json::json!({ "slug": tenant.slug, "status": tenant.status, "job_ids": ids, "changed": false })
+                                );
                                 return Ok(ExitCode::SUCCESS);
                             }
-                            None => return Ok(ExitCode::SUCCESS),
+                            eprintln!(
+                                "tenant '{}' already exists as asked ({}, plan {}): nothing new was enqueued",
+                                tenant.slug, tenant.status, tenant.plan
+                            );
+                            match following {
+                                Some(job_id) if a.wait => (tenant, job_id),
+                                Some(job_id) => {
+                                    output::job_ids(ctx, &[(tenant.slug, job_id)]);
+                                    return Ok(ExitCode::SUCCESS);
+                                }
+                                None => return Ok(ExitCode::SUCCESS),
+                            }
                         }
-                    }
-                    None => return Err(Error::Conflict(why).into()),
-                },
-                Err(e) => return Err(e.into()),
-            };
+                        None => return Err(Error::Conflict(why).into()),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
             if !a.wait {
                 output::enqueued(ctx, &tenant.slug, &[job_id]);
                 return Ok(ExitCode::SUCCESS);
@@ -220,7 +221,7 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         TenantCommand::ChangePlan { slug, plan, host, request } => {
             let pool = ctx.pool().await?;
             let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
-            match tenant_master::plans::change(&pool, &ctx.config, &slug, &plan, host.as_deref(), &actor).await? {
+            match tenant_master::jobs::change_plan::change(&pool, &ctx.config, &slug, &plan, host.as_deref(), &actor).await? {
                 Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, &request).await,
                 Changed::Changed(tenant) => plan_changed(ctx, &tenant, true),
                 Changed::Unchanged(tenant) => plan_changed(ctx, &tenant, false),

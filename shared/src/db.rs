@@ -211,6 +211,22 @@ fn describe(template: &str, args: &[&str]) -> String {
     out
 }
 
+/// The tenant role's `CONNECTION LIMIT`, set where it differs (an admin statement on the
+/// role: no tenant code runs).
+pub async fn limit_connections(admin: &mut PgConnection, role: &str, limit: u32) -> Result<()> {
+    let current: Option<i32> = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut *admin)
+        .await
+        .context("failed to read the tenant role's connection limit")?;
+    let limit =
+        i32::try_from(limit).map_err(|_| Error::Invalid(format!("a connection limit of {limit} is more than PostgreSQL allows")))?;
+    if current.is_some_and(|c| c != limit) {
+        ddl(admin, "ALTER ROLE %I CONNECTION LIMIT %s", &[role, &limit.to_string()]).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,19 +47,16 @@ pub async fn admin_url(conn: &mut PgConnection, config: &Config, host: &str) -> 
         .await
         .context("failed to look up the host")?;
     match url {
-        Some(Some(stored)) if Keyring::is_sealed(&stored) => {
-            Keyring::load(&config.key_sources())?.open_as(&stored, &seal_context(host), &format!("the admin URL of host '{host}'"))
-        }
+        Some(Some(stored)) if Keyring::is_sealed(&stored) => Keyring::load(&config.key_sources())?.open_as(
+            &stored,
+            &crate::keys::host_seal_context(host),
+            &format!("the admin URL of host '{host}'"),
+        ),
         // Added by SQL before URLs were sealed; `tenantctl migrate` seals it.
         Some(Some(plain)) => Ok(plain),
         Some(None) => Ok(config.database_url.clone()),
         None => Err(Error::NotFound(format!("unknown host '{host}': see `tenantctl host list`"))),
     }
-}
-
-/// What a host's sealed admin URL is bound to (no slug has a ':', so none can open it).
-pub fn seal_context(host: &str) -> String {
-    format!("host:{host}")
 }
 
 /// A database host as `tenantctl host list` shows it.
@@ -114,7 +111,7 @@ pub async fn add(pool: &PgPool, config: &Config, name: &str, url: &str, capacity
     }
     let version = found.version;
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let sealed = crate::keys::seal(&mut conn, config, url, &seal_context(name)).await?;
+    let sealed = crate::keys::seal(&mut conn, config, url, &crate::keys::host_seal_context(name)).await?;
     drop(conn);
     let inserted =
         sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url, capacity) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")

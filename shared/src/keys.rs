@@ -7,10 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{
     config::Config,
-    deployment,
     error::{Context as _, Error, Result},
-    hosts,
-    naming::{legacy_owner_marker, operator_role, Isolation},
     secrets::Keyring,
 };
 
@@ -59,7 +56,7 @@ async fn stored_secrets(tx: &mut PgConnection) -> Result<Vec<Stored>> {
         value,
     });
     let hosts = hosts.into_iter().map(|(name, value)| Stored {
-        context: hosts::seal_context(&name),
+        context: host_seal_context(&name),
         what: format!("the admin URL of host '{name}'"),
         row: Row::Host(name),
         value,
@@ -74,6 +71,11 @@ async fn store(tx: &mut PgConnection, row: &Row, sealed: &str) -> Result<()> {
     };
     query.bind(sealed).execute(tx).await.context("failed to store a sealed secret")?;
     Ok(())
+}
+
+/// What a host's sealed admin URL is bound to (no slug has a ':', so none can open it).
+pub fn host_seal_context(host: &str) -> String {
+    format!("host:{host}")
 }
 
 /// Seals `plaintext` for `context` (a tenant's slug, or a host's seal context) with the
@@ -172,44 +174,4 @@ pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
         .context("failed to retire the old secret key")?;
     tx.commit().await.context("failed to commit the re-sealed secrets")?;
     Ok(rotation)
-}
-
-/// Gives the roles and databases marked by the first release (`tenant-master:<slug>`, no
-/// deployment) this deployment's marker, for the tenants of this registry only.
-pub async fn upgrade_legacy_markers(pool: &PgPool, config: &Config) -> Result<usize> {
-    let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let tenants: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT slug, host, role_name, database_name, isolation FROM tenant_master.tenants WHERE status <> 'deleted' ORDER BY host, slug",
-    )
-    .fetch_all(&mut *cp)
-    .await
-    .context("failed to list tenants")?;
-    let deployment = deployment::id(&mut cp).await?;
-    let mut upgraded = 0;
-    let mut current_host: Option<(String, PgConnection)> = None;
-    for (slug, host, role, database, isolation) in tenants {
-        if current_host.as_ref().is_none_or(|(h, _)| *h != host) {
-            current_host = Some((host.clone(), hosts::connect_admin(&mut cp, config, &host).await?));
-        }
-        let admin = &mut current_host.as_mut().expect("connected above").1;
-        let (legacy, marker) = (legacy_owner_marker(&slug), crate::naming::owner_marker(&deployment, &slug));
-        let mut targets = vec![("pg_authid", role.clone()), ("pg_authid", operator_role(&role))];
-        if Isolation::parse(&isolation)? == Isolation::Database {
-            targets.push(("pg_database", database));
-        }
-        for (catalog, name) in targets {
-            let query = match catalog {
-                "pg_authid" => "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-                _ => "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-            };
-            let comment: Option<Option<String>> =
-                sqlx::query_scalar(query).bind(&name).fetch_optional(&mut *admin).await.context("failed to read a marker")?;
-            if comment.flatten().as_deref() == Some(legacy.as_str()) {
-                let template = if catalog == "pg_authid" { "COMMENT ON ROLE %I IS %L" } else { "COMMENT ON DATABASE %I IS %L" };
-                crate::db::ddl(admin, template, &[&name, &marker]).await?;
-                upgraded += 1;
-            }
-        }
-    }
-    Ok(upgraded)
 }

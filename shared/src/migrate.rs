@@ -75,7 +75,7 @@ pub async fn run(config: &Config) -> Result<Report> {
     sync_job_types(&pool).await?;
     let products = sync_products(&pool, config).await?;
     let passwords_sealed = crate::keys::seal_plaintext(&pool, config).await?;
-    let markers_upgraded = crate::keys::upgrade_legacy_markers(&pool, config).await?;
+    let markers_upgraded = upgrade_legacy_markers(&pool, config).await?;
     // Tenant roles live on this server too: they must not even connect to the registry.
     let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
     db::ddl(&mut conn, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[&database]).await?;
@@ -227,4 +227,44 @@ pub async fn sync_products(pool: &PgPool, config: &Config) -> Result<Vec<String>
 
 fn hex_sha256(text: &str) -> String {
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Gives the roles and databases marked by the first release (`tenant-master:<slug>`, no
+/// deployment) this deployment's marker, for the tenants of this registry only.
+pub async fn upgrade_legacy_markers(pool: &PgPool, config: &Config) -> Result<usize> {
+    let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let tenants: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT slug, host, role_name, database_name, isolation FROM tenant_master.tenants WHERE status <> 'deleted' ORDER BY host, slug",
+    )
+    .fetch_all(&mut *cp)
+    .await
+    .context("failed to list tenants")?;
+    let deployment = crate::deployment::id(&mut cp).await?;
+    let mut upgraded = 0;
+    let mut current_host: Option<(String, sqlx::PgConnection)> = None;
+    for (slug, host, role, database, isolation) in tenants {
+        if current_host.as_ref().is_none_or(|(h, _)| *h != host) {
+            current_host = Some((host.clone(), crate::hosts::connect_admin(&mut cp, config, &host).await?));
+        }
+        let admin = &mut current_host.as_mut().expect("connected above").1;
+        let (legacy, marker) = (crate::naming::legacy_owner_marker(&slug), crate::naming::owner_marker(&deployment, &slug));
+        let mut targets = vec![("pg_authid", role.clone()), ("pg_authid", crate::naming::operator_role(&role))];
+        if crate::naming::Isolation::parse(&isolation)? == crate::naming::Isolation::Database {
+            targets.push(("pg_database", database));
+        }
+        for (catalog, name) in targets {
+            let query = match catalog {
+                "pg_authid" => "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                _ => "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            };
+            let comment: Option<Option<String>> =
+                sqlx::query_scalar(query).bind(&name).fetch_optional(&mut *admin).await.context("failed to read a marker")?;
+            if comment.flatten().as_deref() == Some(legacy.as_str()) {
+                let template = if catalog == "pg_authid" { "COMMENT ON ROLE %I IS %L" } else { "COMMENT ON DATABASE %I IS %L" };
+                crate::db::ddl(admin, template, &[&name, &marker]).await?;
+                upgraded += 1;
+            }
+        }
+    }
+    Ok(upgraded)
 }

@@ -1,4 +1,4 @@
-//! Tenant slugs, plans and the names derived from them (DESIGN §3).
+//! Tenant slugs, plans and the names derived from them.
 //!
 //! Every name that reaches SQL is built here from a validated [`Slug`] and product name,
 //! so nothing else has to re-check it; [`quote_ident`] quotes it anyway.

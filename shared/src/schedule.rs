@@ -1,4 +1,4 @@
-//! Schedules (DESIGN §5): which jobs fan out over all tenants, when, and exactly once per
+//! Schedules: which jobs fan out over all tenants, when, and exactly once per
 //! slot. Everything here takes the current time as an argument, so tests drive it
 //! through slots without waiting for clocks; `scheduler` adds the clock.
 
@@ -11,8 +11,9 @@ use sqlx::PgPool;
 pub use crate::config::{ScheduleConfig, SchedulerConfig};
 use crate::{
     error::{Context as _, Error, Result},
-    jobs::{prune_jobs::PruneJobs, Job},
+    jobs::prune_jobs::PruneJobs,
     queue,
+    queue::Job,
 };
 
 /// A schedule ready to use.

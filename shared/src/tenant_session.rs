@@ -75,7 +75,7 @@ impl TenantAccess {
         terminate_sessions(&mut admin, &role).await?;
         ensure_operator(&mut admin, tenant, &role, &marker).await?;
         // Tenants provisioned before the limit existed get it with their next job.
-        crate::ops::provision::limit_connections(&mut admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await?;
+        crate::db::limit_connections(&mut admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await?;
         let _ = OPENED.try_with(|o| o.borrow_mut().remember(admin_options.clone(), &role));
         let options = db::options(&admin_url)?.username(&role).password(&password).database(&tenant.database);
         // Tenant code can hold locks on its own tables: our statements wait for them at most

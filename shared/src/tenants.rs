@@ -10,9 +10,8 @@ use crate::{
     config::Config,
     error::{Context as _, Error, Result},
     hosts,
-    jobs::provision_tenant::ProvisionTenant,
     naming::{self, Isolation, Plan, Slug, TenantNames},
-    password, queue,
+    password,
     secrets::Keyring,
 };
 
@@ -223,40 +222,6 @@ pub async fn shared_database_with_room(conn: &mut PgConnection, config: &Config,
     unreachable!("some shared database has room")
 }
 
-/// Registers a new tenant and enqueues its provisioning, on `conn` (use a transaction to
-/// make it atomic with your own writes). A taken slug is a [`Error::Conflict`].
-pub async fn create(conn: &mut PgConnection, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
-    let (tenant, created) = register(conn, config, new).await?;
-    if !created {
-        let hint = match tenant.status.as_str() {
-            "failed" => format!("; delete it with `tenantctl tenant delete {} --yes` to free the slug", tenant.slug),
-            _ => String::new(),
-        };
-        return Err(Error::Conflict(format!("slug '{}' is already taken (that tenant is {}){hint}", tenant.slug, tenant.status)));
-    }
-    let job = ProvisionTenant::from(new);
-    let job_id = queue::enqueue(conn, &job).await?;
-    activity::record(conn, actor, Some(tenant.id), "tenant.create_requested", json!({ "plan": tenant.plan, "job_id": job_id })).await?;
-    Ok((tenant, job_id))
-}
-
-/// The job provisioning the tenant `new` asks for, while one holds its key.
-pub async fn provision_job(conn: &mut PgConnection, new: &NewTenant) -> Result<Option<String>> {
-    use crate::jobs::Job as _;
-    match ProvisionTenant::from(new).idempotency_key() {
-        Some(key) => queue::job_with_key(conn, &key).await,
-        None => Ok(None),
-    }
-}
-
-/// [`create`] in a transaction of its own.
-pub async fn create_in_new_transaction(pool: &PgPool, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
-    let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    let created = create(&mut tx, config, new, actor).await?;
-    tx.commit().await.context("failed to commit the new tenant")?;
-    Ok(created)
-}
-
 /// A deleted tenant's slug is free again once its backups are pruned (`PruneJobs`, after
 /// `[backups] keep_deleted_days`): until then its folder and rows still carry the slug.
 async fn refuse_while_backups_remain(conn: &mut PgConnection, config: &Config, deleted: &Tenant) -> Result<()> {
@@ -397,7 +362,7 @@ pub struct ListFilter {
     pub search: Option<String>,
 }
 
-/// A tenant's statuses (DESIGN §2).
+/// A tenant's statuses.
 pub const STATUSES: &[&str] = &["provisioning", "active", "paused", "suspended", "deleting", "deleted", "failed"];
 
 /// Refuses a filter value that matches nothing by construction (an unknown status, plan,

@@ -1,11 +1,10 @@
 //! `tenant-worker`: an apalis Monitor with one worker per job type.
 //!
-//! Per the measured traps of apalis-postgres 1.0 (shared/notes/apalis-1.0.md): every queue
-//! name is explicit, every worker name is unique per process
-//! (`<type>-<host>-<pid>-<run>-<index>-<restart>`), one LISTEN connection per process wakes
-//! the workers at once and an interval poll catches delayed and retried jobs (see
-//! `wakeups`), and all workers share one heartbeat setting, beaten from a task of their
-//! own, so none steals another's live jobs.
+//! Around traps of apalis-postgres 1.0 we measured: every queue name is explicit, every
+//! worker name is unique per process (`<type>-<host>-<pid>-<run>-<index>-<restart>`), one
+//! LISTEN connection per process wakes the workers at once and an interval poll catches
+//! delayed and retried jobs (see `wakeups`), and all workers share one heartbeat setting,
+//! beaten from a task of their own, so none steals another's live jobs.
 //!
 //! Connections: the queue machinery holds [`QUEUE_CONNECTIONS`]; running jobs borrow from a
 //! pool of at most [`job_connections`] that empties when idle.
@@ -17,23 +16,12 @@ use apalis_postgres::PostgresStorage;
 
 use crate::{
     config::Config,
+    context::App,
     db,
     error::{Context as _, Error, Result},
-    jobs::{
-        access::{PauseTenant, ResumeTenant},
-        backup_tenant::BackupTenant,
-        cleanup::Cleanup,
-        delete_tenant::DeleteTenant,
-        execute,
-        migrate_tenant::MigrateTenant,
-        move_tenant::MoveTenant,
-        noop::Noop,
-        provision_tenant::ProvisionTenant,
-        prune_jobs::PruneJobs,
-        restore_tenant::RestoreTenant,
-        send_welcome_mail::SendWelcomeMail,
-        vacuum::Vacuum,
-        App, Job,
+    queue::{
+        runner::{execute, Runtime},
+        Job,
     },
     wakeups::Wakeups,
 };
@@ -123,15 +111,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
             w.concurrency
         );
     }
-    let app = Arc::new(App::new(config, job_pool));
-    if app.config.products.auto_migrate {
-        auto_migrate(&app).await;
+    let app = Arc::new(Runtime::new(App::new(config, job_pool)));
+    if app.app.config.products.auto_migrate {
+        auto_migrate(&app.app).await;
     }
     let _metrics_server = serve_metrics(&app).await?;
     let wakeups = Wakeups::new(&job_types());
     let _listener = AbortOnDrop(tokio::spawn(wakeups.clone().listen(queue_pool.clone())));
     let live = LiveWorkers::default();
-    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), app.config.worker.heartbeat_secs)));
+    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), app.app.config.worker.heartbeat_secs)));
 
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let _signal = AbortOnDrop(tokio::spawn(async move {
@@ -181,7 +169,7 @@ async fn auto_migrate(app: &App) {
     let result = async {
         let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
         let plans = crate::ops::rollout::plan(&mut cp, &app.config, &Default::default()).await?;
-        crate::ops::rollout::enqueue(&app.pool, &plans, "worker (auto_migrate)").await
+        crate::jobs::migrate_tenant::enqueue(&app.pool, &plans, "worker (auto_migrate)").await
     }
     .await;
     match result {
@@ -216,7 +204,7 @@ async fn wait_for_database(pool: &sqlx::PgPool, stop: &mut tokio::sync::watch::R
 
 /// What one run of the pool (one apalis Monitor) is made of.
 struct Pools {
-    app: Arc<App>,
+    app: Arc<Runtime>,
     queue: sqlx::PgPool,
     wakeups: Wakeups,
     live: LiveWorkers,
@@ -229,30 +217,18 @@ impl Pools {
     fn monitor(&self, lost: Arc<tokio::sync::Notify>) -> Monitor {
         let mut registered = Vec::new();
         let mut monitor = Monitor::new();
-        for register in [
-            Pools::register::<ProvisionTenant>,
-            Pools::register::<BackupTenant>,
-            Pools::register::<RestoreTenant>,
-            Pools::register::<Vacuum>,
-            Pools::register::<Cleanup>,
-            Pools::register::<PruneJobs>,
-            Pools::register::<SendWelcomeMail>,
-            Pools::register::<PauseTenant>,
-            Pools::register::<ResumeTenant>,
-            Pools::register::<DeleteTenant>,
-            Pools::register::<MigrateTenant>,
-            Pools::register::<MoveTenant>,
-            Pools::register::<Noop>,
-        ] {
+        macro_rules! registrations {
+            ($($job:ty),*) => { [$(Pools::register::<$job> as fn(&Pools, Monitor) -> (Monitor, &'static str)),*] };
+        }
+        for register in crate::jobs::every_job_type!(registrations) {
             let (next, name) = register(self, monitor);
             registered.push(name);
             monitor = next;
         }
-        // A job type in the registry with no worker would sit in the queue forever.
+        // Registrations and REGISTRY come from one list; a type registered twice would
+        // start two pools with one name.
         registered.sort_unstable();
-        let mut expected = job_types();
-        expected.sort_unstable();
-        assert_eq!(registered, expected, "every job type in jobs::REGISTRY must be registered here, once");
+        debug_assert!(registered.windows(2).all(|w| w[0] != w[1]), "a job type is listed twice: {registered:?}");
         monitor
             .on_event(|worker, event| {
                 if let Event::Error(e) = event {
@@ -264,11 +240,11 @@ impl Pools {
                 lost.notify_one();
                 false
             })
-            .shutdown_timeout(Duration::from_secs(self.app.config.worker.shutdown_timeout_secs))
+            .shutdown_timeout(Duration::from_secs(self.app.app.config.worker.shutdown_timeout_secs))
     }
 
     fn register<J: Job>(&self, monitor: Monitor) -> (Monitor, &'static str) {
-        let w = &self.app.config.worker;
+        let w = &self.app.app.config.worker;
         let queue_config = apalis_postgres::Config::default()
             .queue(J::TYPE)
             .batch_size(w.batch_size.min(w.concurrency))
@@ -343,8 +319,8 @@ fn run_number() -> usize {
 }
 
 /// Starts `/healthz` and `/metrics` unless `metrics_addr` is empty; stops when dropped.
-async fn serve_metrics(app: &Arc<App>) -> Result<Option<AbortOnDrop>> {
-    let addr = app.config.worker.metrics_addr.trim();
+async fn serve_metrics(app: &Arc<Runtime>) -> Result<Option<AbortOnDrop>> {
+    let addr = app.app.config.worker.metrics_addr.trim();
     if addr.is_empty() {
         return Ok(None);
     }
@@ -354,7 +330,7 @@ async fn serve_metrics(app: &Arc<App>) -> Result<Option<AbortOnDrop>> {
         ))
     })?;
     tracing::info!(addr = %addr, "serving /healthz and /metrics");
-    Ok(Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(listener, app.metrics.clone(), app.pool.clone())))))
+    Ok(Some(AbortOnDrop(tokio::spawn(crate::queue::metrics::serve(listener, app.metrics.clone(), app.app.pool.clone())))))
 }
 
 /// Aborts a background task when dropped.

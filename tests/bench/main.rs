@@ -16,7 +16,7 @@ use tenant_master::{
     jobs::noop::Noop,
     queue,
     schedule::{self, Schedule, SchedulerConfig},
-    tenants::{self, NewTenant, Selection},
+    tenants::{NewTenant, Selection},
 };
 use tenant_master_tests::{TempDir, TestEnv};
 
@@ -346,7 +346,7 @@ async fn provision_rate(env: &TestEnv, plan: &str, n: usize) -> f64 {
     for i in 0..n {
         let slug = env.slug(&format!("{}{i}", &plan[..1]));
         let new = NewTenant::parse(&slug, "demo", plan, "owner@example.com", None, None).unwrap();
-        tenants::create_in_new_transaction(&env.pool, &env.config, &new, "bench").await.unwrap();
+        tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new, "bench").await.unwrap();
         slugs.push(slug);
     }
     loop {

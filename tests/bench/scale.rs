@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tenant_master::{
     schedule::{self, Schedule},
-    tenants::{self, NewTenant},
+    tenants::NewTenant,
 };
 use tenant_master_tests::{TempDir, TestEnv};
 
@@ -85,7 +85,7 @@ async fn provision(env: &TestEnv, from: usize, to: usize) -> f64 {
     for i in from..to {
         let (plan, letter) = if i % 50 == 49 { ("enterprise", "e") } else { ("starter", "s") };
         let new = NewTenant::parse(&env.slug(&format!("{letter}{i}")), "demo", plan, "owner@example.com", None, None).unwrap();
-        tenants::create_in_new_transaction(&env.pool, &env.config, &new, "scale").await.unwrap();
+        tenant_master::jobs::provision_tenant::create_in_new_transaction(&env.pool, &env.config, &new, "scale").await.unwrap();
     }
     let mut last = Instant::now();
     loop {

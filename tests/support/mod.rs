@@ -429,14 +429,14 @@ pub struct Footprint {
 
 impl TestEnv {
     /// The job context handlers get, for calling operations directly.
-    pub fn app(&self) -> tenant_master::jobs::App {
-        tenant_master::jobs::App::new(self.config.clone(), self.pool.clone())
+    pub fn app(&self) -> tenant_master::App {
+        tenant_master::App::new(self.config.clone(), self.pool.clone())
     }
 
     /// Provisions a `demo` tenant directly (no queue) and returns its registry row.
     pub async fn provisioned(&self, slug: &str, plan: &str) -> tenant_master::tenants::Tenant {
         let new = tenant_master::tenants::NewTenant::parse(slug, "demo", plan, "owner@example.com", None, None).unwrap();
-        tenant_master::ops::provision::provision(&self.app(), &new, "test").await.expect("provision")
+        tenant_master::jobs::provision_tenant::provision(&self.app(), &new, "test").await.expect("provision")
     }
 
     /// A connection as the tenant's own role, with the password from the registry.

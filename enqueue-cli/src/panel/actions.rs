@@ -8,11 +8,11 @@ use axum::{
 };
 use serde_json::json;
 use tenant_master::{
+    jobs::change_plan::Changed,
     jobs::{access, backup_tenant, cancel, delete_tenant, restore_tenant},
     ops::access::Change,
-    plans::{self, Changed},
     queue::{self, JobFilter},
-    tenants::{self, NewTenant, Selection},
+    tenants::{NewTenant, Selection},
 };
 
 use super::{
@@ -41,7 +41,8 @@ pub async fn create_tenant(State(panel): State<Shared>, mut act: Act) -> PageRes
         act.field("name"),
         act.field("host"),
     )?;
-    let (tenant, job_id) = tenants::create_in_new_transaction(&panel.pool, &panel.config, &new, &act.actor()).await?;
+    let (tenant, job_id) =
+        tenant_master::jobs::provision_tenant::create_in_new_transaction(&panel.pool, &panel.config, &new, &act.actor()).await?;
     act.audit(Some(tenant.id), "admin.tenant_create", json!({ "slug": tenant.slug, "job_id": job_id })).await?;
     Ok(see(&format!("/tenants/{}", tenant.slug)))
 }
@@ -73,7 +74,7 @@ pub async fn tenant_action(State(panel): State<Shared>, Path((slug, action)): Pa
         }
         "plan" => {
             let plan = act.require("plan", "the new plan")?;
-            match plans::change(pool, &panel.config, &slug, plan, None, &actor).await? {
+            match tenant_master::jobs::change_plan::change(pool, &panel.config, &slug, plan, None, &actor).await? {
                 Changed::Moving { job_id, .. } => job_id,
                 Changed::Changed(t) | Changed::Unchanged(t) => {
                     act.audit(Some(t.id), "admin.plan", json!({ "slug": slug, "plan": plan })).await?;

@@ -73,7 +73,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// The four default schedules of DESIGN §5.
+/// The four default schedules.
 pub fn defaults() -> BTreeMap<String, ScheduleConfig> {
     let base = |cron: &str, job: &str| ScheduleConfig {
         cron: cron.into(),

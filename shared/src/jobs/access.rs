@@ -3,15 +3,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    payload::{defaulted, optional, required, Field, Shape},
-    App, Job, Run,
-};
 use crate::{
     activity,
+    context::App,
     error::{Context as _, Error, Result},
     ops::access::{self, Change},
-    queue, tenants,
+    queue,
+    queue::{
+        payload::{defaulted, optional, required, Field, Shape},
+        Job, Run,
+    },
+    tenants,
 };
 
 /// Payload of a pause or suspension.

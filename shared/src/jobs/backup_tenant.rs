@@ -3,16 +3,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    payload::{optional, required, Field, Shape, SCHEDULED},
-    App, Job, Run,
-};
 use crate::{
     activity,
     backups::Kind,
+    context::App,
     error::{Context as _, Error, Result},
     ops::backup,
     queue,
+    queue::{
+        payload::{optional, required, Field, Shape, SCHEDULED},
+        Job, Run,
+    },
     tenants::{self, Selection},
 };
 

@@ -3,14 +3,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    payload::{defaulted, required, Field, Shape, SCHEDULED},
-    App, Job, Run,
-};
 use crate::{
     backups::Kind,
+    context::App,
     error::Result,
     ops::{backup, maintenance},
+    queue::{
+        payload::{defaulted, required, Field, Shape, SCHEDULED},
+        Job, Run,
+    },
 };
 
 /// Payload; `schedule` and `slot` are set by the scheduler.

@@ -3,15 +3,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    access::Requested,
-    payload::{optional, required, Field, Shape},
-    App, Job, Run,
-};
+use super::access::Requested;
 use crate::{
+    context::App,
     error::{Context as _, Error, Result},
     ops::delete,
-    queue, tenants,
+    queue,
+    queue::{
+        payload::{optional, required, Field, Shape},
+        Job, Run,
+    },
+    tenants,
 };
 
 /// Payload.

@@ -1,348 +1,60 @@
-//! Job types and the one handler wrapper they all run through.
+//! The job types, one per file, and the one list of them ([`every_job_type!`]).
 //!
-//! A job is a serde payload with an explicit queue name ([`Job::TYPE`], never a Rust type
-//! name: renaming a struct must not strand queued jobs). The wrapper adds what every job
-//! needs: a tracing span, the per-tenant lock, panic capture, backoff stored in `run_at`
-//! (apalis would re-fetch a failed job at once), and a hard stop after `max_attempts`
-//! even for a job that keeps killing its worker (apalis's orphan sweep ignores the limit).
+//! Adding a job type: its file, its `pub mod` line here, one line in [`every_job_type!`],
+//! and a migration only if the SQL API must know it before `tenantctl migrate` writes its
+//! row (`job_types` rows are written from [`REGISTRY`]).
 
 pub mod access;
 pub mod backup_tenant;
 pub mod cancel;
+pub mod change_plan;
 pub mod cleanup;
 pub mod delete_tenant;
 pub mod migrate_tenant;
 pub mod move_tenant;
 pub mod noop;
-pub mod payload;
 pub mod provision_tenant;
 pub mod prune_jobs;
 pub mod restore_tenant;
 pub mod send_welcome_mail;
 pub mod vacuum;
 
-use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+use crate::queue::job::{job_type, JobType};
 
-use apalis::prelude::{AbortError, Attempt, BoxDynError, Data, TaskId};
-use futures_util::FutureExt;
-use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
-use sqlx::PgPool;
-use tracing::Instrument;
+/// Every job type, the one list: hands the list of payload types to macro `$apply`. The
+/// worker registers a worker pool for each ([`crate::worker`]), [`REGISTRY`] describes
+/// each, and `tenantctl migrate` writes each into `tenant_master.job_types`.
+macro_rules! every_job_type {
+    ($apply:ident) => {
+        $apply!(
+            $crate::jobs::provision_tenant::ProvisionTenant,
+            $crate::jobs::backup_tenant::BackupTenant,
+            $crate::jobs::restore_tenant::RestoreTenant,
+            $crate::jobs::vacuum::Vacuum,
+            $crate::jobs::cleanup::Cleanup,
+            $crate::jobs::prune_jobs::PruneJobs,
+            $crate::jobs::send_welcome_mail::SendWelcomeMail,
+            $crate::jobs::access::PauseTenant,
+            $crate::jobs::access::ResumeTenant,
+            $crate::jobs::delete_tenant::DeleteTenant,
+            $crate::jobs::migrate_tenant::MigrateTenant,
+            $crate::jobs::move_tenant::MoveTenant,
+            $crate::jobs::noop::Noop
+        )
+    };
+}
+pub(crate) use every_job_type;
 
-use crate::{
-    config::Config,
-    error::Context as _,
-    error::{Error, Result},
-    lock::{HostSlot, SlotKind, TenantLock},
-    metrics::{Metrics, Outcome},
-    queue,
+/// Every job type, described: its name, payload fields and decoder.
+pub const REGISTRY: &[JobType] = {
+    macro_rules! describe {
+        ($($job:ty),*) => { &[$(job_type::<$job>()),*] };
+    }
+    every_job_type!(describe)
 };
-
-/// What handlers get: configuration, the control-plane pool and the worker's metrics.
-pub struct App {
-    pub config: Config,
-    pub pool: PgPool,
-    pub metrics: Arc<Metrics>,
-    /// Tenant jobs running at once in this process, over all job types: each holds a
-    /// tenant-lock and maybe a host-slot session, so this bounds the connection budget.
-    tenant_jobs: Arc<tokio::sync::Semaphore>,
-}
-
-impl App {
-    /// A context with fresh metrics.
-    pub fn new(config: Config, pool: PgPool) -> App {
-        let tenant_jobs = Arc::new(tokio::sync::Semaphore::new(config.worker.tenant_jobs_per_process.max(1)));
-        App { config, pool, metrics: Arc::default(), tenant_jobs }
-    }
-
-    /// How long a run of `J` may take.
-    fn timeout<J: Job>(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.worker.timeouts.get(J::TYPE).copied().unwrap_or(J::TIMEOUT_SECS))
-    }
-}
-
-/// The attempt being run.
-#[derive(Debug, Clone)]
-pub struct Run {
-    /// The queue's job id: reruns of one job share it, so work can be tied to it.
-    pub job_id: String,
-    /// 1 for the first attempt.
-    pub attempt: usize,
-}
-
-/// A job type: its payload, queue name, idempotency key and handler.
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
-    /// The queue name and `job_type` column value; also a row in `tenant_master.job_types`.
-    const TYPE: &'static str;
-
-    /// What the payload must hold: `tenant_master.enqueue` refuses anything else.
-    const FIELDS: &'static [payload::Field];
-
-    /// A run taking longer than this is failed (and retried); `[worker.timeouts]` overrides.
-    const TIMEOUT_SECS: u64 = 3600;
-
-    /// Heavy jobs (dumps, restores, maintenance) take one of their database host's
-    /// `heavy_jobs_per_host` slots first (rollout migrations one of `migrations_per_host`),
-    /// and only then the tenant's lock: waiting for a slot never holds the tenant nor takes
-    /// it offline.
-    const SLOT: Option<SlotKind> = None;
-
-    /// The key that makes a second enqueue of the same work a no-op.
-    fn idempotency_key(&self) -> Option<String>;
-
-    /// The tenant this job belongs to: it runs under that tenant's lock.
-    fn tenant(&self) -> Option<&str>;
-
-    /// The tenant named in this job's log lines (`tenant.slug`); a job may concern a
-    /// tenant without needing its lock.
-    fn subject(&self) -> Option<&str> {
-        self.tenant()
-    }
-
-    /// Does the work; must converge to the same end state however often it is rerun.
-    fn run(&self, app: &App, run: &Run) -> impl Future<Output = Result<Value>> + Send;
-
-    /// Called once when job `job_id` gives up for good.
-    fn on_dead(&self, _app: &App, _job_id: &str, _error: &str) -> impl Future<Output = Result<()>> + Send {
-        async { Ok(()) }
-    }
-}
-
-/// A job type as the rest of the system sees it, without its Rust type.
-#[derive(Debug, Clone, Copy)]
-pub struct JobType {
-    pub name: &'static str,
-    pub fields: &'static [payload::Field],
-    /// Whether a payload decodes as this type (the error if not).
-    pub decode: fn(Value) -> std::result::Result<(), String>,
-}
-
-const fn job_type<J: Job>() -> JobType {
-    JobType { name: J::TYPE, fields: J::FIELDS, decode: decodes::<J> }
-}
-
-fn decodes<J: Job>(payload: Value) -> std::result::Result<(), String> {
-    serde_json::from_value::<J>(payload).map(drop).map_err(|e| e.to_string())
-}
-
-/// Every job type, the one list: the worker runs these, `tenantctl migrate` writes their
-/// payload fields into `tenant_master.job_types`, and a test checks both against it.
-pub const REGISTRY: &[JobType] = &[
-    job_type::<provision_tenant::ProvisionTenant>(),
-    job_type::<backup_tenant::BackupTenant>(),
-    job_type::<restore_tenant::RestoreTenant>(),
-    job_type::<vacuum::Vacuum>(),
-    job_type::<cleanup::Cleanup>(),
-    job_type::<prune_jobs::PruneJobs>(),
-    job_type::<send_welcome_mail::SendWelcomeMail>(),
-    job_type::<access::PauseTenant>(),
-    job_type::<access::ResumeTenant>(),
-    job_type::<delete_tenant::DeleteTenant>(),
-    job_type::<migrate_tenant::MigrateTenant>(),
-    job_type::<move_tenant::MoveTenant>(),
-    job_type::<noop::Noop>(),
-];
 
 /// The idempotency key of a job enqueued by a schedule: `<schedule>:<subject>:<slot>`,
 /// the same as `schedule::fan_out` writes.
 pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -> Option<String> {
     Some(format!("{}:{subject}:{}", schedule?, slot?))
-}
-
-/// The apalis handler of every job type. The queue hands over the payload as plain JSON
-/// and it is decoded here: a payload that does not fit `J` fails this one job, dead at
-/// once, instead of failing the worker's fetch (which apalis reports as a lost backend,
-/// restarting the whole pool while the job is never marked).
-pub async fn execute<J: Job>(payload: Value, id: TaskId, attempt: Attempt, app: Data<Arc<App>>) -> Result<Value, BoxDynError> {
-    let id = id.to_string();
-    let attempt = attempt.current();
-    let job = match serde_json::from_value::<J>(payload) {
-        Ok(job) => job,
-        Err(e) => {
-            let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, attempt);
-            return Err(undecodable::<J>(&id, attempt, &app, &e).instrument(span).await);
-        }
-    };
-    let span = tracing::info_span!("job", job.id = %id, job.r#type = J::TYPE, tenant.slug = job.subject().unwrap_or("-"), attempt);
-    run_attempt(&job, &id, attempt, &app).instrument(span).await
-}
-
-/// A payload no handler can read: dead at once, with a sentence that says how to go on.
-async fn undecodable<J: Job>(id: &str, attempt: usize, app: &App, error: &serde_json::Error) -> BoxDynError {
-    let reason = format!(
-        "the payload cannot be read as {} ({error}): nothing was done; enqueue a corrected job (see `tenantctl jobs show {id}`)",
-        J::TYPE
-    );
-    tracing::error!(error = %reason, "job gave up");
-    if let Err(e) = queue::record_dead(&app.pool, id, attempt, &reason).await {
-        tracing::error!(error = %e, "could not record the job's last attempt");
-    }
-    app.metrics.finished(J::TYPE, Outcome::Dead, std::time::Duration::ZERO);
-    Box::new(AbortError::new(reason))
-}
-
-async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, app: &App) -> Result<Value, BoxDynError> {
-    // The limit matters only from the second attempt on, or when this one fails: a first
-    // attempt that succeeds costs no extra query.
-    if attempt > 1 {
-        let max_attempts = queue::max_attempts(&app.pool, id).await?;
-        if attempt > max_attempts {
-            let reason = format!("gave up: attempt {attempt} of {max_attempts} (earlier attempts stopped their worker)");
-            return Err(give_up(job, id, attempt, app, reason).await);
-        }
-    }
-    tracing::info!("job started");
-    app.metrics.started(J::TYPE);
-    let started = std::time::Instant::now();
-    let run = Run { job_id: id.to_owned(), attempt };
-    // Panics while taking locks are caught here, the job's own inside `run_locked`.
-    let outcome = AssertUnwindSafe(run_locked(job, app, &run)).catch_unwind().await.and_then(|inner| inner);
-    let error = match outcome {
-        Ok(Ok(value)) => {
-            app.metrics.finished(J::TYPE, Outcome::Succeeded, started.elapsed());
-            tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
-            return Ok(value);
-        }
-        Ok(Err(e)) if !e.is_retryable() => {
-            app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-            return Err(give_up(job, id, attempt, app, e.to_string()).await);
-        }
-        // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
-        Ok(Err(Error::Busy(reason))) => {
-            let delay = queue::backoff(app.config.worker.retry_base_secs, 1);
-            tracing::info!(reason = %reason, retry_in_s = delay.as_secs(), "job postponed");
-            app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
-            queue::postpone(&app.pool, id, delay).await?;
-            return Err(reason.into());
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(panic) => format!("panicked: {}", panic_message(&panic)),
-    };
-    let max_attempts = queue::max_attempts(&app.pool, id).await?;
-    if attempt >= max_attempts {
-        app.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-        return Err(give_up(job, id, attempt, app, format!("{error} (attempt {attempt} of {max_attempts})")).await);
-    }
-    app.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
-    let delay = queue::backoff(app.config.worker.retry_base_secs, attempt);
-    tracing::warn!(error = %error, retry_in_s = delay.as_secs(), "job failed; will retry");
-    queue::defer(&app.pool, id, delay, attempt, &error).await?;
-    Err(error.into())
-}
-
-type Panic = Box<dyn std::any::Any + Send>;
-
-/// Takes the job's host slot and tenant lock (their waits are bounded by their own
-/// settings), then runs it within its time limit. The time limit and panic capture sit
-/// inside `tenant_session::scoped`, so operator logins are closed whatever the job did,
-/// and before the tenant's lock goes.
-async fn run_locked<J: Job>(job: &J, app: &App, run: &Run) -> Result<Result<Value>, Panic> {
-    // Waiting here holds no connection; the slot and the lock below hold one each.
-    let _permit = match job.tenant() {
-        Some(_) => Some(app.tenant_jobs.acquire().await.expect("the semaphore is never closed")),
-        None => None,
-    };
-    let slot = match (J::SLOT, job.tenant()) {
-        (Some(kind), Some(slug)) => match host_of(app, slug).await {
-            Ok(Some(host)) => match HostSlot::acquire_kind(&app.config, &host, kind, Some(slug)).await {
-                Ok(slot) => Some(slot),
-                Err(e) => return Ok(Err(e)),
-            },
-            Ok(None) => None,
-            Err(e) => return Ok(Err(e)),
-        },
-        _ => None,
-    };
-    let lock = match job.tenant().map(|slug| TenantLock::acquire(&app.config, slug)) {
-        Some(acquiring) => match acquiring.await {
-            Ok(mut lock) => match lock.watched(&app.config).await {
-                Ok(()) => Some(lock),
-                Err(e) => {
-                    lock.release().await;
-                    if let Some(slot) = slot {
-                        slot.release().await;
-                    }
-                    return Ok(Err(e));
-                }
-            },
-            Err(e) => {
-                if let Some(slot) = slot {
-                    slot.release().await;
-                }
-                return Ok(Err(e));
-            }
-        },
-        None => None,
-    };
-    let limit = app.timeout::<J>();
-    let bounded = async {
-        // Boxed: some jobs' futures are large enough to overflow a worker thread's stack
-        // in debug builds when kept inline.
-        match tokio::time::timeout(limit, AssertUnwindSafe(Box::pin(job.run(app, run))).catch_unwind()).await {
-            Ok(finished) => finished,
-            Err(_) => Ok(Err(Error::TimedOut(format!("timed out after {}s (the job type's timeout)", limit.as_secs())))),
-        }
-    };
-    let (mut lock, mut slot) = (lock, slot);
-    // A lock lives as long as its connection: if that goes (a control-plane restart, a
-    // terminated backend, a dropped network), another job of the tenant may start at once,
-    // so this one stops here (as a crash would; every job converges when run again).
-    let watched = async {
-        tokio::select! {
-            finished = bounded => finished,
-            lost = watch(lock.as_mut(), slot.as_mut()) => Ok(Err(lost)),
-        }
-    };
-    let result = crate::tenant_session::scoped(limit, watched).await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    if let Some(slot) = slot {
-        slot.release().await;
-    }
-    result
-}
-
-/// Resolves when the connection holding the tenant lock or the host slot is gone.
-async fn watch(mut lock: Option<&mut TenantLock>, mut slot: Option<&mut HostSlot>) -> Error {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        if let Some(lock) = lock.as_deref_mut() {
-            if !lock.held().await {
-                return Error::Busy("lost the connection holding the tenant's lock: the job stopped and will run again".into());
-            }
-        }
-        if let Some(slot) = slot.as_deref_mut() {
-            if !slot.held().await {
-                return Error::Busy("lost the connection holding the host slot: the job stopped and will run again".into());
-            }
-        }
-    }
-}
-
-/// The database host of tenant `slug` (none if there is no such tenant: the job says so).
-async fn host_of(app: &App, slug: &str) -> Result<Option<String>> {
-    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
-    Ok(crate::tenants::find(&mut cp, slug).await?.map(|t| t.host))
-}
-
-/// Final failure: run the job's hook, log once, and tell apalis not to retry.
-async fn give_up<J: Job>(job: &J, id: &str, attempt: usize, app: &App, reason: String) -> BoxDynError {
-    tracing::error!(error = %reason, "job gave up");
-    if let Err(e) = queue::record_dead(&app.pool, id, attempt, &reason).await {
-        tracing::error!(error = %e, "could not record the job's last attempt");
-    }
-    if let Err(e) = job.on_dead(app, id, &reason).await {
-        tracing::error!(error = %e, "could not record the job's failure");
-    }
-    Box::new(AbortError::new(reason))
-}
-
-fn panic_message(panic: &Panic) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }

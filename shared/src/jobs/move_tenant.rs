@@ -4,19 +4,21 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    payload::{optional, required, Field, Shape},
-    App, Job, Run,
-};
 use crate::{
     activity,
     config::Config,
+    context::App,
     error::{Context as _, Error, Result},
     hosts,
     lock::SlotKind,
     naming::Plan,
     ops::moves::{self, Place, Request},
-    queue, tenants,
+    queue,
+    queue::{
+        payload::{optional, required, Field, Shape},
+        Job, Run,
+    },
+    tenants,
 };
 
 /// Payload: the target, resolved when enqueued.

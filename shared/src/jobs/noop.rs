@@ -4,11 +4,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    payload::{optional, Field, Shape},
-    App, Job, Run,
-};
 use crate::error::Result;
+use crate::{
+    context::App,
+    queue::{
+        payload::{optional, Field, Shape},
+        Job, Run,
+    },
+};
 
 /// Payload: a free-form note (ignored) and how long to take, for a slow canary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -2,15 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sqlx::{Acquire as _, PgConnection, PgPool};
 
-use super::{
-    payload::{optional, required, Field, Shape},
-    App, Job, Run,
-};
+use super::send_welcome_mail::SendWelcomeMail;
 use crate::{
+    activity,
+    config::Config,
+    context::App,
     error::{Context as _, Error, Result},
+    fault,
     ops::provision,
-    tenants::{self, NewTenant},
+    queue::{
+        self,
+        payload::{optional, required, Field, Shape},
+        Job, Run,
+    },
+    tenants::{self, NewTenant, Tenant},
 };
 
 /// Payload: what the producer asked for. Validated by the handler too, since a producer
@@ -75,11 +82,62 @@ impl Job for ProvisionTenant {
             }
         }
         drop(cp);
-        let tenant = provision::provision(app, &new, "worker").await?;
+        let tenant = provision(app, &new, "worker").await?;
         Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))
     }
 
     async fn on_dead(&self, app: &App, _job_id: &str, error: &str) -> Result<()> {
         provision::mark_failed(app, &self.slug, error).await
     }
+}
+
+/// Registers a new tenant and enqueues its provisioning, on `conn` (use a transaction to
+/// make it atomic with your own writes). A taken slug is a [`Error::Conflict`].
+pub async fn create(conn: &mut PgConnection, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
+    let (tenant, created) = tenants::register(conn, config, new).await?;
+    if !created {
+        let hint = match tenant.status.as_str() {
+            "failed" => format!("; delete it with `tenantctl tenant delete {} --yes` to free the slug", tenant.slug),
+            _ => String::new(),
+        };
+        return Err(Error::Conflict(format!("slug '{}' is already taken (that tenant is {}){hint}", tenant.slug, tenant.status)));
+    }
+    let job = ProvisionTenant::from(new);
+    let job_id = queue::enqueue(conn, &job).await?;
+    activity::record(conn, actor, Some(tenant.id), "tenant.create_requested", json!({ "plan": tenant.plan, "job_id": job_id })).await?;
+    Ok((tenant, job_id))
+}
+
+/// The job provisioning the tenant `new` asks for, while one holds its key.
+pub async fn provision_job(conn: &mut PgConnection, new: &NewTenant) -> Result<Option<String>> {
+    match ProvisionTenant::from(new).idempotency_key() {
+        Some(key) => queue::job_with_key(conn, &key).await,
+        None => Ok(None),
+    }
+}
+
+/// [`create`] in a transaction of its own.
+pub async fn create_in_new_transaction(pool: &PgPool, config: &Config, new: &NewTenant, actor: &str) -> Result<(Tenant, String)> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    let created = create(&mut tx, config, new, actor).await?;
+    tx.commit().await.context("failed to commit the new tenant")?;
+    Ok(created)
+}
+
+/// Provisions `new` end to end (see [`provision::build`]) and makes it active, with its
+/// welcome mail enqueued in the same transaction: never active without it, nor the
+/// reverse. Returns the active tenant. Safe to run again at any point.
+pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant> {
+    let tenant = match provision::build(app, new, actor).await? {
+        provision::Built::Active(tenant) => return Ok(tenant),
+        provision::Built::Ready(tenant) => tenant,
+    };
+    let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
+    let mut tx = cp.begin().await.context("failed to start a transaction")?;
+    if provision::activate(&mut tx, &tenant, actor).await? {
+        queue::enqueue(&mut tx, &SendWelcomeMail { slug: tenant.slug.clone() }).await?;
+    }
+    tx.commit().await.context("failed to commit the activation")?;
+    fault::point(&tenant.slug, "provision:activate")?;
+    provision::activated(&mut cp, &tenant.slug).await
 }

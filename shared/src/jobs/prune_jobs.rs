@@ -3,9 +3,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    payload::{required, Field, Shape, SCHEDULED},
-    App, Job, Run,
+use crate::{
+    context::App,
+    queue::{
+        payload::{required, Field, Shape, SCHEDULED},
+        Job, Run,
+    },
 };
 use crate::{error::Result, ops::prune};
 

@@ -3,15 +3,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    payload::{required, Field, Shape},
-    App, Job, Run,
-};
 use crate::{
     activity, backups,
+    context::App,
     error::{Context as _, Error, Result},
     ops::restore,
-    queue, tenants,
+    queue,
+    queue::{
+        payload::{required, Field, Shape},
+        Job, Run,
+    },
+    tenants,
 };
 
 /// Enqueues a restore of backup `backup_id` (or the newest routine one) of `slug`;

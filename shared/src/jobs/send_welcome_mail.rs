@@ -3,13 +3,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    payload::{required, Field, Shape},
-    App, Job, Run,
-};
 use crate::{
+    context::App,
     error::{Context as _, Result},
-    mail, tenants,
+    mail,
+    queue::{
+        payload::{required, Field, Shape},
+        Job, Run,
+    },
+    tenants,
 };
 
 /// Payload: enqueued by provisioning in the transaction that activates the tenant.

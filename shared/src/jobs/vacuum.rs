@@ -3,17 +3,18 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{
-    cleanup::Cleanup,
-    payload::{defaulted, required, Field, Shape, SCHEDULED},
-    App, Job, Run,
-};
+use super::cleanup::Cleanup;
 use crate::{
     activity,
     backups::Kind,
+    context::App,
     error::{Context as _, Error, Result},
     ops::{backup, maintenance},
     queue,
+    queue::{
+        payload::{defaulted, required, Field, Shape, SCHEDULED},
+        Job, Run,
+    },
     tenants::{self, Selection},
 };
 

@@ -1,4 +1,4 @@
-//! Pause, suspend and resume (DESIGN §2): a real effect in PostgreSQL. A paused or
+//! Pause, suspend and resume: a real effect in PostgreSQL. A paused or
 //! suspended tenant's role loses LOGIN and its open sessions are ended; resuming gives
 //! LOGIN back. The database effect comes first and the status second, so a rerun after
 //! a crash in between repeats the (idempotent) effect and then records the status.
@@ -9,10 +9,10 @@ use sqlx::{Acquire, PgConnection};
 
 use crate::{
     activity,
+    context::App,
     db::ddl,
     error::{Context as _, Error, Result},
     hosts,
-    jobs::App,
     tenants::{self, Tenant},
 };
 

@@ -1,4 +1,4 @@
-//! Backups (DESIGN §4): `pg_dump` of the tenant's schema into `<slug>_<time>.dump.partial`,
+//! Backups: `pg_dump` of the tenant's schema into `<slug>_<time>.dump.partial`,
 //! verified with `pg_restore --list`, hashed, renamed to its final name, then registered
 //! as finished; then retention.
 //!
@@ -14,11 +14,10 @@ use sqlx::PgConnection;
 use crate::{
     activity,
     backups::{self, Backup, Kind},
+    context::App,
     db::ddl,
     error::{Context as _, Error, Result},
-    fault, hosts,
-    jobs::App,
-    large_objects, ledger, pg_tools,
+    fault, hosts, large_objects, ledger, pg_tools,
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };

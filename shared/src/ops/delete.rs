@@ -9,11 +9,10 @@ use sqlx::{Acquire, PgConnection};
 use crate::{
     activity,
     backups::Kind,
+    context::App,
     db, deployment,
     error::{Context as _, Error, Result},
-    fault, guard, hosts,
-    jobs::App,
-    ledger,
+    fault, guard, hosts, ledger,
     naming::{aside_schema, operator_role, Isolation},
     ops::{access, backup, move_cleanup},
     outcomes,

@@ -16,8 +16,8 @@ use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::{
     activity,
+    context::App,
     error::{Context as _, Error, Result},
-    jobs::App,
     naming::quote_ident,
     products,
     tenant_session::TenantAccess,

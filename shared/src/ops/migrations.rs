@@ -11,10 +11,9 @@ use sqlx::{Acquire, AssertSqlSafe, PgConnection};
 
 use crate::{
     activity,
+    context::App,
     error::{Context as _, Error, Result},
-    hosts,
-    jobs::App,
-    ledger,
+    hosts, ledger,
     naming::quote_ident,
     ops::rollout,
     products::{self, Product, ProductMigration},

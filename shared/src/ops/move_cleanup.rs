@@ -12,12 +12,12 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use crate::{
-    activity, db, deployment,
+    activity,
+    context::App,
+    db, deployment,
     error::{Context as _, Error, Result},
     guard::{self, Dropped},
-    hosts,
-    jobs::App,
-    ledger,
+    hosts, ledger,
     lock::TenantLock,
     naming::operator_role,
     ops::moves::Place,

@@ -1,4 +1,4 @@
-//! Moving a tenant (DESIGN §4 `MoveTenant`): between a shared and a dedicated database,
+//! Moving a tenant: between a shared and a dedicated database,
 //! between hosts, or both. Copy, then cut over; never in place.
 //!
 //! 0. The target is worked out from what was asked (a host, a plan) and the registry as it
@@ -34,12 +34,11 @@ use crate::{
     activity,
     backups::Kind,
     config::Config,
+    context::App,
     db::{self, ddl},
     deployment,
     error::{Context as _, Error, Result},
-    fault, guard, hosts,
-    jobs::App,
-    large_objects, ledger,
+    fault, guard, hosts, large_objects, ledger,
     lock::{HostSlot, TenantLock},
     naming::{self, aside_schema, moved_schema, operator_role, Isolation, Plan, Slug, TenantNames},
     ops::{

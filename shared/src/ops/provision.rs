@@ -1,4 +1,4 @@
-//! Provisioning (DESIGN §3, §4): role, database, schema, product migrations, activation.
+//! Provisioning: role, database, schema, product migrations, activation.
 //!
 //! Every step first looks at what exists and only adds what is missing, so a run that
 //! stopped after any step (crash, SIGKILL, lost connection) is finished by the next run,
@@ -10,27 +10,36 @@ use sqlx::{postgres::PgConnectOptions, Acquire, PgConnection};
 use crate::{
     activity,
     config::Config,
+    context::App,
     db::{self, ddl},
     deployment,
     error::{Context as _, Error, Result},
-    fault, guard, hosts,
-    jobs::{send_welcome_mail::SendWelcomeMail, App},
-    ledger,
+    fault, guard, hosts, ledger,
     naming::{self, Isolation},
     ops::migrations,
-    password, products, queue,
+    password, products,
     tenant_session::TenantAccess,
     tenants::{self, NewTenant, Tenant},
 };
 
-/// Provisions `new` (registering it first if a producer enqueued it with SQL alone) and
-/// returns the active tenant. Safe to run again at any point.
-pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant> {
+/// What [`build`] left.
+#[derive(Debug)]
+pub enum Built {
+    /// Every step done; [`activate`] makes it active.
+    Ready(Tenant),
+    /// The tenant was active already: nothing to do.
+    Active(Tenant),
+}
+
+/// Provisions `new` (registering it first if a producer enqueued it with SQL alone) up to
+/// its activation, which the caller does with [`activate`] in a transaction of its own
+/// (the queue layer adds the welcome mail to it). Safe to run again at any point.
+pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let slug = new.slug.as_str();
     let (tenant, created) = tenants::register(&mut cp, &app.config, new).await?;
     match tenant.status.as_str() {
-        "active" => return Ok(tenant),
+        "active" => return Ok(Built::Active(tenant)),
         "provisioning" => {}
         "failed" => tenants::set_status(&mut cp, &tenant, "provisioning", None, actor).await?,
         other => return Err(Error::Fatal(format!("tenant '{slug}' is {other}: only a new or failed tenant can be provisioned"))),
@@ -67,10 +76,7 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     crate::ops::rollout::record_version(&mut cp, tenant.id, version).await?;
-
-    let tenant = activate(&mut cp, &tenant, actor).await?;
-    fault::point(slug, "provision:activate")?;
-    Ok(tenant)
+    Ok(Built::Ready(tenant))
 }
 
 /// Marks a tenant whose provisioning gave up as `failed`, with the reason.
@@ -135,7 +141,7 @@ pub(crate) async fn ensure_role(
         Login::Held => "ALTER ROLE %I WITH NOLOGIN PASSWORD %L",
     };
     ddl(admin, template, &[&tenant.role, &password::scram_verifier(&password)]).await?;
-    limit_connections(admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await?;
+    db::limit_connections(admin, &tenant.role, config.tenant_max_connections(&tenant.plan)).await?;
     // CREATE SCHEMA ... AUTHORIZATION needs a non-superuser admin to be a member.
     let member: bool =
         sqlx::query_scalar("SELECT rolsuper OR pg_has_role(current_user, $1, 'MEMBER') FROM pg_roles WHERE rolname = current_user")
@@ -147,22 +153,6 @@ pub(crate) async fn ensure_role(
         ddl(admin, "GRANT %I TO CURRENT_USER", &[&tenant.role]).await?;
     }
     Ok(created)
-}
-
-/// The tenant role's `CONNECTION LIMIT`, set where it differs (an admin statement on the
-/// role: no tenant code runs).
-pub(crate) async fn limit_connections(admin: &mut PgConnection, role: &str, limit: u32) -> Result<()> {
-    let current: Option<i32> = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
-        .bind(role)
-        .fetch_optional(&mut *admin)
-        .await
-        .context("failed to read the tenant role's connection limit")?;
-    let limit =
-        i32::try_from(limit).map_err(|_| Error::Invalid(format!("a connection limit of {limit} is more than PostgreSQL allows")))?;
-    if current.is_some_and(|c| c != limit) {
-        ddl(admin, "ALTER ROLE %I CONNECTION LIMIT %s", &[role, &limit.to_string()]).await?;
-    }
-    Ok(())
 }
 
 /// The database holding the tenant's schema, closed to everyone but its tenants.
@@ -262,10 +252,9 @@ pub(crate) async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant)
     Ok(created)
 }
 
-/// `provisioning` -> `active`, logged and with the welcome mail enqueued in the same
-/// transaction.
-async fn activate(cp: &mut PgConnection, tenant: &Tenant, actor: &str) -> Result<Tenant> {
-    let mut tx = cp.begin().await.context("failed to start a transaction")?;
+/// `provisioning` -> `active` and logged, on `tx` (the caller's transaction); false if the
+/// tenant was not provisioning.
+pub async fn activate(tx: &mut PgConnection, tenant: &Tenant, actor: &str) -> Result<bool> {
     let updated = sqlx::query(
         "UPDATE tenant_master.tenants SET status = 'active', status_reason = NULL, updated_at = now()
          WHERE id = $1 AND status = 'provisioning'",
@@ -274,15 +263,18 @@ async fn activate(cp: &mut PgConnection, tenant: &Tenant, actor: &str) -> Result
     .execute(&mut *tx)
     .await
     .context("failed to activate the tenant")?;
-    if updated.rows_affected() == 1 {
-        activity::record(&mut tx, actor, Some(tenant.id), "tenant.active", json!({ "from": "provisioning" })).await?;
-        // Same transaction: never active without its welcome mail queued, nor the reverse.
-        queue::enqueue(&mut tx, &SendWelcomeMail { slug: tenant.slug.clone() }).await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
     }
-    tx.commit().await.context("failed to commit the activation")?;
-    let tenant = tenants::get(cp, &tenant.slug).await?;
+    activity::record(tx, actor, Some(tenant.id), "tenant.active", json!({ "from": "provisioning" })).await?;
+    Ok(true)
+}
+
+/// The tenant after its activation: an error if something else changed it meanwhile.
+pub async fn activated(cp: &mut PgConnection, slug: &str) -> Result<Tenant> {
+    let tenant = tenants::get(cp, slug).await?;
     if tenant.status != "active" {
-        return Err(Error::Conflict(format!("tenant '{}' became {} while it was being provisioned", tenant.slug, tenant.status)));
+        return Err(Error::Conflict(format!("tenant '{slug}' became {} while it was being provisioned", tenant.status)));
     }
     Ok(tenant)
 }

@@ -1,4 +1,4 @@
-//! Restores (DESIGN §4) that never lose data.
+//! Restores that never lose data.
 //!
 //! Order: verify the file (size, sha256, archive listing); take a `pre_restore` safety
 //! backup; hold the tenant's login and end its sessions; rename the live schema aside
@@ -15,12 +15,11 @@ use sqlx::PgConnection;
 use crate::{
     activity,
     backups::{self, Backup, Kind},
+    context::App,
     db::ddl,
     deployment,
     error::{Context as _, Error, Result},
-    fault, guard, hosts,
-    jobs::App,
-    large_objects, ledger,
+    fault, guard, hosts, large_objects, ledger,
     naming::aside_schema,
     ops::{access, backup, migrations},
     outcomes, products,

@@ -8,16 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::{
     config::Config,
     error::{Context as _, Error, Result},
     hosts,
-    jobs::migrate_tenant::MigrateTenant,
     ops::migrations,
     products::{self, Product},
-    queue,
     tenants::Tenant,
 };
 
@@ -288,59 +286,4 @@ pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>
         .await
         .context("failed to record the tenant's schema version")?;
     Ok(())
-}
-
-/// What a rollout enqueued.
-#[derive(Debug, Default, Serialize)]
-pub struct Enqueued {
-    /// (slug, job id) of every tenant with something pending.
-    pub jobs: Vec<(String, String)>,
-    /// Tenants with nothing pending: no job.
-    pub up_to_date: usize,
-    /// (slug, reason) of tenants whose database could not be read: skipped.
-    pub unreachable: Vec<(String, String)>,
-    /// (slug, reason) of tenants whose own ledger disagrees with the product: skipped.
-    pub conflicts: Vec<(String, String)>,
-}
-
-/// Enqueues one `MigrateTenant` per tenant with something pending, in one transaction.
-/// The key `migrate:<slug>:<target>` makes a second run while the first is under way a
-/// no-op; a finished job under that key (it failed, or the tenant was restored to an older
-/// backup since) is set aside so the tenant gets a new one.
-pub async fn enqueue(pool: &PgPool, plans: &[TenantPlan], actor: &str) -> Result<Enqueued> {
-    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let mut tx = conn.begin().await.context("failed to start a transaction")?;
-    let mut out = Enqueued::default();
-    for plan in plans {
-        if let Some(reason) = &plan.unreachable {
-            out.unreachable.push((plan.slug.clone(), reason.clone()));
-            continue;
-        }
-        if let Some(reason) = &plan.conflict {
-            out.conflicts.push((plan.slug.clone(), reason.clone()));
-            continue;
-        }
-        if plan.pending.is_empty() {
-            out.up_to_date += 1;
-            continue;
-        }
-        let job = MigrateTenant { slug: plan.slug.clone(), tenant_id: Some(plan.tenant_id), to: plan.target, actor: actor.to_owned() };
-        let mut id = queue::enqueue(&mut tx, &job).await?;
-        let finished: bool = sqlx::query_scalar("SELECT status IN ('done', 'dead') FROM tenant_master.jobs WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await
-            .context("failed to read the rollout job")?;
-        if finished {
-            sqlx::query("UPDATE apalis.jobs SET idempotency_key = NULL WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .context("failed to set an old rollout job aside")?;
-            id = queue::enqueue(&mut tx, &job).await?;
-        }
-        out.jobs.push((plan.slug.clone(), id));
-    }
-    tx.commit().await.context("failed to commit the rollout")?;
-    Ok(out)
 }

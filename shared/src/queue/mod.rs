@@ -1,5 +1,13 @@
 //! The queue as Tenant Master sees it: enqueue through `tenant_master.enqueue()` (the same
 //! SQL function other languages call), read jobs through the `tenant_master.jobs` view.
+//! [`job`] says what a job type is, [`runner`] runs one attempt, [`metrics`] counts them.
+
+pub mod job;
+pub mod metrics;
+pub mod payload;
+pub mod runner;
+
+pub use job::{Job, Run};
 
 use std::time::Duration;
 
@@ -7,10 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use crate::{
-    error::{Context as _, Error, Result},
-    jobs::Job,
-};
+use crate::error::{Context as _, Error, Result};
 
 /// Enqueues `job` on `conn`, which may be inside the caller's transaction: the job becomes
 /// visible to workers only when that transaction commits. Returns the job id; a job whose
