@@ -27,14 +27,18 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
     let mut items = Vec::new();
     let config = &ctx.config;
     let mut server_major = None;
-    match ctx.pool().await {
+    match ctx.server_pool().await {
         Ok(pool) => {
             let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
             let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await?;
             server_major = num.parse::<u32>().ok().map(|n| n / 10000);
             items.push(Item::new("database", true, format!("{} (PostgreSQL {version})", redact_url(&config.database_url))));
-            let migrated: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.deployment') IS NOT NULL").fetch_one(&pool).await?;
-            items.push(Item::new("migrations", migrated, if migrated { "applied" } else { "missing: run `tenantctl migrate`" }));
+            let migrated = tenant_master::migrate::ensure_current(&pool).await;
+            items.push(match &migrated {
+                Ok(()) => Item::new("migrations", true, "applied"),
+                Err(e) => Item::new("migrations", false, e.to_string()),
+            });
+            let migrated = migrated.is_ok();
             items.push(connection_budget(ctx, &pool, workers).await?);
             if migrated {
                 items.extend(reach(ctx, &pool).await?);

@@ -29,8 +29,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The control-plane pool, small: the CLI runs one thing at a time.
+    /// The control-plane pool, small: the CLI runs one thing at a time. Refused (typed
+    /// `Error::NotMigrated`) if the control plane lacks this build's migrations.
     pub async fn pool(&self) -> tenant_master::Result<sqlx::PgPool> {
+        let pool = self.server_pool().await?;
+        tenant_master::migrate::ensure_current(&pool).await?;
+        Ok(pool)
+    }
+
+    /// The control-plane pool, whatever its migrations (for `check`, which reports them).
+    pub async fn server_pool(&self) -> tenant_master::Result<sqlx::PgPool> {
         tenant_master::db::connect_pool(&self.config.database_url, 2).await
     }
 }
@@ -86,9 +94,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// cause (the server's message), so the chain stops there: the driver's wording of the same
 /// cause would only repeat it.
 fn one_sentence(e: &anyhow::Error) -> String {
-    if let Some(hint) = not_migrated(e) {
-        return hint;
-    }
     let mut text = e.to_string();
     let mut described = e.downcast_ref::<tenant_master::Error>().is_some();
     for cause in e.chain().skip(1) {
@@ -103,17 +108,4 @@ fn one_sentence(e: &anyhow::Error) -> String {
         described = cause.downcast_ref::<tenant_master::Error>().is_some();
     }
     text.replace('\n', " ")
-}
-
-/// A control-plane table missing: the database was never migrated (or is another one).
-fn not_migrated(e: &anyhow::Error) -> Option<String> {
-    let ours = e.chain().find_map(|c| c.downcast_ref::<tenant_master::Error>())?;
-    let missing = matches!(ours.sqlstate().as_deref(), Some("42P01" | "3F000" | "42883"));
-    let text = ours.to_string();
-    (missing && (text.contains("tenant_master.") || text.contains("apalis.") || text.contains("schema \"tenant_master\""))).then(|| {
-        format!(
-            "this database's Tenant Master control plane is missing or older than this tenantctl ({}): run `tenantctl migrate`, or check DATABASE_URL",
-            text.rsplit(": ").next().unwrap_or(&text)
-        )
-    })
 }

@@ -37,6 +37,10 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The control-plane database lacks migrations this build needs: never migrated,
+    /// another database, or a control plane older than this binary.
+    #[error("this database's Tenant Master control plane is {}: run `tenantctl migrate`, or check DATABASE_URL", describe_level(*found, *needed))]
+    NotMigrated { found: Option<i32>, needed: i32 },
     /// A file or process call failed.
     #[error("{context}: {source}")]
     Io {
@@ -63,7 +67,7 @@ impl Error {
         match self {
             Error::Busy(_) | Error::TimedOut(_) | Error::Io { .. } | Error::Tool(_) | Error::Injected(_) => true,
             Error::Database { source, .. } => !is_permanent_db_error(source),
-            Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) => false,
+            Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) | Error::NotMigrated { .. } => false,
         }
     }
 
@@ -83,6 +87,14 @@ impl Error {
             Error::Database { source, .. } => sqlstate(source),
             _ => None,
         }
+    }
+}
+
+/// How far a control plane is migrated, in words.
+fn describe_level(found: Option<i32>, needed: i32) -> String {
+    match found {
+        None => "missing".to_owned(),
+        Some(version) => format!("at migration {version}, older than this build (which needs {needed})"),
     }
 }
 

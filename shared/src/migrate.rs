@@ -39,6 +39,29 @@ pub fn known_versions() -> Vec<i32> {
     MIGRATIONS.iter().map(|m| m.0).collect()
 }
 
+/// Whether the control plane at `pool` has every migration of this build; a typed
+/// [`Error::NotMigrated`] if not. A newer control plane (migrated by a newer build) is
+/// accepted: migrations only add.
+pub async fn ensure_current(pool: &PgPool) -> Result<()> {
+    let needed = MIGRATIONS.last().map_or(0, |m| m.0);
+    let present: bool =
+        sqlx::query_scalar("SELECT to_regclass('tenant_master.schema_migrations') IS NOT NULL AND to_regclass('apalis.jobs') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .context("failed to check the control-plane schema")?;
+    let found: Option<i32> = match present {
+        true => sqlx::query_scalar("SELECT max(version) FROM tenant_master.schema_migrations")
+            .fetch_one(pool)
+            .await
+            .context("failed to read the control plane's migrations")?,
+        false => None,
+    };
+    match found {
+        Some(version) if version >= needed => Ok(()),
+        found => Err(Error::NotMigrated { found, needed }),
+    }
+}
+
 /// Serializes concurrent `migrate` runs (arbitrary constant, "tm" + "mig").
 const MIGRATE_LOCK: i64 = 0x0074_6d6d_6967;
 

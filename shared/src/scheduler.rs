@@ -19,7 +19,7 @@ use crate::{
 /// Runs until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
     let pool = db::connect_pool(&config.database_url, 4).await?;
-    crate::worker::ensure_migrated(&pool).await?;
+    crate::migrate::ensure_current(&pool).await?;
     let schedules = Arc::new(Schedule::all(&config.scheduler)?);
     let catch_up = config.scheduler.catch_up();
     let by = format!("scheduler-{}-{}", crate::system::hostname().unwrap_or_default(), std::process::id());

@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         .idle_timeout(JOB_CONNECTION_IDLE)
         .acquire_timeout(Duration::from_secs(120))
         .connect_lazy_with(options);
-    ensure_migrated(&queue_pool).await?;
+    crate::migrate::ensure_current(&queue_pool).await?;
     tracing::info!(
         job_types = ?job_types(), concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
         queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(&config),
@@ -339,18 +339,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-pub(crate) async fn ensure_migrated(pool: &sqlx::PgPool) -> Result<()> {
-    let ready: bool = sqlx::query_scalar("SELECT to_regclass('tenant_master.jobs') IS NOT NULL AND to_regclass('apalis.jobs') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .context("failed to check the control-plane schema")?;
-    if ready {
-        Ok(())
-    } else {
-        Err(Error::Fatal("the control-plane database is not migrated: run `tenantctl migrate` first".into()))
     }
 }
 
