@@ -16,7 +16,10 @@ mkdir -p "$data"
 log=$data/worker.log
 pidfile=$data/worker.pid
 # The key that seals tenant passwords (the default secret_key_file, in data_dir), made once.
-[ -s "${TENANT_MASTER_SECRET_KEY_FILE:-$data/secret.key}" ] || $bin/tenantctl key generate
+# A relative TENANT_MASTER_SECRET_KEY_FILE is read from data_dir, as tenantctl reads it.
+key=${TENANT_MASTER_SECRET_KEY_FILE:-secret.key}
+case $key in /*) ;; *) key=$data/$key ;; esac
+[ -s "$key" ] || $bin/tenantctl key generate
 $bin/tenantctl migrate
 # Nothing here changes a database, role or grant that is not Tenant Master's: `check`
 # says (reach:default) which databases of this server every role, tenant roles included,
@@ -32,7 +35,23 @@ if [ -s "$pidfile" ]; then
     running=$pid
   fi
 fi
-if [ -n "$running" ]; then
+# Or one started by hand (`target/debug/tenant-worker &`, as the README shows) for the same
+# control plane and data folder: use it too. Workers of other control planes are left be.
+setting() { tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | sed -n "s/^$2=//p" | head -n 1; }
+started_by_hand=""
+if [ -z "$running" ]; then
+  for pid in $(pgrep -u "$(id -u)" -x tenant-worker || true); do
+    url=$(setting "$pid" DATABASE_URL); dir=$(setting "$pid" TENANT_MASTER_DATA_DIR)
+    if [ "${url:-postgres://127.0.0.1:5432/tenant_master}" = "${DATABASE_URL:-postgres://127.0.0.1:5432/tenant_master}" ] \
+      && [ "${dir:-$PWD/data}" = "$data" ]; then
+      running=$pid; started_by_hand=$pid; break
+    fi
+  done
+fi
+if [ -n "$started_by_hand" ]; then
+  worker=$running
+  echo "tenant-worker is running already (pid $worker, not started by run-local.sh; its log is wherever it writes): using it"
+elif [ -n "$running" ]; then
   worker=$running
   echo "tenant-worker is running already (pid $worker, log $log), started by an earlier run-local.sh: using it"
 else
@@ -56,7 +75,11 @@ worker_alive() {
 # Keeps the worker this script started in the foreground; a second run ends here.
 stay() {
   if [ -n "$running" ]; then
-    echo "The worker belongs to the first run-local.sh (pid $worker); Ctrl-C there stops it."
+    if [ -n "$started_by_hand" ]; then
+      echo "The worker (pid $worker) was started by hand; \`kill -TERM $worker\` stops it (it finishes running jobs first)."
+    else
+      echo "The worker belongs to the first run-local.sh (pid $worker); Ctrl-C there stops it."
+    fi
     exit 0
   fi
   echo "Ctrl-C here stops the worker (it finishes running jobs first)."

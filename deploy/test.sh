@@ -14,7 +14,7 @@ trap 'rm -f "$log"' EXIT
 # other projects'): the tests must leave every one as it was.
 grants() {
   psql "${TEST_DATABASE_URL:-postgres://127.0.0.1:5432/postgres}" -AtX -c \
-    "SELECT datname || ' ' || COALESCE(datacl::text, '(default)') FROM pg_database WHERE datname !~ '^(tt[a-z0-9]+_|tm_test_)' ORDER BY 1"
+    "SELECT datname || ' ' || COALESCE(datacl::text, '(default)') FROM pg_database WHERE datname !~ '^(tt[a-z0-9]{6}_|tm_test_)' ORDER BY 1"
 }
 grants_before=$(grants)
 status=0

@@ -170,9 +170,14 @@ async fn retry_failed_and_cancel() {
     let shown = json(&env.tenantctl(&["jobs", "show", &ids[2], "--json"]));
     assert_eq!(shown["status"], "cancelled", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("cancelled by alice"), "{shown}");
+    // Asked again: it holds already, so exit 0 and a sentence (issue 25).
     let again = env.tenantctl(&["jobs", "cancel", &ids[2]]);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("is cancelled"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("was cancelled already, by alice"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     let retry = env.tenantctl(&["jobs", "retry", &ids[2]]);
     assert_eq!(retry.status.code(), Some(1));
     let said = String::from_utf8_lossy(&retry.stderr);
@@ -458,4 +463,58 @@ async fn jobs_cancel_by_filter_counts_and_cancels_only_what_matches() {
     let none = env.tenantctl(&["jobs", "cancel", "--failed", "--yes"]);
     assert!(none.status.success());
     assert!(String::from_utf8_lossy(&none.stdout).contains("nothing was cancelled"));
+
+    // Cancelling a cancelled job again: what was asked holds, exit 0.
+    let again = env.tenantctl(&["jobs", "cancel", &prunes[0]]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("was cancelled already, by carol"));
+    assert_eq!(json(&env.tenantctl(&["jobs", "cancel", &prunes[0], "--json"]))["changed"], false);
+
+    // A delete that has begun can only be finished: not counted, named, and no failure.
+    let delete = enqueue("DeleteTenant", serde_json::json!({ "slug": "gone", "actor": "test" })).await;
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', attempts = 1, last_result = '{\"Err\": \"boom\"}', done_at = now() WHERE id = $1",
+    )
+    .bind(&delete)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tenant_master.activity_log (actor, action, details) VALUES ('worker', 'tenant.delete_started', $1)")
+        .bind(serde_json::json!({ "job_id": delete }))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let out = env.tenantctl(&["jobs", "cancel", "--failed", "--yes"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("not cancellable: {delete}")));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing was cancelled"));
+    }
+    assert_ne!(status(delete).await, "cancelled");
+
+    // Two admins cancelling the same 200 jobs at once: both succeed, each job once.
+    for i in 0..200 {
+        enqueue("Noop", serde_json::json!({ "n": i })).await;
+    }
+    let both: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            env.tenantctl_command(&["jobs", "cancel", "--pending", "--type", "Noop", "--yes"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in both {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let (left, records): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenant_master.jobs WHERE type = 'Noop' AND status <> 'cancelled'),
+                (SELECT count(*) FROM tenant_master.cancelled_jobs c JOIN apalis.jobs j ON j.id = c.job_id WHERE j.job_type = 'Noop')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((left, records), (0, 202));
 }

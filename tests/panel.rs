@@ -637,3 +637,26 @@ async fn lists_page_sort_and_cancel_in_bulk_and_the_dashboard_shows_workers() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// A panel started as `tenantctl admin serve 2>&1 | head` keeps serving after its log
+/// reader is gone (a closed pipe ends short commands, not the server), and a day it cannot
+/// hold in an activity filter is a bad request, not a server error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_panel_outlives_its_log_reader_and_refuses_impossible_days() {
+    let env = TestEnv::new().await;
+    add_user(&env, "alice", "admin", PASSWORD);
+    let mut panel = PanelServer::start_with_a_closed_log(&env);
+    let browser = Browser::start(DESKTOP, 900);
+    log_in(&browser, &panel, "alice", PASSWORD);
+
+    browser.goto(&panel.url("/activity?since=-4713-01-01"));
+    assert!(browser.text("body").contains("is not a day like"), "{}", browser.text("body"));
+
+    // A request that fails on the server writes an error line into the closed pipe.
+    sqlx::raw_sql("ALTER TABLE tenant_master.activity_log RENAME TO activity_log_away").execute(&env.pool).await.unwrap();
+    browser.goto(&panel.url("/activity"));
+    sqlx::raw_sql("ALTER TABLE tenant_master.activity_log_away RENAME TO activity_log").execute(&env.pool).await.unwrap();
+    assert!(panel.is_running(), "the panel died writing its log into a closed pipe");
+    browser.goto(&panel.url("/activity"));
+    browser.find("#activity");
+}

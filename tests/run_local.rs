@@ -11,7 +11,7 @@ use tenant_master_tests::{die_with_test, eventually, repo_root, TempDir, TestEnv
 /// Who may connect to each database that exists now (name, ACL), as an admin reads it.
 async fn grants(env: &TestEnv) -> Vec<(String, Option<String>)> {
     let mut admin = env.admin("postgres").await;
-    sqlx::query_as("SELECT datname::text, datacl::text FROM pg_database WHERE datname !~ '^(tt[a-z0-9]+_|tm_test_)' ORDER BY 1")
+    sqlx::query_as("SELECT datname::text, datacl::text FROM pg_database WHERE datname !~ '^(tt[a-z0-9]{6}_|tm_test_)' ORDER BY 1")
         .fetch_all(&mut admin)
         .await
         .unwrap()
@@ -85,4 +85,22 @@ async fn two_runs_leave_one_worker_an_intact_log_and_foreign_grants_alone() {
     assert!(status.success(), "Ctrl-C ends the first run cleanly: {status:?}");
     assert_ne!(unsafe { libc::kill(worker, 0) }, 0, "and its worker");
     assert!(!pidfile.exists(), "the pid file goes with the worker");
+
+    // A worker started by hand (as the README shows) for the same control plane and
+    // folder is found and used as well: no second worker beside it.
+    let mut by_hand = Command::new(tenant_master_tests::binary("tenant-worker"));
+    for (k, v) in env.env_vars() {
+        by_hand.env(k, v);
+    }
+    by_hand.env("TENANT_MASTER_DATA_DIR", data.path()).stdout(Stdio::null()).stderr(Stdio::null());
+    die_with_test(&mut by_hand);
+    let mut by_hand = by_hand.spawn().unwrap();
+    let _stop_by_hand = Stop(Some(by_hand.id() as i32));
+    let third_out = data.path().join("third.out");
+    let third = script(&third_out).status().unwrap();
+    let said = std::fs::read_to_string(&third_out).unwrap();
+    assert!(third.success(), "{said}{}", std::fs::read_to_string(third_out.with_extension("err")).unwrap_or_default());
+    assert!(said.contains(&format!("tenant-worker is running already (pid {}, not started by run-local.sh", by_hand.id())), "{said}");
+    assert!(by_hand.try_wait().unwrap().is_none(), "the worker started by hand still runs");
+    assert!(!pidfile.exists(), "no worker of the script's own");
 }

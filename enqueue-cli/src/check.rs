@@ -198,7 +198,10 @@ async fn reach(ctx: &Ctx, pool: &PgPool) -> anyhow::Result<Vec<Item>> {
                 ..Item::new(
                     name,
                     true,
-                    format!("tenant roles can connect to {}: run `tenantctl host lockdown {host} --yes` to close them", open.join(", ")),
+                    format!(
+                        "tenant roles can connect to {}: run `tenantctl host lockdown {host}` to close them (it lists them and asks)",
+                        open.join(", ")
+                    ),
                 )
             },
             Err(e) => Item::new(name, false, e.to_string()),

@@ -167,7 +167,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             }
-            let closed = hosts::lock_down(&mut admin).await?;
+            let closed = hosts::lock_down(&mut admin, &open).await?;
             if ctx.json {
                 println!("{}", serde_json::json!({ "host": name, "closed": closed }));
             } else if closed.is_empty() {

@@ -87,9 +87,15 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
                     .map(|(_, s)| s)
                     .collect();
                 let filter = JobFilter { job_type, tenant, ..Default::default() };
-                let ids = queue::matching(&pool, &filter, &statuses, None).await?;
+                let matched = queue::matching(&pool, &filter, &statuses, None).await?;
+                // Jobs that have begun changing their tenant can only be finished: named,
+                // not counted, and no reason to fail (a nightly cleanup must end at 0).
+                let (ids, begun) = cancel::cancellable(&pool, &matched).await?;
+                for (id, reason) in &begun {
+                    eprintln!("not cancellable: {id}: {reason}");
+                }
                 if ids.is_empty() {
-                    println!("no {} job matched: nothing was cancelled", statuses.join(" or "));
+                    println!("no {} job that can be cancelled matched: nothing was cancelled", statuses.join(" or "));
                     return Ok(ExitCode::SUCCESS);
                 }
                 if !yes && !confirm_cancel(&pool, &ids).await? {
@@ -131,16 +137,21 @@ async fn cancel_each(ctx: &Ctx, pool: &sqlx::PgPool, ids: &[String], actor: &str
         if !by_filter {
             let done = cancel::cancel(pool, id, actor).await?;
             if ctx.json {
-                println!("{}", serde_json::json!({ "cancelled": done.job.id, "tenant": done.job.tenant, "tenant_note": done.tenant_note }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "cancelled": done.job.id, "tenant": done.job.tenant, "tenant_note": done.tenant_note, "changed": done.already.is_none() })
+                );
             } else {
                 print_cancelled(&done);
             }
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let (mut cancelled, mut skipped) = (Vec::new(), Vec::new());
+    let (mut cancelled, mut skipped, mut already) = (Vec::new(), Vec::new(), 0);
     for (n, id) in ids.iter().enumerate() {
         match cancel::cancel(pool, id, actor).await {
+            // Cancelled meanwhile by someone else: what was asked holds.
+            Ok(done) if done.already.is_some() => already += 1,
             Ok(done) => {
                 if !ctx.json && ids.len() <= 20 {
                     print_cancelled(&done);
@@ -159,7 +170,8 @@ async fn cancel_each(ctx: &Ctx, pool: &sqlx::PgPool, ids: &[String], actor: &str
     if ctx.json {
         println!("{}", serde_json::json!({ "cancelled": cancelled, "skipped": skipped }));
     } else {
-        println!("cancelled {} job(s); {} skipped", cancelled.len(), skipped.len());
+        let already = if already > 0 { format!("; {already} cancelled already by someone else") } else { String::new() };
+        println!("cancelled {} job(s); {} skipped{already}", cancelled.len(), skipped.len());
     }
     Ok(if skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -167,6 +179,15 @@ async fn cancel_each(ctx: &Ctx, pool: &sqlx::PgPool, ids: &[String], actor: &str
 fn print_cancelled(done: &cancel::Cancelled) {
     let job = &done.job;
     let tenant = job.tenant.as_deref().map(|t| format!(" of '{t}'")).unwrap_or_default();
+    if let Some((actor, at)) = &done.already {
+        println!(
+            "job {} ({}{tenant}) was cancelled already, by {actor} at {}: nothing to do",
+            job.id,
+            job.job_type,
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        return;
+    }
     match &done.tenant_note {
         Some(note) => println!("cancelled {} ({}{tenant}); {note}", job.id, job.job_type),
         None => println!("cancelled {} ({}{tenant})", job.id, job.job_type),

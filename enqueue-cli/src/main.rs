@@ -45,11 +45,15 @@ impl Ctx {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // `tenantctl jobs list | head -1`: a closed pipe ends the process quietly, as it does
-    // every Unix tool, instead of a panic in println!.
-    // SAFETY: called first, before any thread is started; SIG_DFL is a valid disposition.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // `tenantctl jobs list | head -1`: a closed pipe ends the process quietly, as it does
+    // every Unix tool, instead of a panic in println!. Not the panel: a server whose log
+    // reader went away must keep serving (its log lines are lost, not its users).
+    if !matches!(cli.command, Command::Admin(AdminCommand::Serve { .. })) {
+        // SAFETY: before any thread is started (the runtime is current-thread, and clap
+        // starts none); SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     telemetry::init("warn");
     match run(cli).await {
         Ok(code) => code,

@@ -35,7 +35,11 @@ pub async fn choose(conn: &mut PgConnection, requested: Option<&str>) -> Result<
     .fetch_optional(conn)
     .await
     .context("failed to choose a host")?
-    .ok_or_else(|| Error::Conflict("no enabled database host: add one with `tenantctl host add`, or `tenantctl host enable NAME`".into()))
+    .ok_or_else(|| {
+        Error::Conflict(
+            "no enabled database host: add one with `tenantctl host add NAME --admin-url-env VAR`, or `tenantctl host enable NAME`".into(),
+        )
+    })
 }
 
 /// Admin URL of a host (a secret, stored sealed); the default host uses the control
@@ -341,14 +345,16 @@ pub async fn open_databases(admin: &mut PgConnection) -> Result<Vec<String>> {
     .context("failed to read who may connect to which database")
 }
 
-/// Takes CONNECT and TEMPORARY on every open database away from PUBLIC, keeping CONNECT
-/// for the admin role itself; returns the databases closed. Other roles that need one of
-/// them must be granted CONNECT by name afterwards.
-pub async fn lock_down(admin: &mut PgConnection) -> Result<Vec<String>> {
+/// Takes CONNECT and TEMPORARY away from PUBLIC on each of `databases` (the list the admin
+/// was shown and agreed to: one made since is not touched) that is still open, keeping
+/// CONNECT for the admin role itself; returns the databases closed. Other roles that need
+/// one of them must be granted CONNECT by name afterwards.
+pub async fn lock_down(admin: &mut PgConnection, databases: &[String]) -> Result<Vec<String>> {
     let open = open_databases(admin).await?;
-    for database in &open {
+    let to_close: Vec<String> = databases.iter().filter(|d| open.contains(d)).cloned().collect();
+    for database in &to_close {
         db::ddl(admin, "GRANT CONNECT ON DATABASE %I TO CURRENT_USER", &[database]).await?;
         db::ddl(admin, "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC", &[database]).await?;
     }
-    Ok(open)
+    Ok(to_close)
 }

@@ -3,7 +3,7 @@
 //! row under a new key (`tenantctl key rotate`).
 
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::{
     config::Config,
@@ -91,10 +91,40 @@ pub async fn seal(conn: &mut PgConnection, config: &Config, plaintext: &str, con
 /// yet (that key is then the one). A second key made by mistake would seal tenants no
 /// worker can open.
 pub async fn ensure_known(conn: &mut PgConnection, key_id: &str) -> Result<()> {
-    if check_known(conn, key_id).await?.is_empty() {
-        record_key(conn, key_id).await?;
+    let mut tx = Connection::begin(&mut *conn).await.context("failed to start a transaction")?;
+    // The first key of a control plane: one process at a time, so two with different keys
+    // cannot both be first.
+    if !is_held(&mut tx, key_id).await? {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("failed to lock the secret keys")?;
+        if check_known(&mut tx, key_id).await?.is_empty() {
+            record_key(&mut tx, key_id).await?;
+        }
+        if !is_held(&mut tx, key_id).await? {
+            // Retired by a rotation that committed meanwhile.
+            check_known(&mut tx, key_id).await?;
+        }
     }
-    Ok(())
+    tx.commit().await.context("failed to commit the secret key")
+}
+
+/// Serializes first keys ("tmkey").
+const FIRST_KEY_LOCK: i64 = 0x0074_6d6b_6579;
+
+/// Whether `key_id` is a live key of the control plane, its row then share-locked to the end
+/// of the caller's transaction (if it has one): a rotation retires the key only after that
+/// transaction is over, and then re-seals what it wrote.
+async fn is_held(conn: &mut PgConnection, key_id: &str) -> Result<bool> {
+    let held: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM tenant_master.secret_keys WHERE key_id = $1 AND retired_at IS NULL FOR SHARE")
+            .bind(key_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("failed to read the known secret keys")?;
+    Ok(held.is_some())
 }
 
 /// The keys the control plane knows (none yet, or `key_id` among them); the refusal, in
@@ -153,6 +183,14 @@ pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
     let current = keys.current()?.id().to_owned();
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let mut rotation = Rotation { key_id: current.clone(), ..Rotation::default() };
+    // The old keys retired first: this waits for every transaction still sealing with one
+    // (it holds the key's row), so the secrets read next include what they wrote.
+    record_key(&mut tx, &current).await?;
+    sqlx::query("UPDATE tenant_master.secret_keys SET retired_at = now() WHERE key_id <> $1 AND retired_at IS NULL")
+        .bind(&current)
+        .execute(&mut *tx)
+        .await
+        .context("failed to retire the old secret key")?;
     for secret in stored_secrets(&mut tx).await? {
         if Keyring::key_id_of(&secret.value) == Some(current.as_str()) {
             rotation.unchanged += 1;
@@ -165,13 +203,6 @@ pub async fn rotate(pool: &PgPool, config: &Config) -> Result<Rotation> {
         store(&mut tx, &secret.row, &keys.seal(&plain, &secret.context)?).await?;
         rotation.resealed += 1;
     }
-    // Every row is sealed with the current key now: it is the only one known.
-    record_key(&mut tx, &current).await?;
-    sqlx::query("UPDATE tenant_master.secret_keys SET retired_at = now() WHERE key_id <> $1 AND retired_at IS NULL")
-        .bind(&current)
-        .execute(&mut *tx)
-        .await
-        .context("failed to retire the old secret key")?;
     tx.commit().await.context("failed to commit the re-sealed secrets")?;
     Ok(rotation)
 }

@@ -81,13 +81,19 @@ pub struct Hour {
 /// The last 24 hours, oldest first, one entry per hour (zeros included); internal job
 /// types left out.
 pub async fn throughput(pool: &PgPool) -> Result<Vec<Hour>> {
+    // One pass over each table, grouped by hour, instead of one count per hour (24 scans
+    // of a large queue made the dashboard take seconds).
     sqlx::query_as(
-        "WITH hours AS (SELECT generate_series(date_trunc('hour', now()) - interval '23 hours', date_trunc('hour', now()), interval '1 hour') AS hour)
-         SELECT h.hour,
-                (SELECT count(*) FROM apalis.jobs j WHERE j.status = 'Done' AND j.done_at >= h.hour AND j.done_at < h.hour + interval '1 hour'
-                   AND j.job_type <> ALL($1)) AS done,
-                (SELECT count(*) FROM tenant_master.job_attempts a WHERE a.ended_at >= h.hour AND a.ended_at < h.hour + interval '1 hour') AS failed
-         FROM hours h ORDER BY h.hour",
+        "WITH hours AS (SELECT generate_series(date_trunc('hour', now()) - interval '23 hours', date_trunc('hour', now()), interval '1 hour') AS hour),
+              done AS (SELECT date_trunc('hour', done_at) AS hour, count(*) AS n FROM apalis.jobs
+                       WHERE status = 'Done' AND done_at >= date_trunc('hour', now()) - interval '23 hours' AND job_type <> ALL($1)
+                       GROUP BY 1),
+              failed AS (SELECT date_trunc('hour', a.ended_at) AS hour, count(*) AS n FROM tenant_master.job_attempts a
+                         JOIN apalis.jobs j ON j.id = a.job_id
+                         WHERE a.ended_at >= date_trunc('hour', now()) - interval '23 hours' AND j.job_type <> ALL($1)
+                         GROUP BY 1)
+         SELECT h.hour, coalesce(d.n, 0) AS done, coalesce(f.n, 0) AS failed
+         FROM hours h LEFT JOIN done d USING (hour) LEFT JOIN failed f USING (hour) ORDER BY h.hour",
     )
     .bind(INTERNAL_JOB_TYPES)
     .fetch_all(pool)

@@ -23,9 +23,26 @@ pub struct PanelServer {
 
 impl PanelServer {
     pub fn start(env: &TestEnv) -> PanelServer {
+        PanelServer::start_logging_to(env, std::process::Stdio::null())
+    }
+
+    /// A panel whose log goes into a pipe nobody reads: closed as soon as it starts, as
+    /// when the `| tee` or `| head` it was started with has gone.
+    pub fn start_with_a_closed_log(env: &TestEnv) -> PanelServer {
+        let mut panel = PanelServer::start_logging_to(env, std::process::Stdio::piped());
+        drop(panel.child.stderr.take());
+        panel
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn start_logging_to(env: &TestEnv, log: std::process::Stdio) -> PanelServer {
         let port = free_port();
         let mut cmd = env.tenantctl_command(&["admin", "serve", "--listen", &format!("127.0.0.1:{port}")]);
-        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd.stdout(std::process::Stdio::null()).stderr(log);
         super::die_with_test(&mut cmd);
         let mut child = cmd.spawn().expect("start tenantctl admin serve");
         let started = Instant::now();

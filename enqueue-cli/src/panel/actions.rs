@@ -97,7 +97,14 @@ pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(S
             crate::jobs::retry_given(pool, std::slice::from_ref(&id)).await?;
             (job, format!("/jobs/{id}"))
         }
-        "cancel" => (cancel::cancel(pool, &id, &act.actor()).await?.job, "/jobs?notice=cancelled".to_owned()),
+        "cancel" => {
+            let done = cancel::cancel(pool, &id, &act.actor()).await?;
+            if done.already.is_some() {
+                // Cancelled already (another admin, a moment ago): nothing done, nothing to audit.
+                return Ok(see(&format!("/jobs/{id}")));
+            }
+            (done.job, "/jobs?notice=cancelled".to_owned())
+        }
         _ => return Err(PanelError::new(StatusCode::NOT_FOUND, format!("there is no job action '{action}'"))),
     };
     let tenant = match &job.tenant {
@@ -138,6 +145,7 @@ pub async fn cancel_matching(State(panel): State<Shared>, mut act: Act) -> PageR
     let (mut cancelled, mut skipped) = (Vec::new(), Vec::new());
     for id in &still {
         match cancel::cancel(&panel.pool, id, &actor).await {
+            Ok(done) if done.already.is_some() => {}
             Ok(done) => cancelled.push(done.job.id),
             Err(e @ (tenant_master::Error::Conflict(_) | tenant_master::Error::NotFound(_))) => {
                 skipped.push(json!({ "id": id, "reason": e.to_string() }))

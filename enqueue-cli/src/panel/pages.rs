@@ -301,11 +301,13 @@ pub async fn retry_matching(State(panel): State<Shared>, me: Session, Query(q): 
 /// would cancel, counted before the admin confirms.
 pub async fn cancel_matching(State(panel): State<Shared>, me: Session, Query(q): Query<JobQuery>) -> PageResult {
     let (filter, _) = q.filter(0);
-    let ids = queue::matching(&panel.pool, &filter, CANCELLABLE, None).await?;
+    let matched = queue::matching(&panel.pool, &filter, CANCELLABLE, None).await?;
+    let (ids, begun) = tenant_master::jobs::cancel::cancellable(&panel.pool, &matched).await?;
+    let begun: Vec<_> = begun.into_iter().map(|(id, reason)| minijinja::context! { id, reason }).collect();
     Ok(render(
         "cancel.html",
         minijinja::context! {
-            me, count => ids.len(), ids => ids.join(","),
+            me, count => ids.len(), ids => ids.join(","), begun,
             filter => minijinja::context! { status => filter.status, type => filter.job_type, tenant => filter.tenant },
         },
     ))
@@ -356,9 +358,17 @@ pub async fn activity(State(panel): State<Shared>, me: Session, Query(q): Query<
     let day = |raw: &Option<String>, name: &str| -> Result<Option<chrono::NaiveDate>, super::web::PanelError> {
         match given(raw.clone()) {
             None => Ok(None),
-            Some(text) => chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").map(Some).map_err(|_| {
-                super::web::PanelError::new(axum::http::StatusCode::BAD_REQUEST, format!("'{text}' is not a day like 2026-12-05 ({name})"))
-            }),
+            // Years PostgreSQL's timestamptz holds and people mean: 1970 to 9999.
+            Some(text) => chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                .ok()
+                .filter(|d| (1970..=9999).contains(&chrono::Datelike::year(d)))
+                .map(Some)
+                .ok_or_else(|| {
+                    super::web::PanelError::new(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        format!("'{text}' is not a day like 2026-12-05 ({name})"),
+                    )
+                }),
         }
     };
     let (since, until) = (day(&q.since, "from")?, day(&q.until, "to")?);

@@ -5,7 +5,9 @@
 //! on (`failed`, or back to the status it had before the delete was asked for); a delete
 //! that has begun cannot be cancelled part way, only finished.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
+use sqlx::PgConnection;
 
 use crate::{
     activity,
@@ -18,42 +20,69 @@ use crate::{
 pub struct Cancelled {
     pub job: JobInfo,
     pub tenant_note: Option<String>,
+    /// Who cancelled it and when, if it was cancelled already: nothing was done now.
+    pub already: Option<(String, DateTime<Utc>)>,
 }
 
-/// What job `job` is (and, in words, how far it went), if it has begun changing its tenant
-/// and so can only be finished (by its retry, or by its giving up, which undoes it). Begun
-/// is what each job recorded before its first change, not the attempts count (`jobs retry`
-/// resets it; waiting for a host slot adds to it and changes nothing).
-async fn begun(pool: &sqlx::PgPool, job: &JobInfo) -> Result<Option<(&'static str, &'static str)>> {
-    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
-    let (what, begun) = match job.job_type.as_str() {
-        "DeleteTenant" => (("delete", ""), crate::ops::delete::has_started(&mut conn, &job.id).await?),
-        "MoveTenant" => (("move", " (its login is held)"), crate::ops::moves::has_held(&mut conn, &job.id).await?),
+/// Why job `id` (of `job_type`, now `status`, of tenant `slug`) cannot be cancelled, if it
+/// has begun changing its tenant and so can only be finished (by its retry, or by its
+/// giving up, which undoes it). Begun is what each job recorded before its first change,
+/// not the attempts count (`jobs retry` resets it; waiting for a host slot adds to it).
+async fn begun(conn: &mut PgConnection, id: &str, job_type: &str, status: &str, slug: &str) -> Result<Option<String>> {
+    let (what, why, begun) = match job_type {
+        "DeleteTenant" => ("delete", "", crate::ops::delete::has_started(conn, id).await?),
+        "MoveTenant" => ("move", " (its login is held)", crate::ops::moves::has_held(conn, id).await?),
         // A dead restore put the data back when it gave up: cancelling it only tidies the list.
-        "RestoreTenant" if job.status != "dead" => {
-            (("restore", " (its data may be set aside)"), crate::ops::restore::has_begun(&mut conn, &job.id).await?)
-        }
+        "RestoreTenant" if status != "dead" => ("restore", " (its data may be set aside)", crate::ops::restore::has_begun(conn, id).await?),
         _ => return Ok(None),
     };
-    Ok(begun.then_some(what))
+    Ok(begun.then(|| {
+        format!("the {what} of '{slug}' has begun{why} and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it")
+    }))
 }
 
-/// Cancels job `id` (not running, not done), on behalf of `actor`.
+/// `ids` split into the ones a cancel can take and the others, each with the reason (its
+/// work has begun changing its tenant). A cancel by filter counts and takes the first only.
+pub async fn cancellable(pool: &sqlx::PgPool, ids: &[String]) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    // Only these types can have begun: one query for the list, then one per such job.
+    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, type, status, tenant FROM tenant_master.jobs WHERE id = ANY($1) AND type IN ('DeleteTenant', 'MoveTenant', 'RestoreTenant')",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("failed to read the jobs to cancel")?;
+    let mut refused = Vec::new();
+    for (id, job_type, status, slug) in candidates {
+        if let Some(reason) = begun(&mut conn, &id, &job_type, &status, slug.as_deref().unwrap_or("")).await? {
+            refused.push((id, reason));
+        }
+    }
+    let open = ids.iter().filter(|id| !refused.iter().any(|(r, _)| r == *id)).cloned().collect();
+    Ok((open, refused))
+}
+
+/// Cancels job `id` (not running, not done), on behalf of `actor`. A job cancelled already
+/// is no error: [`Cancelled::already`] says by whom.
 pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancelled> {
     let job = queue::get(pool, id).await?;
     let slug = job.tenant.clone().unwrap_or_default();
-    if let Some((what, why)) = begun(pool, &job).await? {
-        return Err(Error::Conflict(format!(
-            "the {what} of '{slug}' has begun{why} and cannot be cancelled part way: `tenantctl jobs retry {id}` finishes it"
-        )));
+    let mut conn = pool.acquire().await.context("failed to connect to the control-plane database")?;
+    if let Some(reason) = begun(&mut conn, id, &job.job_type, &job.status, &slug).await? {
+        return Err(Error::Conflict(reason));
     }
-    let job = queue::cancel(pool, id, actor).await?;
+    drop(conn);
+    let Some(job) = queue::cancel(pool, id, actor).await? else {
+        let already = queue::cancellation(pool, id).await?;
+        return Ok(Cancelled { job, tenant_note: None, already });
+    };
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     let Some(tenant) = tenants::find(&mut tx, &slug).await? else {
         // A job of no tenant (pruning, the benchmark's): logged all the same.
         activity::record(&mut tx, actor, None, "job.cancelled", json!({ "job_id": job.id, "type": job.job_type })).await?;
         tx.commit().await.context("failed to commit the cancellation")?;
-        return Ok(Cancelled { job, tenant_note: None });
+        return Ok(Cancelled { job, tenant_note: None, already: None });
     };
     let note = match (job.job_type.as_str(), tenant.status.as_str()) {
         ("ProvisionTenant", "provisioning") => {
@@ -80,5 +109,5 @@ pub async fn cancel(pool: &sqlx::PgPool, id: &str, actor: &str) -> Result<Cancel
     };
     activity::record(&mut tx, actor, Some(tenant.id), "job.cancelled", json!({ "job_id": job.id, "type": job.job_type })).await?;
     tx.commit().await.context("failed to commit the cancellation")?;
-    Ok(Cancelled { job, tenant_note: note })
+    Ok(Cancelled { job, tenant_note: note, already: None })
 }

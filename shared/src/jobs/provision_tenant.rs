@@ -76,8 +76,8 @@ impl Job for ProvisionTenant {
         if let Some(tenant) = tenants::find(&mut cp, &self.slug).await? {
             if tenant.status == "deleted" {
                 return Err(Error::Fatal(format!(
-                    "tenant '{}' was deleted; to create it again run `tenantctl tenant create {}`",
-                    self.slug, self.slug
+                    "tenant '{}' was deleted; to create it again run `tenantctl tenant create {} --product {} --plan {} --owner-email {}`",
+                    self.slug, self.slug, self.product, self.plan, self.owner_email
                 )));
             }
         }

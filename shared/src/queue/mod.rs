@@ -293,10 +293,14 @@ pub async fn dead_within(pool: &PgPool, hours: i32) -> Result<i64> {
     .context("failed to count the dead jobs")
 }
 
-/// Removes a job that has not started (pending, failed or dead); a running job is refused.
-pub async fn cancel(pool: &PgPool, id: &str, actor: &str) -> Result<JobInfo> {
+/// Cancels a job that has not started (pending, failed or dead); a running or finished job
+/// is refused. `None`: it was cancelled already (also by a cancel at the same moment).
+pub async fn cancel(pool: &PgPool, id: &str, actor: &str) -> Result<Option<JobInfo>> {
     let job = get(pool, id).await?;
-    if matches!(job.status.as_str(), "running" | "done" | "cancelled") {
+    if job.status == "cancelled" {
+        return Ok(None);
+    }
+    if matches!(job.status.as_str(), "running" | "done") {
         return Err(Error::Conflict(format!(
             "job {id} is {}: only a job that is not running, done or cancelled can be cancelled",
             job.status
@@ -317,16 +321,26 @@ pub async fn cancel(pool: &PgPool, id: &str, actor: &str) -> Result<JobInfo> {
     .await
     .context("failed to cancel the job")?;
     if marked.rows_affected() == 0 {
-        return Err(Error::Conflict(format!("job {id} started meanwhile: it can no longer be cancelled")));
+        drop(tx);
+        return match cancellation(pool, id).await? {
+            Some(_) => Ok(None),
+            None => Err(Error::Conflict(format!("job {id} started meanwhile: it can no longer be cancelled"))),
+        };
     }
-    sqlx::query("INSERT INTO tenant_master.cancelled_jobs (job_id, actor) VALUES ($1, $2)")
+    // Two cancels at once both pass the UPDATE (the second re-checks the row the first
+    // marked, and a cancelled job reads as dead): the second finds the record taken and
+    // leaves it all to the first.
+    let recorded = sqlx::query("INSERT INTO tenant_master.cancelled_jobs (job_id, actor) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING")
         .bind(id)
         .bind(actor)
         .execute(&mut *tx)
         .await
         .context("failed to record the cancellation")?;
+    if recorded.rows_affected() == 0 {
+        return Ok(None);
+    }
     tx.commit().await.context("failed to commit the cancellation")?;
-    Ok(job)
+    Ok(Some(job))
 }
 
 /// Who cancelled job `id` and when, if it was cancelled.
