@@ -371,3 +371,113 @@ async fn backups_are_readable_by_their_owner_only() {
     let warned = warned.unwrap_or_else(|| panic!("no warning about a readable backup: {report}"));
     assert!(warned["detail"].as_str().unwrap().contains("chmod -R go-rwx"), "{warned}");
 }
+
+/// A restore brings back the schema version the tenant had.
+mod restored_version {
+    use std::path::Path;
+    use tenant_master::tenants::Tenant;
+    use tenant_master_tests::TestEnv;
+
+    fn write_third(products: &Path, sql: &str) {
+        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
+    }
+
+    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
+        let mut db = env.admin(&t.database).await;
+        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
+            .bind(&t.schema)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    }
+
+    async fn has_table(env: &TestEnv, t: &Tenant, table: &str) -> bool {
+        let mut db = env.admin(&t.database).await;
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(format!("\"{}\".{table}", t.schema)).fetch_one(&mut db).await.unwrap()
+    }
+
+    /// Finding 10. A restore brings the tenant to the product's *latest* migration, whatever
+    /// the rollout did: a migration still being canaried (or held back with `--to`) reaches a
+    /// tenant nobody chose, with auto_migrate off.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_brings_back_the_version_the_tenant_had() {
+        let products = tenant_master_tests::demo_products();
+        let dir = products.path().to_owned();
+        let env = TestEnv::with_products(products).await;
+        let app = env.app();
+        let t = env.provisioned(&env.slug("restored"), "starter").await;
+        let backup =
+            tenant_master::ops::backup::backup(&app, &t.slug, tenant_master::backups::Kind::Manual, None, "review-backup").await.unwrap();
+        // 0003 is added and held back (canary elsewhere, or `--to 2`).
+        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        assert!(!env.config.products.auto_migrate);
+        tenant_master::ops::restore::restore(&app, &t.slug, backup.id, "review-restore").await.unwrap();
+        assert_eq!(ledger(&env, &t).await, vec![1, 2], "the restore applied no migration the rollout had not");
+        assert!(!has_table(&env, &t, "labels").await);
+    }
+}
+
+/// A restore run again after the tenant wrote takes a fresh safety copy.
+mod restore_reruns {
+
+    use tenant_master::{
+        backups::{self, Kind},
+        fault,
+        ops::{
+            access::{change_access, Change},
+            backup::backup,
+            restore::restore,
+        },
+        tenants::Tenant,
+    };
+    use tenant_master_tests::{names_in_backup, TestEnv};
+
+    async fn insert(env: &TestEnv, slug: &str, name: &str) {
+        let mut own = env.as_tenant(slug).await;
+        sqlx::query("INSERT INTO projects (name) VALUES ($1)").bind(name).execute(&mut own).await.unwrap();
+    }
+
+    /// The tenant's `projects` names, read over an admin connection (works while paused).
+    async fn live_names(env: &TestEnv, t: &Tenant) -> Vec<String> {
+        let mut db = env.admin(&t.database).await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT name FROM \"{}\".projects ORDER BY name", t.schema)))
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    }
+
+    /// (1) A rerun of a restore job on a tenant whose login is held reuses the safety copy the
+    /// job's first run took, even though the tenant wrote after it (paused -> restore crashed
+    /// after its safety copy -> admin resumed the tenant, the tenant wrote, admin paused it
+    /// again -> the same job reruns). The row is then in neither the live data nor any backup.
+    #[tokio::test]
+    async fn a_restore_run_again_after_the_tenant_wrote_takes_a_fresh_safety_copy() {
+        let env = TestEnv::new().await;
+        let app = env.app();
+        let t = env.provisioned(&env.slug("stale"), "starter").await;
+        insert(&env, &t.slug, "before").await;
+        let taken = backup(&app, &t.slug, Kind::Manual, None, "job-b").await.unwrap();
+        // The admin pauses the tenant for the restore; the worker dies right after the safety copy.
+        change_access(&app, &t.slug, Change::Pause, Some("restore"), "admin").await.unwrap();
+        fault::arm(&t.slug, "restore:safety_backup");
+        let err = restore(&app, &t.slug, taken.id, "job-r").await.unwrap_err();
+        assert!(err.is_injected(), "{err}");
+        // The admin lets the customer work meanwhile, then pauses again for the retry.
+        change_access(&app, &t.slug, Change::Resume, None, "admin").await.unwrap();
+        insert(&env, &t.slug, "written between the runs").await;
+        change_access(&app, &t.slug, Change::Pause, Some("restore, second try"), "admin").await.unwrap();
+        // The same job runs again (automatic retry, orphan sweep or `jobs retry`).
+        restore(&app, &t.slug, taken.id, "job-r").await.unwrap();
+
+        let mut kept = live_names(&env, &t).await;
+        let mut conn = env.pool.acquire().await.unwrap();
+        for b in backups::list(&mut conn, t.id).await.unwrap() {
+            kept.extend(names_in_backup(&b.file_path));
+        }
+        assert!(
+            kept.contains(&"written between the runs".to_owned()),
+            "a committed row is in neither the live data nor any backup (live {:?})",
+            live_names(&env, &t).await
+        );
+    }
+}

@@ -457,3 +457,52 @@ fn collect_source_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>
         }
     }
 }
+
+/// Careless commands: a password in a URL is never printed, a mistake enqueues nothing.
+mod admin_mistakes {
+
+    use tenant_master_tests::stderr;
+    use tenant_master_tests::TestEnv;
+
+    /// Finding 4. `host add` with an invalid URL whose password is in the query string
+    /// (`?password=`, which sqlx/libpq accept) prints the password: `redact_url` only knows
+    /// `user:password@`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_password_in_a_urls_query_string_is_never_printed() {
+        let env = TestEnv::new().await;
+        let out = env
+            .tenantctl_command(&["host", "add", "leaky", "--admin-url-env", "LEAKY_URL"])
+            .env("LEAKY_URL", "postgres://127.0.0.1:5432/postgres?user=root&password=TopSecret123&sslmode=bogus")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        println!("{err}");
+        assert!(!err.contains("TopSecret123") && err.contains("password=***"), "{err}");
+    }
+
+    /// What held up (not a finding): --to a missing version, --limit 0, both slugs and --all,
+    /// an unknown slug, the same host name twice; the stored URL is sealed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn admin_mistakes_are_refused_and_nothing_is_enqueued() {
+        let env = TestEnv::new().await;
+        let t = env.provisioned(&env.slug("fine"), "starter").await;
+        for args in [
+            vec!["tenant", "migrate", "--all", "--to", "99", "--dry-run"],
+            vec!["tenant", "migrate", "--all", "--limit", "0"],
+            vec!["tenant", "migrate", "--all", t.slug.as_str()],
+            vec!["tenant", "migrate", "nosuchtenant"],
+        ] {
+            let out = env.tenantctl(&args);
+            println!("{args:?} -> {:?}: {}", out.status.code(), stderr(&out).trim());
+            assert!(!out.status.success());
+        }
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM apalis.jobs WHERE job_type = 'MigrateTenant'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+}

@@ -379,3 +379,51 @@ async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
         sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1").bind(&t.role).fetch_one(&mut admin).await.unwrap();
     assert_eq!(limit, 5);
 }
+
+/// A tenant holding an advisory lock of ours stalls no other tenant.
+mod advisory_locks {
+    use std::{path::Path, time::Duration};
+    use tenant_master::{ops::migrations, tenants::Tenant};
+    use tenant_master_tests::TestEnv;
+
+    fn write_third(products: &Path, sql: &str) {
+        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
+    }
+
+    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
+        let mut db = env.admin(&t.database).await;
+        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
+            .bind(&t.schema)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    }
+
+    /// Finding 1. A tenant in a shared database takes the ledger's advisory lock (a constant
+    /// in ledger.rs; advisory locks need no privilege) and holds it: every other tenant's
+    /// migration in that database (and any provisioning there) hangs in `ledger::ensure`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tenant_holding_an_advisory_lock_stalls_no_other_tenant() {
+        let products = tenant_master_tests::demo_products();
+        let dir = products.path().to_owned();
+        let env = TestEnv::with_products(products).await;
+        let app = env.app();
+        let evil = env.provisioned(&env.slug("evil"), "starter").await;
+        let victim = env.provisioned(&env.slug("victim"), "starter").await;
+        assert_eq!(evil.database, victim.database, "both share one database");
+        write_third(&dir, "CREATE TABLE labels (id int);\n");
+
+        let mut own = env.as_tenant(&evil.slug).await;
+        // The key the ledger setup used to lock on (any role may take an advisory lock).
+        sqlx::query("SELECT pg_advisory_lock(128013335622753)").execute(&mut own).await.expect("any role may take an advisory lock");
+
+        let migrating = migrations::migrate_tenant_to(&app, &victim.slug, Some(victim.id), Some(3), "review");
+        let res = tokio::time::timeout(Duration::from_secs(10), migrating).await;
+        assert!(matches!(res, Ok(Ok(_))), "the victim's migration must not wait for the tenant's lock: {res:?}");
+        assert_eq!(ledger(&env, &victim).await, vec![1, 2, 3]);
+        let new = tenant_master::tenants::NewTenant::parse(&env.slug("newbie"), "demo", "starter", "o@example.com", None, None).unwrap();
+        let res =
+            tokio::time::timeout(Duration::from_secs(10), tenant_master::jobs::provision_tenant::provision(&app, &new, "review")).await;
+        assert!(matches!(res, Ok(Ok(_))), "provisioning must not wait for the tenant's lock: {res:?}");
+    }
+}

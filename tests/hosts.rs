@@ -140,3 +140,55 @@ async fn a_second_server_is_added_used_for_a_tenant_and_disabled() {
     let _ = worker.wait();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// One server is one host, and a host that is down holds up no other.
+mod one_server_one_host {
+    use std::path::Path;
+
+    use tenant_master_tests::TestEnv;
+    use tenant_master_tests::{stderr, stdout};
+
+    fn write_third(products: &Path, sql: &str) {
+        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
+    }
+
+    /// Finding 5. The same server can be added twice (or the control plane's own server again
+    /// next to `default`): every per-host bound (migrations_per_host, heavy_jobs_per_host,
+    /// capacity) then counts twice for one server.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_server_cannot_be_added_as_a_second_host() {
+        let env = TestEnv::new().await;
+        let url = tenant_master_tests::server_url();
+        let out = env.tenantctl_command(&["host", "add", "twin-a", "--admin-url-env", "TWIN_URL"]).env("TWIN_URL", &url).output().unwrap();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("same PostgreSQL server as host 'default'"), "{}", stderr(&out));
+    }
+
+    /// Finding 8. One host that cannot be reached stops every rollout, also for the tenants on
+    /// healthy hosts (`plan` reads all ledgers first and fails on the first error).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_host_that_is_down_does_not_hold_up_the_others() {
+        let products = tenant_master_tests::demo_products();
+        let dir = products.path().to_owned();
+        let env = TestEnv::with_products(products).await;
+        let healthy = env.provisioned(&env.slug("healthy"), "starter").await;
+        let stranded = env.provisioned(&env.slug("stranded"), "enterprise").await;
+        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        // The second tenant's host goes away (a server down for maintenance).
+        sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url) VALUES ('gone', 'postgres://127.0.0.1:1/postgres')")
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tenant_master.tenants SET host = 'gone' WHERE id = $1").bind(stranded.id).execute(&env.pool).await.unwrap();
+        let out = env.tenantctl(&["tenant", "migrate", "--all", "--dry-run"]);
+        println!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "a skipped tenant makes the exit code 1");
+        assert!(stdout(&out).contains(&healthy.slug), "the healthy tenant is listed");
+        assert!(stderr(&out).contains(&format!("skipped {}", stranded.slug)), "{}", stderr(&out));
+        let out = env.tenantctl(&["tenant", "migrate", "--all"]);
+        assert_eq!(out.status.code(), Some(1));
+        let jobs: Vec<String> =
+            sqlx::query_scalar("SELECT tenant FROM tenant_master.jobs WHERE type = 'MigrateTenant'").fetch_all(&env.pool).await.unwrap();
+        assert_eq!(jobs, vec![healthy.slug.clone()]);
+    }
+}

@@ -246,3 +246,134 @@ async fn the_same_create_again_succeeds_and_enqueues_nothing() {
     }
     assert_eq!(provisions().await, 1, "nothing enqueued by repeats or refusals");
 }
+
+/// Deletes cancelled, retried and run again: never half done, never the next tenant of the slug.
+mod delete_reruns {
+    use std::time::Duration;
+
+    use tenant_master::fault;
+    use tenant_master_tests::TestEnv;
+    use tenant_master_tests::{stderr, stdout};
+
+    const LIMIT: Duration = Duration::from_secs(120);
+
+    async fn insert(env: &TestEnv, slug: &str, name: &str) {
+        let mut own = env.as_tenant(slug).await;
+        sqlx::query("INSERT INTO projects (name) VALUES ($1)").bind(name).execute(&mut own).await.unwrap();
+    }
+
+    async fn job_status(env: &TestEnv, id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(id).fetch_one(&env.pool).await.unwrap()
+    }
+
+    async fn can_log_in(env: &TestEnv, role: &str) -> bool {
+        let mut server = env.admin("postgres").await;
+        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1").bind(role).fetch_one(&mut server).await.unwrap()
+    }
+
+    /// (2) `jobs retry` resets attempts to 0, so a delete that already dropped the tenant's
+    /// data can be cancelled afterwards: the tenant is declared active "and nothing of it was
+    /// touched" while its schema is gone and its login is still held.
+    #[tokio::test]
+    async fn a_begun_delete_cannot_be_cancelled_even_after_jobs_retry() {
+        let mut env = TestEnv::new().await;
+        env.config.worker.retry_base_secs = 3600; // the failed attempt is not retried on its own
+        let t = env.provisioned(&env.slug("halfdel"), "starter").await;
+        insert(&env, &t.slug, "precious").await;
+        let out = env.tenantctl(&["tenant", "delete", &t.slug, "--yes"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'DeleteTenant'").fetch_one(&env.pool).await.unwrap();
+        // The worker stops right after dropping the data (as a crash or a failed DROP ROLE would).
+        fault::arm(&t.slug, "delete:data");
+        env.run_worker_until(LIMIT, || async { job_status(&env, &id).await == "failed" }).await;
+        assert_eq!(env.footprint_after_delete(&t).await.1, 0, "the tenant's schema is dropped");
+
+        // The admin retries it, then changes their mind before it runs.
+        let out = env.tenantctl(&["jobs", "retry", &id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = env.tenantctl(&["jobs", "cancel", &id]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        let status = env.tenant_status(&t.slug).await;
+        let login = can_log_in(&env, &t.role).await;
+        assert!(
+            !out.status.success(),
+            "a delete that had dropped the data was cancelled: {said:?}; tenant now {status:?}, schema gone, role LOGIN={login}"
+        );
+    }
+
+    /// (4) A delete job whose payload has no tenant_id (a producer enqueueing with SQL, as the
+    /// payload docs allow, or a job queued before this change) finished and recorded its
+    /// outcome; run again after the slug was taken by a new customer, it deletes the new
+    /// tenant: the recorded outcome is looked up by (job_id, tenant id of the slug *now*).
+    #[tokio::test]
+    async fn a_finished_delete_run_again_never_deletes_the_next_tenant_with_that_slug() {
+        let env = TestEnv::new().await;
+        let first = env.provisioned(&env.slug("reborn"), "starter").await;
+        let slug = first.slug.clone();
+        let id: String = sqlx::query_scalar("SELECT tenant_master.enqueue('DeleteTenant', $1, 'delete:' || $2)")
+            .bind(serde_json::json!({ "slug": slug, "actor": "billing-system" }))
+            .bind(&slug)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        env.run_worker_until(LIMIT, || async { job_status(&env, &id).await == "done" }).await;
+        assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("deleted"));
+        let outcomes: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.job_outcomes WHERE job_id = $1")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(outcomes, 1, "the delete recorded its outcome");
+        sqlx::query("UPDATE tenant_master.tenants SET deleted_at = now() - interval '31 days' WHERE id = $1")
+            .bind(first.id)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        tenant_master::ops::prune::prune_deleted_tenant_backups(&env.pool, 30).await.unwrap();
+
+        // A new customer takes the slug and writes.
+        let second = env.provisioned(&slug, "starter").await;
+        assert_ne!(second.id, first.id);
+        insert(&env, &slug, "new customer's data").await;
+
+        // The old job runs again (lost acknowledgement, `jobs retry`).
+        sqlx::query("UPDATE apalis.jobs SET status = 'Killed' WHERE id = $1").bind(&id).execute(&env.pool).await.unwrap();
+        let out = env.tenantctl(&["jobs", "retry", &id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        env.run_worker_until(LIMIT, || async { matches!(job_status(&env, &id).await.as_str(), "done" | "dead") }).await;
+        assert_eq!(
+            env.tenant_status(&slug).await.as_deref(),
+            Some("active"),
+            "the rerun of the old, finished delete job deleted the new customer's tenant"
+        );
+    }
+
+    /// (6) A delete that only waited for a heavy slot (postponed at no attempt's cost, nothing
+    /// touched) counts as "begun": `jobs cancel` refuses it and says it "cannot be cancelled
+    /// part way", though the tenant is untouched. `attempts` is the wrong test in both
+    /// directions (see test 2).
+    #[tokio::test]
+    async fn a_delete_that_only_waited_for_a_slot_can_be_cancelled() {
+        let mut env = TestEnv::new().await;
+        env.config.worker.heavy_jobs_per_host = 1;
+        env.config.worker.heavy_slot_wait_secs = 1;
+        env.config.worker.retry_base_secs = 1;
+        let t = env.provisioned(&env.slug("waitdel"), "starter").await;
+        let held = tenant_master::lock::HostSlot::acquire(&env.config, &t.host).await.unwrap();
+        let out = env.tenantctl(&["tenant", "delete", &t.slug, "--yes"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'DeleteTenant'").fetch_one(&env.pool).await.unwrap();
+        env.run_worker_until(LIMIT, || async {
+            let attempts: i32 =
+                sqlx::query_scalar("SELECT attempts FROM apalis.jobs WHERE id = $1").bind(&id).fetch_one(&env.pool).await.unwrap();
+            attempts >= 1
+        })
+        .await;
+        held.release().await;
+        assert!(can_log_in(&env, &t.role).await, "nothing was touched: the tenant can still log in");
+        let out = env.tenantctl(&["jobs", "cancel", &id]);
+        assert!(out.status.success(), "a delete that never started could not be cancelled: {}", stderr(&out));
+    }
+}

@@ -127,3 +127,115 @@ async fn messages_say_what_was_done_and_what_a_url_can_do() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--latest|--backup"), "both ways are named: {}", stderr(&out));
 }
+
+/// An operator login ends with a job that timed out.
+mod timed_out_jobs {
+    use sqlx::{Connection, PgConnection};
+    use std::time::Duration;
+    use tenant_master::{
+        jobs::cleanup::Cleanup,
+        ops::access::{change_access, Change},
+        queue,
+    };
+    use tenant_master_tests::{server_url, url_with_database, TestEnv};
+
+    const LIMIT: Duration = Duration::from_secs(120);
+
+    async fn job_status(env: &TestEnv, id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(id).fetch_one(&env.pool).await.unwrap()
+    }
+
+    async fn can_log_in(env: &TestEnv, role: &str) -> bool {
+        let mut server = env.admin("postgres").await;
+        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1").bind(role).fetch_one(&mut server).await.unwrap()
+    }
+
+    /// (5) Tenant code running in the operator's session (a trigger fired by Cleanup) sets the
+    /// operator's password and then stalls the job past its time limit. The timeout drops the
+    /// job's future before `tenant_session::scoped` can close the operator login, so the role
+    /// keeps LOGIN and the session the tenant opened meanwhile outlives the job: a suspended
+    /// tenant keeps reading and writing its data.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_operator_login_ends_with_a_job_that_timed_out() {
+        let mut env = TestEnv::new().await;
+        env.config.worker.timeouts.insert("Cleanup".into(), 4);
+        env.config.worker.retry_base_secs = 3600;
+        let app = env.app();
+        let t = env.provisioned(&env.slug("stall"), "starter").await;
+        let op = format!("{}__op", t.role);
+        let mut own = env.as_tenant(&t.slug).await;
+        sqlx::query("INSERT INTO events (kind, created_at) SELECT 'old', now() - interval '3 years' FROM generate_series(1, 5001)")
+            .execute(&mut own)
+            .await
+            .unwrap();
+        // First DELETE batch (5000 rows, commits): take over the operator's password. Second: stall.
+        let function = format!(
+            "CREATE FUNCTION evil_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF pg_catalog.nextval('\"{}\".evil_calls') = 1 THEN
+                 EXECUTE format('ALTER ROLE %I PASSWORD %L', current_user, 'owned-by-tenant');
+               ELSE
+                 PERFORM pg_sleep(20);
+               END IF;
+               RETURN NULL;
+             END $$",
+            t.schema
+        );
+        for sql in [
+            "CREATE SEQUENCE evil_calls",
+            function.as_str(),
+            "CREATE TRIGGER evil_stall AFTER DELETE ON events FOR EACH STATEMENT EXECUTE FUNCTION evil_stall()",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut own).await.unwrap();
+        }
+        drop(own);
+        change_access(&app, &t.slug, Change::Suspend, Some("unpaid"), "billing").await.unwrap();
+
+        let job = {
+            let mut conn = env.pool.acquire().await.unwrap();
+            queue::enqueue(
+                &mut conn,
+                &Cleanup { slug: t.slug.clone(), older_than_days: 365, dry_run: false, backup_first: false, schedule: None, slot: None },
+            )
+            .await
+            .unwrap()
+        };
+        // The tenant tries to log in as its operator while the job runs, with the password it
+        // set. The operator has LOGIN only while our own sessions connect, with our password
+        // set again each time, so on a server that checks passwords this never succeeds; the
+        // test server trusts local connections, so a try that lands inside such a moment may.
+        let url = url_with_database(&server_url(), &t.database).replacen("://", &format!("://{op}:owned-by-tenant@"), 1);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sneak = tokio::spawn(async move {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(conn) = PgConnection::connect(&url).await {
+                    return Some(conn);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        });
+        env.run_worker_until(LIMIT, || async {
+            let s = job_status(&env, &job).await;
+            matches!(s.as_str(), "failed" | "dead")
+        })
+        .await;
+        let last_error: Option<String> =
+            sqlx::query_scalar("SELECT last_error FROM tenant_master.jobs WHERE id = $1").bind(&job).fetch_one(&env.pool).await.unwrap();
+        eprintln!("cleanup job ended: {} {last_error:?}", job_status(&env, &job).await);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sneaked = sneak.await.unwrap();
+
+        let op_login = can_log_in(&env, &op).await;
+        assert_eq!(env.tenant_status(&t.slug).await.as_deref(), Some("suspended"));
+        assert!(!op_login, "after the timed-out job the operator role can log in");
+        if let Some(mut sneaked) = sneaked {
+            let read = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".projects", t.schema)))
+                .fetch_one(&mut sneaked)
+                .await;
+            assert!(read.is_err(), "the suspended tenant's operator session outlived the timed-out job: {read:?}");
+        }
+    }
+}

@@ -233,3 +233,53 @@ async fn a_busy_template1_delays_create_database_instead_of_failing() {
     release.await.unwrap();
     tenant_master::db::ddl(&mut admin, "DROP DATABASE %I", &[&database]).await.unwrap();
 }
+
+/// An old provision job run again does not bring a deleted tenant back.
+mod provision_reruns {
+    use std::time::Duration;
+
+    use tenant_master::ops::delete::delete;
+    use tenant_master_tests::stderr;
+    use tenant_master_tests::TestEnv;
+
+    const LIMIT: Duration = Duration::from_secs(120);
+
+    async fn job_status(env: &TestEnv, id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM tenant_master.jobs WHERE id = $1").bind(id).fetch_one(&env.pool).await.unwrap()
+    }
+
+    /// (3) A finished ProvisionTenant job run again (lost acknowledgement + `jobs retry`) after
+    /// the tenant was deleted and its backups pruned re-creates the deleted tenant. Before
+    /// this change it was refused ("tenant is deleted").
+    #[tokio::test]
+    async fn an_old_provision_job_run_again_does_not_bring_a_deleted_tenant_back() {
+        let env = TestEnv::new().await;
+        let slug = env.slug("ghost");
+        let out = env.tenantctl(&["tenant", "create", &slug, "--product", "demo", "--plan", "starter", "--owner-email", "o@example.com"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM tenant_master.jobs WHERE type = 'ProvisionTenant'").fetch_one(&env.pool).await.unwrap();
+        env.run_worker_until(LIMIT, || async { job_status(&env, &id).await == "done" }).await;
+        let old: i64 =
+            sqlx::query_scalar("SELECT id FROM tenant_master.tenants WHERE slug = $1").bind(&slug).fetch_one(&env.pool).await.unwrap();
+        delete(&env.app(), &slug, Some(old), "job-d", "admin").await.unwrap();
+        sqlx::query("UPDATE tenant_master.tenants SET deleted_at = now() - interval '31 days' WHERE id = $1")
+            .bind(old)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        tenant_master::ops::prune::prune_deleted_tenant_backups(&env.pool, 30).await.unwrap();
+
+        // Weeks later: the job's acknowledgement had been lost; an admin retries dead jobs.
+        sqlx::query("UPDATE apalis.jobs SET status = 'Killed' WHERE id = $1").bind(&id).execute(&env.pool).await.unwrap();
+        let out = env.tenantctl(&["jobs", "retry", &id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        env.run_worker_until(LIMIT, || async { matches!(job_status(&env, &id).await.as_str(), "done" | "dead") }).await;
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, status FROM tenant_master.tenants WHERE slug = $1 ORDER BY id")
+            .bind(&slug)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "a rerun of the deleted tenant's provision job created a new tenant nobody asked for: {rows:?}");
+    }
+}

@@ -390,3 +390,153 @@ fn a_worker_says_at_once_that_the_database_refuses() {
     // The refusal itself, not a pool's timeout after waiting for it.
     assert!(said.contains("Connection refused") && said.contains("127.0.0.1:1") && !said.contains("timed out"), "{said}");
 }
+
+/// A job whose lock session is lost stops; a worker stays within its connection budget.
+mod lock_sessions_and_budget {
+    use std::{path::Path, time::Duration};
+    use tenant_master::tenants::Tenant;
+    use tenant_master_tests::stderr;
+    use tenant_master_tests::{TempDir, TestEnv};
+
+    fn write_third(products: &Path, sql: &str) {
+        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
+    }
+
+    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
+        let mut db = env.admin(&t.database).await;
+        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
+            .bind(&t.schema)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    }
+
+    /// The tenant's operator sessions inside the slow migration's `pg_sleep`.
+    async fn sleeping(env: &TestEnv, t: &Tenant) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND query LIKE '%pg_sleep%' AND state = 'active'")
+            .bind(format!("{}__op", t.role))
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Finding 3. The tenant lock is a session advisory lock on a control-plane connection
+    /// nobody watches. When that connection is lost (control-plane restart / failover /
+    /// pg_terminate_backend / a NAT dropping it) the job keeps running and a second job of the
+    /// same tenant runs at the same time.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_job_whose_lock_connection_is_lost_stops_before_another_job_of_its_tenant_runs() {
+        let products = tenant_master_tests::demo_products();
+        let dir = products.path().to_owned();
+        let env = TestEnv::with_products(products).await;
+        let t = env.provisioned(&env.slug("locked"), "enterprise").await;
+        write_third(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(20);\n");
+
+        let logs = TempDir::new("logs");
+        let log = logs.path().join("worker.log");
+        let mut worker = env.spawn_worker(&log);
+        let out = env.tenantctl(&["tenant", "migrate", &t.slug]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Wait until the migration is in its pg_sleep, holding the tenant lock.
+        tenant_master_tests::eventually(Duration::from_secs(30), "the migration sleeping", || async { sleeping(&env, &t).await == 1 })
+            .await;
+        // The control-plane session holding the tenant lock goes away (as in a restart).
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.classid = x'746d746c'::int::oid AND l.granted
+               AND l.objid::bigint = (hashtext($1)::bigint & 4294967295)
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(&t.slug)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![true], "one tenant lock was held");
+        // The job notices within seconds and stops (its migration rolled back), before the
+        // next job of the tenant could take the lock; then it runs again and finishes.
+        tenant_master_tests::eventually(Duration::from_secs(20), "the migration to stop", || async { sleeping(&env, &t).await == 0 }).await;
+        tenant_master_tests::eventually(Duration::from_secs(120), "the migration to run again and finish", || {
+            let pool = env.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>("SELECT status FROM tenant_master.jobs WHERE type = 'MigrateTenant'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    == "done"
+            }
+        })
+        .await;
+        assert_eq!(ledger(&env, &t).await, vec![1, 2, 3]);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains("lost the connection holding the tenant's lock"), "{text}");
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+
+    /// Control-plane sessions of process `pid` (by its TCP sockets' local ports, via `ss`).
+    async fn control_plane_sessions_of(env: &TestEnv, pid: u32) -> i64 {
+        let out = std::process::Command::new("ss").args(["-tnpH", "state", "established"]).output().unwrap();
+        let needle = format!("pid={pid},");
+        let ports: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().nth(2).and_then(|local| local.rsplit(':').next()).and_then(|p| p.parse().ok()))
+            .collect();
+        let database = env.config.database_url.rsplit('/').next().unwrap().to_owned();
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND client_port = ANY($2)")
+            .bind(database)
+            .bind(&ports)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Finding 9. The connection budget (`peak_control_plane_connections`, used by `tenantctl
+    /// check --workers N` and the README) counts `concurrency x workers_per_type` running jobs
+    /// per process, but every one of the 12 job types has its own workers: one process runs up
+    /// to 12x that many jobs, each waiting one holding a tenant-lock and a host-slot session
+    /// outside the bounded pool.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_worker_stays_within_its_connection_budget() {
+        let products = tenant_master_tests::demo_products();
+        let dir = products.path().to_owned();
+        let mut env = TestEnv::with_products(products).await;
+        env.config.worker.concurrency = 1;
+        env.config.worker.workers_per_type = 1;
+        env.config.worker.batch_size = 1;
+        env.config.worker.tenant_jobs_per_process = 1;
+        let budget = tenant_master::worker::peak_control_plane_connections(&env.config);
+        let t = env.provisioned(&env.slug("busy"), "enterprise").await;
+        write_third(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(40);\n");
+
+        let logs = TempDir::new("logs");
+        let extra = [
+            ("TENANT_MASTER_WORKER_CONCURRENCY", "1"),
+            ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", "1"),
+            ("TENANT_MASTER_WORKER_BATCH_SIZE", "1"),
+            ("TENANT_MASTER_WORKER_TENANT_JOBS_PER_PROCESS", "1"),
+        ];
+        let mut worker = env.spawn_worker_with(&logs.path().join("worker.log"), &extra);
+        let pid = worker.id();
+        assert!(env.tenantctl(&["tenant", "migrate", &t.slug]).status.success());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Ordinary admin requests for the same tenant while its migration runs.
+        for args in [
+            vec!["backup", "create", t.slug.as_str()],
+            vec!["tenant", "pause", t.slug.as_str()],
+            vec!["tenant", "delete", t.slug.as_str(), "--yes"],
+        ] {
+            let out = env.tenantctl(&args);
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        }
+        let mut peak = 0;
+        for _ in 0..40 {
+            peak = peak.max(control_plane_sessions_of(&env, pid).await);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("budget per worker (concurrency 1, workers_per_type 1): {budget}; seen: {peak}");
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert!(peak >= 4 && peak <= budget as i64, "seen {peak} control-plane sessions, budget {budget}");
+    }
+}

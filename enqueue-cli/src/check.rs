@@ -24,45 +24,73 @@ impl Item {
 }
 
 pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
-    let mut items = Vec::new();
-    let config = &ctx.config;
-    let mut server_major = None;
-    match ctx.server_pool().await {
-        Ok(pool) => {
-            let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
-            let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await?;
-            server_major = num.parse::<u32>().ok().map(|n| n / 10000);
-            items.push(Item::new("database", true, format!("{} (PostgreSQL {version})", redact_url(&config.database_url))));
-            let migrated = tenant_master::migrate::ensure_current(&pool).await;
-            items.push(match &migrated {
-                Ok(()) => Item::new("migrations", true, "applied"),
-                Err(e) => Item::new("migrations", false, e.to_string()),
-            });
-            let migrated = migrated.is_ok();
-            items.push(connection_budget(ctx, &pool, workers).await?);
-            if migrated {
-                items.extend(reach(ctx, &pool).await?);
-                items.push(cross_tenant_references(ctx, &pool).await?);
-            }
+    let (mut items, server_major) = database(ctx, workers).await?;
+    items.push(secret_key(ctx).await);
+    items.extend(files_and_tools(&ctx.config, server_major).await);
+    let all_ok = items.iter().all(|i| i.ok);
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": all_ok, "checks": items }))?);
+    } else {
+        for i in &items {
+            let state = match (i.ok, i.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "WARN",
+                (true, false) => "ok  ",
+            };
+            println!("{state} {:<14} {}", i.name, i.detail);
         }
-        Err(e) => items.push(Item::new("database", false, e.to_string())),
     }
-    items.push(match Keyring::load(&config.key_sources()).and_then(|k| k.current().map(|key| key.id().to_owned())) {
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The control-plane database: reachable, migrated, the connection budget, what tenant
+/// roles can reach. Also returns the server's major version.
+async fn database(ctx: &Ctx, workers: u32) -> anyhow::Result<(Vec<Item>, Option<u32>)> {
+    let pool = match ctx.server_pool().await {
+        Ok(pool) => pool,
+        Err(e) => return Ok((vec![Item::new("database", false, e.to_string())], None)),
+    };
+    let mut items = Vec::new();
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&pool).await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await?;
+    let server_major = num.parse::<u32>().ok().map(|n| n / 10000);
+    items.push(Item::new("database", true, format!("{} (PostgreSQL {version})", redact_url(&ctx.config.database_url))));
+    let migrated = tenant_master::migrate::ensure_current(&pool).await;
+    items.push(match &migrated {
+        Ok(()) => Item::new("migrations", true, "applied"),
+        Err(e) => Item::new("migrations", false, e.to_string()),
+    });
+    items.push(connection_budget(ctx, &pool, workers).await?);
+    if migrated.is_ok() {
+        items.extend(reach(ctx, &pool).await?);
+        items.push(cross_tenant_references(ctx, &pool).await?);
+    }
+    Ok((items, server_major))
+}
+
+/// The key that seals tenant passwords: readable, known to the control plane, and able to
+/// open what is stored.
+async fn secret_key(ctx: &Ctx) -> Item {
+    match Keyring::load(&ctx.config.key_sources()).and_then(|k| k.current().map(|key| key.id().to_owned())) {
         Ok(id) => match known_to_the_control_plane(ctx, &id).await.and(opens_a_stored_secret(ctx).await) {
             Ok(Some(what)) => Item::new("secret_key", true, format!("key {id} seals tenant passwords and opens {what}")),
             Ok(None) => Item::new("secret_key", true, format!("key {id} seals tenant passwords")),
             Err(e) => Item::new("secret_key", false, e.to_string()),
         },
         Err(e) => Item::new("secret_key", false, e.to_string()),
-    });
-    items.push(match products::load_all(&config.products_dir) {
+    }
+}
+
+/// Products, the client tools backups need, the backup folder and where mail goes.
+async fn files_and_tools(config: &tenant_master::Config, server_major: Option<u32>) -> Vec<Item> {
+    let mut items = vec![match products::load_all(&config.products_dir) {
         Ok(list) => Item::new(
             "products",
             !list.is_empty(),
             format!("{} in {}", list.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "), config.products_dir.display()),
         ),
         Err(e) => Item::new("products", false, e.to_string()),
-    });
+    }];
     for tool in ["pg_dump", "pg_restore"] {
         let found = pg_tools::major_version(tool).await;
         items.push(match (found, server_major) {
@@ -94,20 +122,7 @@ pub async fn run(ctx: &Ctx, workers: u32) -> anyhow::Result<ExitCode> {
             _ => format!("no SMTP_URL: mail would be written to {}", config.mail_dir.display()),
         },
     ));
-    let all_ok = items.iter().all(|i| i.ok);
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": all_ok, "checks": items }))?);
-    } else {
-        for i in &items {
-            let state = match (i.ok, i.warning) {
-                (false, _) => "FAIL",
-                (true, true) => "WARN",
-                (true, false) => "ok  ",
-            };
-            println!("{state} {:<14} {}", i.name, i.detail);
-        }
-    }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    items
 }
 
 /// Whether the control plane knows the key `id` (it sealed its rows), or has none yet.

@@ -114,7 +114,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&added)?);
             } else {
                 println!(
-                    "added host '{name}' (PostgreSQL {}, capacity {capacity}); its admin URL is stored sealed. Run `tenantctl host lockdown {name} --yes` so tenant roles reach their own database only",
+                    "added host '{name}' (PostgreSQL {}, capacity {capacity}); its admin URL is stored sealed. Run `tenantctl host lockdown {name}` (it lists what it closes and asks) so tenant roles reach their own database only",
                     added.server_version.as_deref().unwrap_or("?")
                 );
             }
@@ -123,23 +123,7 @@ pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             let pool = ctx.pool().await?;
             print_hosts(ctx, &hosts::list(&pool, &ctx.config, None).await?)?;
         }
-        HostCommand::Check { name } => {
-            let pool = ctx.pool().await?;
-            let list = hosts::list(&pool, &ctx.config, Some(&name)).await?;
-            print_hosts(ctx, &list)?;
-            let healthy = list.iter().all(|h| h.reachable && h.problem.is_none());
-            if healthy && !ctx.json {
-                let mut cp = pool.acquire().await?;
-                let mut admin = hosts::connect_admin(&mut cp, &ctx.config, &name).await?;
-                let open = hosts::open_databases(&mut admin).await?;
-                if open.is_empty() {
-                    println!("tenant roles reach their own database only");
-                } else {
-                    println!("tenant roles can connect to {}: run `tenantctl host lockdown {name} --yes`", open.join(", "));
-                }
-            }
-            return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-        }
+        HostCommand::Check { name } => return check(ctx, &name).await,
         HostCommand::Disable { name } => {
             let pool = ctx.pool().await?;
             hosts::set_enabled(&pool, &name, false).await?;
@@ -150,35 +134,59 @@ pub async fn run(ctx: &Ctx, cmd: HostCommand) -> anyhow::Result<ExitCode> {
             hosts::set_enabled(&pool, &name, true).await?;
             println!("host '{name}' takes new tenants again");
         }
-        HostCommand::Lockdown { name, yes } => {
-            let pool = ctx.pool().await?;
-            let mut cp = pool.acquire().await?;
-            let mut admin = hosts::connect_admin(&mut cp, &ctx.config, &name).await?;
-            // It changes grants on databases that may be other projects': say which, and ask.
-            let open = hosts::open_databases(&mut admin).await?;
-            if open.is_empty() {
-                println!("host '{name}': no database is open to every role; nothing to change");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !yes && !confirm(&name, &open)? {
-                return Err(Error::Invalid(format!(
-                    "nothing changed; host lockdown would take CONNECT and TEMPORARY from PUBLIC on {} of '{name}' (roles other than tenants that rely on PUBLIC must then be granted CONNECT by name): run it in a terminal to be asked, or add --yes",
-                    open.join(", ")
-                ))
-                .into());
-            }
-            let closed = hosts::lock_down(&mut admin, &open).await?;
-            if ctx.json {
-                println!("{}", serde_json::json!({ "host": name, "closed": closed }));
-            } else if closed.is_empty() {
-                println!("host '{name}': no database was open to every role");
-            } else {
-                println!(
-                    "host '{name}': closed {} to PUBLIC (the admin role keeps CONNECT; grant it by name to other roles that need it)",
-                    closed.join(", ")
-                );
-            }
+        HostCommand::Lockdown { name, yes } => return lockdown(ctx, &name, yes).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host check`: reachable, healthy, and which databases tenant roles can still reach.
+async fn check(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let list = hosts::list(&pool, &ctx.config, Some(name)).await?;
+    print_hosts(ctx, &list)?;
+    let healthy = list.iter().all(|h| h.reachable && h.problem.is_none());
+    if healthy && !ctx.json {
+        let mut cp = pool.acquire().await?;
+        let mut admin = hosts::connect_admin(&mut cp, &ctx.config, name).await?;
+        let open = hosts::open_databases(&mut admin).await?;
+        if open.is_empty() {
+            println!("tenant roles reach their own database only");
+        } else {
+            println!("tenant roles can connect to {}: run `tenantctl host lockdown {name}` (it lists them and asks)", open.join(", "));
         }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `host lockdown`: lists the databases every role may connect to, asks, and closes
+/// exactly those.
+async fn lockdown(ctx: &Ctx, name: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let mut cp = pool.acquire().await?;
+    let mut admin = hosts::connect_admin(&mut cp, &ctx.config, name).await?;
+    // It changes grants on databases that may be other projects': say which, and ask.
+    let open = hosts::open_databases(&mut admin).await?;
+    if open.is_empty() {
+        println!("host '{name}': no database is open to every role; nothing to change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes && !confirm(name, &open)? {
+        return Err(Error::Invalid(format!(
+            "nothing changed; host lockdown would take CONNECT and TEMPORARY from PUBLIC on {} of '{name}' (roles other than tenants that rely on PUBLIC must then be granted CONNECT by name): run it in a terminal to be asked, or add --yes",
+            open.join(", ")
+        ))
+        .into());
+    }
+    let closed = hosts::lock_down(&mut admin, &open).await?;
+    if ctx.json {
+        println!("{}", serde_json::json!({ "host": name, "closed": closed }));
+    } else if closed.is_empty() {
+        println!("host '{name}': no database was open to every role");
+    } else {
+        println!(
+            "host '{name}': closed {} to PUBLIC (the admin role keeps CONNECT; grant it by name to other roles that need it)",
+            closed.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,30 +14,7 @@ use crate::{args::JobsCommand, Ctx};
 pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     let pool = ctx.pool().await?;
     match cmd {
-        JobsCommand::List { status, job_type, tenant, limit } => {
-            let jobs = queue::list(&pool, &JobFilter { status, job_type, tenant, limit }).await?;
-            if ctx.json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
-            } else if jobs.is_empty() {
-                println!("no jobs");
-            } else {
-                let rows = jobs
-                    .iter()
-                    .map(|j| {
-                        vec![
-                            j.id.clone(),
-                            j.job_type.clone(),
-                            j.status.clone(),
-                            format!("{}/{}", j.attempts, j.max_attempts),
-                            j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                            j.tenant.clone().unwrap_or_else(|| "-".into()),
-                            j.last_error.as_deref().map(first_line).unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                crate::output::table(&["ID", "TYPE", "STATUS", ">ATTEMPTS", "RUN AT", "TENANT", "LAST ERROR"], rows);
-            }
-        }
+        JobsCommand::List { status, job_type, tenant, limit } => list(ctx, &pool, JobFilter { status, job_type, tenant, limit }).await,
         JobsCommand::Show { id } => {
             let job = queue::get(&pool, &id).await?;
             if ctx.json {
@@ -45,74 +22,119 @@ pub async fn run(ctx: &Ctx, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 show(&job);
             }
+            Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Retry { ids, failed, job_type, tenant, wait, timeout } => {
-            let retried = if failed {
-                queue::retry_matching(&pool, &JobFilter { job_type, tenant, ..Default::default() }, None).await?
-            } else {
-                retry_given(&pool, &ids).await?
-            };
-            if ctx.json {
-                println!("{}", serde_json::json!({ "retried": retried }));
-            } else {
-                match retried.len() {
-                    0 => println!("no failed or dead job matched: nothing was retried"),
-                    n if wait => println!("retried {n} job(s): pending again with a fresh attempt budget; waiting for them"),
-                    n => println!(
-                        "retried {n} job(s): pending again with a fresh attempt budget; `tenantctl jobs list --status pending` shows them (or retry with --wait)"
-                    ),
-                }
-            }
-            if wait && !retried.is_empty() {
-                let finished = crate::wait::jobs(ctx, &pool, &retried, timeout).await?;
-                let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
-                for j in &failed {
-                    eprintln!("FAILED {} ({}): {}", j.id, j.job_type, j.last_error.as_deref().unwrap_or("no error recorded"));
-                }
-                if !ctx.json {
-                    println!("{} done, {} failed again", finished.len() - failed.len(), failed.len());
-                }
-                if !failed.is_empty() {
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+            let filter = failed.then(|| JobFilter { job_type, tenant, ..Default::default() });
+            retry(ctx, &pool, &ids, filter, wait, timeout).await
         }
         JobsCommand::Cancel { ids, pending, failed, job_type, tenant, yes, actor } => {
             let actor = actor.unwrap_or_else(activity::default_actor);
-            let by_filter = pending || failed;
-            let ids = if by_filter {
-                let statuses: Vec<&str> = [(pending, "pending"), (failed, "failed"), (failed, "dead")]
-                    .into_iter()
-                    .filter(|(on, _)| *on)
-                    .map(|(_, s)| s)
-                    .collect();
-                let filter = JobFilter { job_type, tenant, ..Default::default() };
-                let matched = queue::matching(&pool, &filter, &statuses, None).await?;
-                // Jobs that have begun changing their tenant can only be finished: named,
-                // not counted, and no reason to fail (a nightly cleanup must end at 0).
-                let (ids, begun) = cancel::cancellable(&pool, &matched).await?;
-                for (id, reason) in &begun {
-                    eprintln!("not cancellable: {id}: {reason}");
-                }
-                if ids.is_empty() {
-                    println!("no {} job that can be cancelled matched: nothing was cancelled", statuses.join(" or "));
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if !yes && !confirm_cancel(&pool, &ids).await? {
-                    return Err(Error::Invalid(format!(
-                        "nothing cancelled; {} job(s) match: run it in a terminal to be asked, or add --yes",
-                        ids.len()
-                    ))
-                    .into());
-                }
-                ids
-            } else {
-                ids
-            };
-            return cancel_each(ctx, &pool, &ids, &actor, by_filter).await;
+            let statuses: Vec<&str> =
+                [(pending, "pending"), (failed, "failed"), (failed, "dead")].into_iter().filter(|(on, _)| *on).map(|(_, s)| s).collect();
+            if statuses.is_empty() {
+                return cancel_each(ctx, &pool, &ids, &actor, false).await;
+            }
+            cancel_matching(ctx, &pool, &JobFilter { job_type, tenant, ..Default::default() }, &statuses, yes, &actor).await
+        }
+    }
+}
+
+async fn list(ctx: &Ctx, pool: &sqlx::PgPool, filter: JobFilter) -> anyhow::Result<ExitCode> {
+    let jobs = queue::list(pool, &filter).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+    } else if jobs.is_empty() {
+        println!("no jobs");
+    } else {
+        let rows = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    j.job_type.clone(),
+                    j.status.clone(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    j.tenant.clone().unwrap_or_else(|| "-".into()),
+                    j.last_error.as_deref().map(first_line).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        crate::output::table(&["ID", "TYPE", "STATUS", ">ATTEMPTS", "RUN AT", "TENANT", "LAST ERROR"], rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Retries `ids`, or every failed and dead job matching `filter`; with `wait`, follows them.
+async fn retry(
+    ctx: &Ctx,
+    pool: &sqlx::PgPool,
+    ids: &[String],
+    filter: Option<JobFilter>,
+    wait: bool,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    let retried = match &filter {
+        Some(filter) => queue::retry_matching(pool, filter, None).await?,
+        None => retry_given(pool, ids).await?,
+    };
+    if ctx.json {
+        println!("{}", serde_json::json!({ "retried": retried }));
+    } else {
+        match retried.len() {
+            0 => println!("no failed or dead job matched: nothing was retried"),
+            n if wait => println!("retried {n} job(s): pending again with a fresh attempt budget; waiting for them"),
+            n => println!(
+                "retried {n} job(s): pending again with a fresh attempt budget; `tenantctl jobs list --status pending` shows them (or retry with --wait)"
+            ),
+        }
+    }
+    if wait && !retried.is_empty() {
+        let finished = crate::wait::jobs(ctx, pool, &retried, timeout).await?;
+        let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
+        for j in &failed {
+            eprintln!("FAILED {} ({}): {}", j.id, j.job_type, j.last_error.as_deref().unwrap_or("no error recorded"));
+        }
+        if !ctx.json {
+            println!("{} done, {} failed again", finished.len() - failed.len(), failed.len());
+        }
+        if !failed.is_empty() {
+            return Ok(ExitCode::FAILURE);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels the jobs with one of `statuses` that match `filter`, after a count and a
+/// question (or `yes`).
+async fn cancel_matching(
+    ctx: &Ctx,
+    pool: &sqlx::PgPool,
+    filter: &JobFilter,
+    statuses: &[&str],
+    yes: bool,
+    actor: &str,
+) -> anyhow::Result<ExitCode> {
+    let matched = queue::matching(pool, filter, statuses, None).await?;
+    // Jobs that have begun changing their tenant can only be finished: named, not counted,
+    // and no reason to fail (a nightly cleanup must end at 0).
+    let (ids, begun) = cancel::cancellable(pool, &matched).await?;
+    for (id, reason) in &begun {
+        eprintln!("not cancellable: {id}: {reason}");
+    }
+    if ids.is_empty() {
+        println!("no {} job that can be cancelled matched: nothing was cancelled", statuses.join(" or "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes && !confirm_cancel(pool, &ids).await? {
+        return Err(Error::Invalid(format!(
+            "nothing cancelled; {} job(s) match: run it in a terminal to be asked, or add --yes",
+            ids.len()
+        ))
+        .into());
+    }
+    cancel_each(ctx, pool, &ids, actor, true).await
 }
 
 /// Shows how many jobs of which types a cancel by filter takes, and asks.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use tenant_master::{
     activity,
+    jobs::migrate_tenant::Enqueued,
     ops::rollout::{self, RolloutFilter, TenantPlan},
     Error,
 };
@@ -41,24 +42,7 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         plans.iter().filter(|p| p.unreachable.is_none() && p.conflict.is_none()).partition(|p| !p.pending.is_empty());
     let skipped_none = unreachable.is_empty() && conflicts.is_empty();
     if a.dry_run {
-        if ctx.json {
-            let conflicts: Vec<_> = conflicts.iter().map(|p| json!({ "slug": p.slug, "reason": p.conflict })).collect();
-            let report =
-                json!({ "pending": pending, "up_to_date": up_to_date.len(), "unreachable": unreachable.len(), "conflicts": conflicts });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            for p in &pending {
-                let version = p.version.map_or("-".to_owned(), |v| format!("{v:04}"));
-                println!("{:<24} at {version:<5} would apply {}", p.slug, p.pending.join(", "));
-            }
-            println!(
-                "{} tenant(s) with pending migrations, {} up to date, {} unreachable, {} with a conflicting ledger (dry run: nothing was enqueued)",
-                pending.len(),
-                up_to_date.len(),
-                unreachable.len(),
-                conflicts.len()
-            );
-        }
+        print_dry_run(ctx, &pending, up_to_date.len(), unreachable.len(), &conflicts)?;
         return Ok(exit(skipped_none));
     }
     let actor = a.actor.unwrap_or_else(activity::default_actor);
@@ -82,8 +66,55 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(exit(skipped_none));
     }
+    follow(ctx, &pool, &enqueued, a.timeout, skipped_none).await
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What `--dry-run` would enqueue.
+fn print_dry_run(
+    ctx: &Ctx,
+    pending: &[&TenantPlan],
+    up_to_date: usize,
+    unreachable: usize,
+    conflicts: &[&TenantPlan],
+) -> anyhow::Result<()> {
+    if ctx.json {
+        let conflicts: Vec<_> = conflicts.iter().map(|p| json!({ "slug": p.slug, "reason": p.conflict })).collect();
+        let report = json!({ "pending": pending, "up_to_date": up_to_date, "unreachable": unreachable, "conflicts": conflicts });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in pending {
+            let version = p.version.map_or("-".to_owned(), |v| format!("{v:04}"));
+            println!("{:<24} at {version:<5} would apply {}", p.slug, p.pending.join(", "));
+        }
+        println!(
+            "{} tenant(s) with pending migrations, {} up to date, {} unreachable, {} with a conflicting ledger (dry run: nothing was enqueued)",
+            pending.len(),
+            up_to_date,
+            unreachable,
+            conflicts.len()
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the enqueued migrations and says how each tenant came out.
+async fn follow(
+    ctx: &Ctx,
+    pool: &sqlx::PgPool,
+    enqueued: &Enqueued,
+    timeout: Option<std::time::Duration>,
+    skipped_none: bool,
+) -> anyhow::Result<ExitCode> {
     let ids: Vec<String> = enqueued.jobs.iter().map(|(_, id)| id.clone()).collect();
-    let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, &pool, &ids, a.timeout).await? };
+    let finished = if ids.is_empty() { Vec::new() } else { wait::jobs(ctx, pool, &ids, timeout).await? };
     let failed: Vec<_> = finished.iter().filter(|j| j.status != "done").collect();
     let succeeded = finished.len() - failed.len();
     if ctx.json {
@@ -117,12 +148,4 @@ pub async fn run(ctx: &Ctx, a: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit(failed.is_empty() && skipped_none))
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

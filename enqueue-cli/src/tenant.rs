@@ -5,27 +5,29 @@ use std::process::ExitCode;
 use anyhow::bail;
 use tenant_master::{
     activity,
-    jobs::change_plan::Changed,
     jobs::{
-        access, delete_tenant,
+        access,
+        change_plan::Changed,
+        delete_tenant,
         move_tenant::{self, Requested},
+        provision_tenant,
     },
     ops::{
         access::Change,
         moves::{self, Place},
     },
-    tenants::{self, ListFilter, NewTenant},
+    tenants::{self, ListFilter, NewTenant, Tenant},
     Error,
 };
 
 use crate::{
-    args::{Request, TenantCommand},
+    args::{CreateArgs, Request, TenantCommand},
     output, wait, Ctx,
 };
 
 /// The tenant a repeated `tenant create` asks for, already made or being made, and the
 /// job provisioning it (to follow); none when the slug is taken by something else.
-async fn already_made(pool: &sqlx::PgPool, new: &NewTenant) -> anyhow::Result<Option<(tenant_master::tenants::Tenant, Option<String>)>> {
+async fn already_made(pool: &sqlx::PgPool, new: &NewTenant) -> anyhow::Result<Option<(Tenant, Option<String>)>> {
     let mut conn = pool.acquire().await?;
     let Some(tenant) = tenants::find(&mut conn, new.slug.as_str()).await? else { return Ok(None) };
     if !new.already_made_as(&tenant) {
@@ -146,111 +148,14 @@ async fn follow_move(
 
 pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TenantCommand::Create(a) => {
-            // Validate before touching the database: bad input never gets as far as a row.
-            let new = NewTenant::parse(&a.slug, &a.product, &a.plan, &a.owner_email, a.name.as_deref(), a.host.as_deref())?;
-            let actor = a.actor.unwrap_or_else(activity::default_actor);
-            let pool = ctx.pool().await?;
-            let (tenant, job_id) =
-                match tenant_master::jobs::provision_tenant::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await {
-                    Ok(created) => created,
-                    Err(Error::Conflict(why)) => match already_made(&pool, &new).await? {
-                        // Asked again for what exists or is being made: success, as for pause.
-                        Some((tenant, job_id)) => {
-                            let following = job_id.filter(|_| tenant.status == "provisioning");
-                            if ctx.json && !(a.wait && following.is_some()) {
-                                let ids: Vec<&String> = following.iter().collect();
-                                println!(
-                                    "{}",
-                                    serde_json::json!({ "slug": tenant.slug, "status": tenant.status, "job_ids": ids, "changed": false })
-                                );
-                                return Ok(ExitCode::SUCCESS);
-                            }
-                            eprintln!(
-                                "tenant '{}' already exists as asked ({}, plan {}): nothing new was enqueued",
-                                tenant.slug, tenant.status, tenant.plan
-                            );
-                            match following {
-                                Some(job_id) if a.wait => (tenant, job_id),
-                                Some(job_id) => {
-                                    output::job_ids(ctx, &[(tenant.slug, job_id)]);
-                                    return Ok(ExitCode::SUCCESS);
-                                }
-                                None => return Ok(ExitCode::SUCCESS),
-                            }
-                        }
-                        None => return Err(Error::Conflict(why).into()),
-                    },
-                    Err(e) => return Err(e.into()),
-                };
-            if !a.wait {
-                output::enqueued(ctx, &tenant.slug, &[job_id]);
-                return Ok(ExitCode::SUCCESS);
-            }
-            let jobs = wait::jobs(ctx, &pool, &[job_id], a.timeout).await?;
-            let mut conn = pool.acquire().await?;
-            let tenant = tenants::get(&mut conn, &tenant.slug).await?;
-            if let Some(dead) = jobs.iter().find(|j| j.status != "done") {
-                bail!(
-                    "provisioning of '{}' failed: {}; see `tenantctl tenant show {}`, fix the cause, then create it again or retry job {}",
-                    tenant.slug,
-                    dead.last_error.as_deref().unwrap_or("no error recorded"),
-                    tenant.slug,
-                    dead.id
-                );
-            }
-            output::tenant(ctx, &tenant, &[], &[]);
-            Ok(ExitCode::SUCCESS)
-        }
+        TenantCommand::Create(args) => create(ctx, args).await,
         TenantCommand::List { status, product, plan, host, search, outdated } => {
-            let pool = ctx.pool().await?;
-            let list = tenants::list(&pool, &ListFilter { status, product, plan, host, search }).await?;
-            let mut pending = output::Pending::new(&ctx.config);
-            let list: Vec<_> = list
-                .into_iter()
-                .map(|t| {
-                    let n = pending.count(&t);
-                    (t, n)
-                })
-                .filter(|(_, n)| !outdated || n.is_some_and(|n| n > 0))
-                .collect();
-            output::tenant_list(ctx, &list);
-            Ok(ExitCode::SUCCESS)
+            list(ctx, ListFilter { status, product, plan, host, search }, outdated).await
         }
         TenantCommand::Migrate(args) => crate::rollout::run(ctx, args).await,
-        TenantCommand::ChangePlan { slug, plan, host, request } => {
-            let pool = ctx.pool().await?;
-            let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
-            match tenant_master::jobs::change_plan::change(&pool, &ctx.config, &slug, &plan, host.as_deref(), &actor).await? {
-                Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, &request).await,
-                Changed::Changed(tenant) => plan_changed(ctx, &tenant, true),
-                Changed::Unchanged(tenant) => plan_changed(ctx, &tenant, false),
-            }
-        }
-        TenantCommand::Move { slug, host, request } => {
-            let pool = ctx.pool().await?;
-            let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
-            match move_tenant::enqueue(&pool, &ctx.config, &slug, Some(&host), None, &actor).await? {
-                Requested::Enqueued { job_id, from, to } => follow_move(ctx, &pool, &slug, &job_id, &from, &to, &request).await,
-                Requested::AlreadyThere(place) => {
-                    if ctx.json {
-                        println!("{}", serde_json::json!({ "slug": slug, "moved": false, "host": place.host, "database": place.database }));
-                    } else {
-                        println!("'{slug}' is on host '{}' already: nothing to move", place.host);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
-        }
-        TenantCommand::Show { slug } => {
-            let pool = ctx.pool().await?;
-            let mut conn = pool.acquire().await?;
-            let tenant = tenants::get(&mut conn, &slug).await?;
-            let history = activity::recent(&mut conn, tenant.id, 20).await?;
-            let plans = tenant_master::plans::history(&mut conn, tenant.id).await?;
-            output::tenant(ctx, &tenant, &history, &plans);
-            Ok(ExitCode::SUCCESS)
-        }
+        TenantCommand::ChangePlan { slug, plan, host, request } => change_plan(ctx, &slug, &plan, host.as_deref(), &request).await,
+        TenantCommand::Move { slug, host, request } => move_to(ctx, &slug, &host, &request).await,
+        TenantCommand::Show { slug } => show(ctx, &slug).await,
         TenantCommand::Pause { slug, reason, request } => lifecycle(ctx, &slug, Some(Change::Pause), reason.as_deref(), request).await,
         TenantCommand::Suspend { slug, reason, request } => lifecycle(ctx, &slug, Some(Change::Suspend), Some(&reason), request).await,
         TenantCommand::Resume { slug, request } => lifecycle(ctx, &slug, Some(Change::Resume), None, request).await,
@@ -263,26 +168,148 @@ pub async fn run(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             }
             lifecycle(ctx, &slug, None, None, request).await
         }
-        TenantCommand::Credentials { slug } => {
-            let pool = ctx.pool().await?;
-            let mut conn = pool.acquire().await?;
-            let url = tenants::credentials_url(&mut conn, &ctx.config, &slug).await?;
-            let tenant = tenants::get(&mut conn, &slug).await?;
-            let can_log_in = tenant.status == "active";
+        TenantCommand::Credentials { slug } => credentials(ctx, &slug).await,
+    }
+}
+
+/// `tenant create`: registers the tenant and enqueues its provisioning (and follows it
+/// with `--wait`). The same request again is success.
+async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<ExitCode> {
+    // Validate before touching the database: bad input never gets as far as a row.
+    let new = NewTenant::parse(&a.slug, &a.product, &a.plan, &a.owner_email, a.name.as_deref(), a.host.as_deref())?;
+    let actor = a.actor.unwrap_or_else(activity::default_actor);
+    let pool = ctx.pool().await?;
+    let (tenant, job_id) = match provision_tenant::create_in_new_transaction(&pool, &ctx.config, &new, &actor).await {
+        Ok(created) => created,
+        Err(Error::Conflict(why)) => match asked_again(ctx, &pool, &new, a.wait).await? {
+            Again::Follow(tenant, job_id) => (*tenant, job_id),
+            Again::Done => return Ok(ExitCode::SUCCESS),
+            Again::Different => return Err(Error::Conflict(why).into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    if !a.wait {
+        output::enqueued(ctx, &tenant.slug, &[job_id]);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs = wait::jobs(ctx, &pool, &[job_id], a.timeout).await?;
+    let mut conn = pool.acquire().await?;
+    let tenant = tenants::get(&mut conn, &tenant.slug).await?;
+    if let Some(dead) = jobs.iter().find(|j| j.status != "done") {
+        bail!(
+            "provisioning of '{}' failed: {}; see `tenantctl tenant show {}`, fix the cause, then create it again or retry job {}",
+            tenant.slug,
+            dead.last_error.as_deref().unwrap_or("no error recorded"),
+            tenant.slug,
+            dead.id
+        );
+    }
+    output::tenant(ctx, &tenant, &[], &[]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a `tenant create` for a slug that is taken comes to.
+enum Again {
+    /// The same tenant, still being provisioned, and `--wait`: follow its job.
+    Follow(Box<Tenant>, String),
+    /// The same tenant: said so, nothing more to do.
+    Done,
+    /// Another tenant (another plan or owner): a conflict.
+    Different,
+}
+
+/// Asked again for what exists or is being made: success, as for pause.
+async fn asked_again(ctx: &Ctx, pool: &sqlx::PgPool, new: &NewTenant, wait: bool) -> anyhow::Result<Again> {
+    let Some((tenant, job_id)) = already_made(pool, new).await? else { return Ok(Again::Different) };
+    let following = job_id.filter(|_| tenant.status == "provisioning");
+    if ctx.json && !(wait && following.is_some()) {
+        let ids: Vec<&String> = following.iter().collect();
+        println!("{}", serde_json::json!({ "slug": tenant.slug, "status": tenant.status, "job_ids": ids, "changed": false }));
+        return Ok(Again::Done);
+    }
+    eprintln!("tenant '{}' already exists as asked ({}, plan {}): nothing new was enqueued", tenant.slug, tenant.status, tenant.plan);
+    Ok(match following {
+        Some(job_id) if wait => Again::Follow(Box::new(tenant), job_id),
+        Some(job_id) => {
+            output::job_ids(ctx, &[(tenant.slug, job_id)]);
+            Again::Done
+        }
+        None => Again::Done,
+    })
+}
+
+async fn list(ctx: &Ctx, filter: ListFilter, outdated: bool) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let list = tenants::list(&pool, &filter).await?;
+    let mut pending = output::Pending::new(&ctx.config);
+    let list: Vec<_> = list
+        .into_iter()
+        .map(|t| {
+            let n = pending.count(&t);
+            (t, n)
+        })
+        .filter(|(_, n)| !outdated || n.is_some_and(|n| n > 0))
+        .collect();
+    output::tenant_list(ctx, &list);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn change_plan(ctx: &Ctx, slug: &str, plan: &str, host: Option<&str>, request: &Request) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
+    match tenant_master::jobs::change_plan::change(&pool, &ctx.config, slug, plan, host, &actor).await? {
+        Changed::Moving { job_id, from, to } => follow_move(ctx, &pool, slug, &job_id, &from, &to, request).await,
+        Changed::Changed(tenant) => plan_changed(ctx, &tenant, true),
+        Changed::Unchanged(tenant) => plan_changed(ctx, &tenant, false),
+    }
+}
+
+async fn move_to(ctx: &Ctx, slug: &str, host: &str, request: &Request) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let actor = request.actor.clone().unwrap_or_else(activity::default_actor);
+    match move_tenant::enqueue(&pool, &ctx.config, slug, Some(host), None, &actor).await? {
+        Requested::Enqueued { job_id, from, to } => follow_move(ctx, &pool, slug, &job_id, &from, &to, request).await,
+        Requested::AlreadyThere(place) => {
             if ctx.json {
-                println!("{}", serde_json::json!({ "slug": slug, "url": url, "status": tenant.status, "can_log_in": can_log_in }));
+                println!("{}", serde_json::json!({ "slug": slug, "moved": false, "host": place.host, "database": place.database }));
             } else {
-                println!("{url}");
-                if !can_log_in {
-                    let next = match tenant.status.as_str() {
-                        "paused" | "suspended" => format!("until `tenantctl tenant resume {slug}`"),
-                        "provisioning" => "until its provisioning finishes".to_owned(),
-                        _ => "for now".to_owned(),
-                    };
-                    eprintln!("note: '{slug}' is {}: this URL cannot log in {next}", tenant.status);
-                }
+                println!("'{slug}' is on host '{}' already: nothing to move", place.host);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn show(ctx: &Ctx, slug: &str) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let mut conn = pool.acquire().await?;
+    let tenant = tenants::get(&mut conn, slug).await?;
+    let history = activity::recent(&mut conn, tenant.id, 20).await?;
+    let plans = tenant_master::plans::history(&mut conn, tenant.id).await?;
+    output::tenant(ctx, &tenant, &history, &plans);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenant credentials`: the one command that prints a secret (and says when it cannot
+/// log in yet).
+async fn credentials(ctx: &Ctx, slug: &str) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let mut conn = pool.acquire().await?;
+    let url = tenants::credentials_url(&mut conn, &ctx.config, slug).await?;
+    let tenant = tenants::get(&mut conn, slug).await?;
+    let can_log_in = tenant.status == "active";
+    if ctx.json {
+        println!("{}", serde_json::json!({ "slug": slug, "url": url, "status": tenant.status, "can_log_in": can_log_in }));
+    } else {
+        println!("{url}");
+        if !can_log_in {
+            let next = match tenant.status.as_str() {
+                "paused" | "suspended" => format!("until `tenantctl tenant resume {slug}`"),
+                "provisioning" => "until its provisioning finishes".to_owned(),
+                _ => "for now".to_owned(),
+            };
+            eprintln!("note: '{slug}' is {}: this URL cannot log in {next}", tenant.status);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

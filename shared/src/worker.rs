@@ -76,41 +76,7 @@ pub const JOB_CONNECTION_IDLE: Duration = Duration::from_secs(30);
 /// a lost network), the pool stops, waits for the database with backoff and starts again
 /// in this process; only a failure that waiting cannot fix ends it with an error.
 pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static) -> Result<()> {
-    let w = &config.worker;
-    let options = db::options(&config.database_url)?.application_name("tenant-worker");
-    // One direct connection first: a refused one is said at once, in one sentence, instead
-    // of a pool that times out 5 s later.
-    db::probe(&config.database_url, &options).await?;
-    let connect_hint = "failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)";
-    // A short wait: after a server restart the queue machinery gives up on a connection
-    // quickly and the pool starts again (a long wait stalled every worker for 30 s).
-    let queue_pool = db::pool_options(QUEUE_CONNECTIONS)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.clone())
-        .await
-        .context(connect_hint)?;
-    // Running jobs wait for a connection rather than fail when all are busy.
-    // Opened lazily: an idle worker holds none of these.
-    let job_pool = db::pool_options(job_connections(&config))
-        .min_connections(0)
-        .idle_timeout(JOB_CONNECTION_IDLE)
-        .acquire_timeout(Duration::from_secs(120))
-        .connect_lazy_with(options);
-    crate::migrate::ensure_current(&queue_pool).await?;
-    tracing::info!(
-        job_types = ?job_types(), concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
-        queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(&config),
-        "worker pool starting"
-    );
-    if w.batch_size > w.concurrency {
-        tracing::warn!(
-            batch_size = w.batch_size,
-            concurrency = w.concurrency,
-            "batch_size is larger than concurrency: fetching {} at a time, so no fetched job waits unstarted",
-            w.concurrency
-        );
-    }
+    let (queue_pool, job_pool) = connect(&config).await?;
     let app = Arc::new(Runtime::new(App::new(config, job_pool)));
     if app.app.config.products.auto_migrate {
         auto_migrate(&app.app).await;
@@ -131,20 +97,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     let mut delay = OUTAGE_FIRST_WAIT;
     loop {
         let started = std::time::Instant::now();
-        let lost = Arc::new(tokio::sync::Notify::new());
         let pool = Pools { app: app.clone(), queue: queue_pool.clone(), wakeups: wakeups.clone(), live: live.clone(), run: run_number() };
-        let monitor = pool.monitor(lost.clone());
-        let mut stop_signal = stop.clone();
-        let signal = async move {
-            tokio::select! {
-                _ = stop_signal.wait_for(|stop| *stop) => {}
-                _ = lost.notified() => tracing::error!("a worker lost the database: stopping the pool to start it again"),
-            }
-            Ok(())
-        };
-        if let Err(e) = monitor.run_with_signal(signal).await {
-            tracing::error!(error = %e, "the worker pool stopped with an error");
-        }
+        pool.run_until_stopped_or_lost(stop.clone()).await;
         if *stop.borrow() {
             break;
         }
@@ -160,6 +114,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     }
     tracing::info!("worker pool stopped");
     Ok(())
+}
+
+/// The queue machinery's pool and the running jobs' pool, once the control plane answers
+/// and has this build's migrations.
+async fn connect(config: &Config) -> Result<(sqlx::PgPool, sqlx::PgPool)> {
+    let w = &config.worker;
+    let options = db::options(&config.database_url)?.application_name("tenant-worker");
+    // One direct connection first: a refused one is said at once, in one sentence, instead
+    // of a pool that times out 5 s later.
+    db::probe(&config.database_url, &options).await?;
+    let connect_hint = "failed to connect to the control-plane database (is PostgreSQL running? is DATABASE_URL right?)";
+    // A short wait: after a server restart the queue machinery gives up on a connection
+    // quickly and the pool starts again (a long wait stalled every worker for 30 s).
+    let queue_pool = db::pool_options(QUEUE_CONNECTIONS)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone())
+        .await
+        .context(connect_hint)?;
+    // Running jobs wait for a connection rather than fail when all are busy.
+    // Opened lazily: an idle worker holds none of these.
+    let job_pool = db::pool_options(job_connections(config))
+        .min_connections(0)
+        .idle_timeout(JOB_CONNECTION_IDLE)
+        .acquire_timeout(Duration::from_secs(120))
+        .connect_lazy_with(options);
+    crate::migrate::ensure_current(&queue_pool).await?;
+    tracing::info!(
+        job_types = ?job_types(), concurrency = w.concurrency, orphan_timeout_s = w.orphan_timeout().as_secs(),
+        queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(config),
+        "worker pool starting"
+    );
+    if w.batch_size > w.concurrency {
+        tracing::warn!(
+            batch_size = w.batch_size,
+            concurrency = w.concurrency,
+            "batch_size is larger than concurrency: fetching {} at a time, so no fetched job waits unstarted",
+            w.concurrency
+        );
+    }
+    Ok((queue_pool, job_pool))
 }
 
 /// `[products] auto_migrate`: enqueues the rollout of pending product migrations to every
@@ -241,6 +236,22 @@ impl Pools {
                 false
             })
             .shutdown_timeout(Duration::from_secs(self.app.app.config.worker.shutdown_timeout_secs))
+    }
+
+    /// Runs this pool until `stop` says so or one of its workers loses the database.
+    async fn run_until_stopped_or_lost(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let monitor = self.monitor(lost.clone());
+        let signal = async move {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => {}
+                _ = lost.notified() => tracing::error!("a worker lost the database: stopping the pool to start it again"),
+            }
+            Ok(())
+        };
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::error!(error = %e, "the worker pool stopped with an error");
+        }
     }
 
     fn register<J: Job>(&self, monitor: Monitor) -> (Monitor, &'static str) {

@@ -280,6 +280,46 @@ async fn record_failure(tx: &mut sqlx::PgConnection, user: &str, ip: &str) -> Re
     Ok(())
 }
 
+/// Takes this address's login lock, then the user's (always in that order, so two logins
+/// never wait for each other in a circle): the failure counts cannot be raced past. Returns
+/// the user's password hash, if `name` is a user.
+async fn lock_and_read_hash(tx: &mut sqlx::PgConnection, address: &str, name: Option<&str>) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login_ip:' || $1, 0))")
+        .bind(address)
+        .execute(&mut *tx)
+        .await?;
+    let Some(name) = name else { return Ok(None) };
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login:' || $1, 0))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar("SELECT password_hash FROM tenant_master.admin_users WHERE name = $1").bind(name).fetch_optional(&mut *tx).await
+}
+
+/// A new session of `user`, its failed logins from this address forgotten; returns the
+/// session's token (only its hash is stored).
+async fn open_session(tx: &mut sqlx::PgConnection, user: &str, address: &str, ip: &str) -> Result<String, sqlx::Error> {
+    let token = random_token();
+    sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1 AND client_ip = $2")
+        .bind(user)
+        .bind(address)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO tenant_master.admin_sessions (token_sha256, user_name, csrf_token, client_ip, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
+    )
+    .bind(token_hash(&token))
+    .bind(user)
+    .bind(random_token())
+    .bind(ip)
+    .bind(SESSION_HOURS)
+    .execute(&mut *tx)
+    .await?;
+    Ok(token)
+}
+
 pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderMap, Form(login): Form<Login>) -> PageResult {
     // A login posted from another site would log this browser in as someone else.
     refuse_cross_site(&headers, &client)?;
@@ -293,25 +333,7 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
     let name = users::check_name(typed).is_ok().then_some(typed);
     let counted = name.unwrap_or_default();
     let mut tx = pool.begin().await?;
-    // One login per address, and per user, at a time: the counts cannot be raced past.
-    // (Always the address first: two logins never wait for each other in a circle.)
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login_ip:' || $1, 0))")
-        .bind(&address)
-        .execute(&mut *tx)
-        .await?;
-    let stored: Option<String> = match name {
-        Some(name) => {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant_master.admin_login:' || $1, 0))")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query_scalar("SELECT password_hash FROM tenant_master.admin_users WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        None => None,
-    };
+    let stored = lock_and_read_hash(&mut tx, &address, name).await?;
     // Only a user who exists is named in the log.
     let user = if stored.is_some() { counted } else { "" };
     let actor = if user.is_empty() { "panel:unknown-user".to_owned() } else { format!("panel:{user}") };
@@ -343,24 +365,7 @@ pub async fn login(State(panel): State<Shared>, client: Client, headers: HeaderM
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     }
-    let token = random_token();
-    sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE expires_at < now()").execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1 AND client_ip = $2")
-        .bind(user)
-        .bind(&address)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO tenant_master.admin_sessions (token_sha256, user_name, csrf_token, client_ip, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
-    )
-    .bind(token_hash(&token))
-    .bind(user)
-    .bind(random_token())
-    .bind(&ip)
-    .bind(SESSION_HOURS)
-    .execute(&mut *tx)
-    .await?;
+    let token = open_session(&mut tx, user, &address, &ip).await?;
     activity::record_from(&mut tx, &actor, None, "admin.login", details, Some(&ip)).await?;
     tx.commit().await?;
     let secure = if over_tls(&headers, &client) { "; Secure" } else { "" };

@@ -160,95 +160,108 @@ struct UserRow {
 
 pub async fn run(ctx: &Ctx, cmd: AdminUserCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AdminUserCommand::Add { name, role } => {
-            check_name(&name)?;
-            check_role(&role)?;
-            let password = read_password()?;
-            let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
-            let pool = ctx.pool().await?;
-            let added =
-                sqlx::query("INSERT INTO tenant_master.admin_users (name, role, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&name)
-                    .bind(&role)
-                    .bind(&hashed)
-                    .execute(&pool)
-                    .await
-                    .context("failed to add the admin user")?;
-            if added.rows_affected() == 0 {
-                return Err(Error::Conflict(format!(
-                    "admin user '{name}' exists already: `tenantctl admin user password {name}` sets a new password"
-                ))
-                .into());
-            }
-            audit(&pool, "admin.user_added", serde_json::json!({ "user": name, "role": role })).await?;
-            say(
-                ctx,
-                serde_json::json!({ "user": name, "role": role }),
-                format!("added {role} '{name}': they can log in to `tenantctl admin serve` now"),
-            );
-        }
-        AdminUserCommand::Password { name } => {
-            check_name(&name)?;
-            let password = read_password()?;
-            let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
-            let pool = ctx.pool().await?;
-            let mut tx = pool.begin().await.context("failed to begin")?;
-            let changed = sqlx::query("UPDATE tenant_master.admin_users SET password_hash = $2, updated_at = now() WHERE name = $1")
-                .bind(&name)
-                .bind(&hashed)
-                .execute(&mut *tx)
-                .await
-                .context("failed to set the password")?;
-            if changed.rows_affected() == 0 {
-                return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
-            }
-            // A new password logs out every session that knew the old one, and clears the
-            // user's failed logins (what the refusal page tells a locked-out admin to do).
-            sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1")
-                .bind(&name)
-                .execute(&mut *tx)
-                .await
-                .context("failed to clear the failed logins")?;
-            sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE user_name = $1")
-                .bind(&name)
-                .execute(&mut *tx)
-                .await
-                .context("failed to end the sessions")?;
-            tx.commit().await.context("failed to commit")?;
-            audit(&pool, "admin.user_password_set", serde_json::json!({ "user": name })).await?;
-            say(
-                ctx,
-                serde_json::json!({ "user": name }),
-                format!("set a new password for '{name}'; their open sessions were ended and their failed logins forgotten"),
-            );
-        }
-        AdminUserCommand::Remove { name } => {
-            check_name(&name)?;
-            let pool = ctx.pool().await?;
-            let removed = sqlx::query("DELETE FROM tenant_master.admin_users WHERE name = $1")
-                .bind(&name)
-                .execute(&pool)
-                .await
-                .context("failed to remove the admin user")?;
-            if removed.rows_affected() == 0 {
-                return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
-            }
-            audit(&pool, "admin.user_removed", serde_json::json!({ "user": name })).await?;
-            say(ctx, serde_json::json!({ "user": name, "removed": true }), format!("removed '{name}' and ended their sessions"));
-        }
-        AdminUserCommand::List => {
-            let pool = ctx.pool().await?;
-            let users: Vec<UserRow> = list(&pool).await?;
-            if ctx.json {
-                println!("{}", serde_json::to_string_pretty(&users)?);
-            } else if users.is_empty() {
-                println!("no admin users: add the first with `tenantctl admin user add NAME --role admin`");
-            } else {
-                println!("{:<24} {:<8} CREATED", "NAME", "ROLE");
-                for u in users {
-                    println!("{:<24} {:<8} {}", u.name, u.role, u.created_at.format("%Y-%m-%d %H:%M"));
-                }
-            }
+        AdminUserCommand::Add { name, role } => add(ctx, &name, &role).await,
+        AdminUserCommand::Password { name } => set_password(ctx, &name).await,
+        AdminUserCommand::Remove { name } => remove(ctx, &name).await,
+        AdminUserCommand::List => list_users(ctx).await,
+    }
+}
+
+/// `admin user add`: the password asked for (twice on a terminal), stored as a hash.
+async fn add(ctx: &Ctx, name: &str, role: &str) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    check_role(role)?;
+    let password = read_password()?;
+    let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
+    let pool = ctx.pool().await?;
+    let added = sqlx::query("INSERT INTO tenant_master.admin_users (name, role, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .bind(role)
+        .bind(&hashed)
+        .execute(&pool)
+        .await
+        .context("failed to add the admin user")?;
+    if added.rows_affected() == 0 {
+        return Err(Error::Conflict(format!(
+            "admin user '{name}' exists already: `tenantctl admin user password {name}` sets a new password"
+        ))
+        .into());
+    }
+    audit(&pool, "admin.user_added", serde_json::json!({ "user": name, "role": role })).await?;
+    say(
+        ctx,
+        serde_json::json!({ "user": name, "role": role }),
+        format!("added {role} '{name}': they can log in to `tenantctl admin serve` now"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `admin user password`: a new password ends the user's sessions and forgets their
+/// failed logins.
+async fn set_password(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let password = read_password()?;
+    let hashed = tokio::task::spawn_blocking(move || hash(&password)).await?;
+    let pool = ctx.pool().await?;
+    let mut tx = pool.begin().await.context("failed to begin")?;
+    let changed = sqlx::query("UPDATE tenant_master.admin_users SET password_hash = $2, updated_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(&hashed)
+        .execute(&mut *tx)
+        .await
+        .context("failed to set the password")?;
+    if changed.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
+    }
+    // A new password logs out every session that knew the old one, and clears the
+    // user's failed logins (what the refusal page tells a locked-out admin to do).
+    sqlx::query("DELETE FROM tenant_master.admin_login_failures WHERE user_name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .context("failed to clear the failed logins")?;
+    sqlx::query("DELETE FROM tenant_master.admin_sessions WHERE user_name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .context("failed to end the sessions")?;
+    tx.commit().await.context("failed to commit")?;
+    audit(&pool, "admin.user_password_set", serde_json::json!({ "user": name })).await?;
+    say(
+        ctx,
+        serde_json::json!({ "user": name }),
+        format!("set a new password for '{name}'; their open sessions were ended and their failed logins forgotten"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let pool = ctx.pool().await?;
+    let removed = sqlx::query("DELETE FROM tenant_master.admin_users WHERE name = $1")
+        .bind(name)
+        .execute(&pool)
+        .await
+        .context("failed to remove the admin user")?;
+    if removed.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("there is no admin user '{name}': see `tenantctl admin user list`")).into());
+    }
+    audit(&pool, "admin.user_removed", serde_json::json!({ "user": name })).await?;
+    say(ctx, serde_json::json!({ "user": name, "removed": true }), format!("removed '{name}' and ended their sessions"));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_users(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let pool = ctx.pool().await?;
+    let users: Vec<UserRow> = list(&pool).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&users)?);
+    } else if users.is_empty() {
+        println!("no admin users: add the first with `tenantctl admin user add NAME --role admin`");
+    } else {
+        println!("{:<24} {:<8} CREATED", "NAME", "ROLE");
+        for u in users {
+            println!("{:<24} {:<8} {}", u.name, u.role, u.created_at.format("%Y-%m-%d %H:%M"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -340,8 +340,30 @@ impl Config {
 
     /// Applies environment overrides through `get` (a parameter so tests need no process env).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        if let Some(v) = get("DATABASE_URL") {
-            self.database_url = v;
+        self.apply_env_text(&get);
+        self.apply_env_numbers(&get)?;
+        if let Some(v) = get("TENANT_MASTER_AUTO_MIGRATE") {
+            self.products.auto_migrate = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" | "" => false,
+                _ => return Err(Error::Invalid(format!("TENANT_MASTER_AUTO_MIGRATE must be true or false, not '{}'", v.escape_debug()))),
+            };
+        }
+        Ok(())
+    }
+
+    /// URLs, paths and other text. An empty value unsets an optional setting.
+    fn apply_env_text(&mut self, get: &impl Fn(&str) -> Option<String>) {
+        let texts: [(&str, &mut String); 4] = [
+            ("DATABASE_URL", &mut self.database_url),
+            ("TENANT_MASTER_LOGIN_URL_PATTERN", &mut self.mail.login_url_pattern),
+            ("TENANT_MASTER_DATABASE_PREFIX", &mut self.database_prefix),
+            ("TENANT_MASTER_METRICS_ADDR", &mut self.worker.metrics_addr),
+        ];
+        for (name, slot) in texts {
+            if let Some(v) = get(name) {
+                *slot = v;
+            }
         }
         let paths: [(&str, &mut PathBuf); 4] = [
             ("TENANT_MASTER_DATA_DIR", &mut self.data_dir),
@@ -366,67 +388,27 @@ impl Config {
         if let Some(v) = get("SMTP_URL").filter(|v| !v.is_empty()) {
             self.mail.smtp_url = Some(v);
         }
-        if let Some(v) = get("TENANT_MASTER_LOGIN_URL_PATTERN") {
-            self.mail.login_url_pattern = v;
-        }
-        if let Some(v) = get("TENANT_MASTER_DATABASE_PREFIX") {
-            self.database_prefix = v;
-        }
-        let numbers: [(&str, &mut u64); 4] = [
-            ("TENANT_MASTER_WORKER_POLL_INTERVAL_MS", &mut self.worker.poll_interval_ms),
-            ("TENANT_MASTER_WORKER_HEARTBEAT_SECS", &mut self.worker.heartbeat_secs),
-            ("TENANT_MASTER_WORKER_SHUTDOWN_TIMEOUT_SECS", &mut self.worker.shutdown_timeout_secs),
-            ("TENANT_MASTER_WORKER_TENANT_LOCK_WAIT_SECS", &mut self.worker.tenant_lock_wait_secs),
-        ];
-        for (name, slot) in numbers {
-            if let Some(v) = get(name) {
-                *slot = parse_number(name, &v)?;
-            }
-        }
-        if let Some(v) = get("TENANT_MASTER_AUTO_MIGRATE") {
-            self.products.auto_migrate = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" | "" => false,
-                _ => return Err(Error::Invalid(format!("TENANT_MASTER_AUTO_MIGRATE must be true or false, not '{}'", v.escape_debug()))),
-            };
-        }
-        if let Some(v) = get("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE") {
-            self.products.tenants_per_shared_database = parse_number("TENANT_MASTER_TENANTS_PER_SHARED_DATABASE", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_TENANT_MAX_CONNECTIONS") {
-            self.products.tenant_max_connections = parse_number("TENANT_MASTER_TENANT_MAX_CONNECTIONS", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS") {
-            self.moves.keep_source_hours = parse_number("TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_BACKUP_KEEP") {
-            self.backups.keep = parse_number("TENANT_MASTER_BACKUP_KEEP", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_METRICS_ADDR") {
-            self.worker.metrics_addr = v;
-        }
-        if let Some(v) = get("TENANT_MASTER_WORKER_RETRY_BASE_SECS") {
-            self.worker.retry_base_secs = parse_number("TENANT_MASTER_WORKER_RETRY_BASE_SECS", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST") {
-            self.worker.heavy_jobs_per_host = parse_number("TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &v)?;
-        }
-        if let Some(v) = get("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST") {
-            self.worker.migrations_per_host = parse_number("TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST", &v)?;
-        }
-        let counts: [(&str, &mut usize); 5] = [
-            ("TENANT_MASTER_WORKER_TENANT_JOBS_PER_PROCESS", &mut self.worker.tenant_jobs_per_process),
-            ("TENANT_MASTER_WORKER_WORKERS_PER_TYPE", &mut self.worker.workers_per_type),
-            ("TENANT_MASTER_WORKER_CONCURRENCY", &mut self.worker.concurrency),
-            ("TENANT_MASTER_WORKER_BATCH_SIZE", &mut self.worker.batch_size),
-            ("TENANT_MASTER_WORKER_MISSED_HEARTBEATS", &mut self.worker.missed_heartbeats),
-        ];
-        for (name, slot) in counts {
-            if let Some(v) = get(name) {
-                *slot = parse_number(name, &v)?;
-            }
-        }
-        Ok(())
+    }
+
+    /// Whole numbers, each refused in one sentence if it is not one.
+    fn apply_env_numbers(&mut self, get: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        let w = &mut self.worker;
+        number(get, "TENANT_MASTER_WORKER_POLL_INTERVAL_MS", &mut w.poll_interval_ms)?;
+        number(get, "TENANT_MASTER_WORKER_HEARTBEAT_SECS", &mut w.heartbeat_secs)?;
+        number(get, "TENANT_MASTER_WORKER_SHUTDOWN_TIMEOUT_SECS", &mut w.shutdown_timeout_secs)?;
+        number(get, "TENANT_MASTER_WORKER_TENANT_LOCK_WAIT_SECS", &mut w.tenant_lock_wait_secs)?;
+        number(get, "TENANT_MASTER_WORKER_RETRY_BASE_SECS", &mut w.retry_base_secs)?;
+        number(get, "TENANT_MASTER_WORKER_HEAVY_JOBS_PER_HOST", &mut w.heavy_jobs_per_host)?;
+        number(get, "TENANT_MASTER_WORKER_MIGRATIONS_PER_HOST", &mut w.migrations_per_host)?;
+        number(get, "TENANT_MASTER_WORKER_TENANT_JOBS_PER_PROCESS", &mut w.tenant_jobs_per_process)?;
+        number(get, "TENANT_MASTER_WORKER_WORKERS_PER_TYPE", &mut w.workers_per_type)?;
+        number(get, "TENANT_MASTER_WORKER_CONCURRENCY", &mut w.concurrency)?;
+        number(get, "TENANT_MASTER_WORKER_BATCH_SIZE", &mut w.batch_size)?;
+        number(get, "TENANT_MASTER_WORKER_MISSED_HEARTBEATS", &mut w.missed_heartbeats)?;
+        number(get, "TENANT_MASTER_TENANTS_PER_SHARED_DATABASE", &mut self.products.tenants_per_shared_database)?;
+        number(get, "TENANT_MASTER_TENANT_MAX_CONNECTIONS", &mut self.products.tenant_max_connections)?;
+        number(get, "TENANT_MASTER_MOVES_KEEP_SOURCE_HOURS", &mut self.moves.keep_source_hours)?;
+        number(get, "TENANT_MASTER_BACKUP_KEEP", &mut self.backups.keep)
     }
 
     /// Where the keys that seal tenant passwords come from.
@@ -464,6 +446,7 @@ impl Config {
         if w.heavy_jobs_per_host == 0
             || w.migrations_per_host == 0
             || w.tenant_jobs_per_process == 0
+            || w.workers_per_type == 0
             || w.concurrency == 0
             || w.batch_size == 0
             || w.heartbeat_secs == 0
@@ -476,6 +459,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Sets `slot` from environment variable `name`, if it is set.
+fn number<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, slot: &mut T) -> Result<()> {
+    if let Some(value) = get(name) {
+        *slot = parse_number(name, &value)?;
+    }
+    Ok(())
 }
 
 fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {

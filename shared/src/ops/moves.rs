@@ -173,8 +173,10 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
         true => Some(HostSlot::acquire(&app.config, &to.host).await?),
         false => None,
     };
+    let target = Tenant { host: to.host.clone(), database: to.database.clone(), isolation: to.isolation.clone(), ..tenant.clone() };
+    let run = Copying { app, tenant: &tenant, target, from: &from, to: &to, request, job_id };
     // Boxed: the copy's future is large (a backup and a restore inside).
-    let outcome = Box::pin(copy_and_switch(app, &mut cp, &tenant, &from, &to, plan, request, job_id)).await;
+    let outcome = Box::pin(copy_and_switch(&run, &mut cp, plan)).await;
     if let Some(slot) = target_slot {
         slot.release().await;
     }
@@ -233,108 +235,151 @@ async fn recorded(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> 
     serde_json::from_value(done).map(Some).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))
 }
 
+/// What every step of a move's copy needs (steps 1 to 6).
+struct Copying<'a> {
+    app: &'a App,
+    tenant: &'a Tenant,
+    /// The tenant as the registry will have it once switched.
+    target: Tenant,
+    from: &'a Place,
+    to: &'a Place,
+    request: &'a Request,
+    job_id: &'a str,
+}
+
 /// Steps 1 to 6: everything up to and including the switch of the registry.
-#[allow(clippy::too_many_arguments)]
-async fn copy_and_switch(
-    app: &App,
-    cp: &mut PgConnection,
-    tenant: &Tenant,
-    from: &Place,
-    to: &Place,
-    plan: Option<PlanSwitch>,
-    request: &Request,
-    job_id: &str,
-) -> Result<Moved> {
-    let slug = tenant.slug.as_str();
-    let target = Tenant { host: to.host.clone(), database: to.database.clone(), isolation: to.isolation.clone(), ..tenant.clone() };
-    let deployment = deployment::id(cp).await?;
-    let marker = naming::owner_marker(&deployment, slug);
-    let mut source_db = hosts::connect(cp, &app.config, &from.host, &from.database).await?;
-    // A restore cut short keeps the live data set aside and an empty schema under the live
-    // name: copying that would move an empty tenant. The restore's retry comes first.
-    if move_cleanup::schema_exists(&mut source_db, &aside_schema(&tenant.schema)).await? {
-        return Err(Error::Conflict(format!(
-            "tenant '{slug}' has a restore that stopped part way (its data waits in {}): retry or finish that restore before moving it",
-            aside_schema(&tenant.schema)
-        )));
-    }
-
-    large_objects::refuse(&mut source_db, tenant, "moved").await?;
-
-    // 1. The target, while the tenant still works.
-    let target_host = hosts::admin_options(cp, &app.config, &to.host).await?;
-    let mut target_server = hosts::connect_admin(cp, &app.config, &to.host).await?;
-    if to.host != from.host {
-        provision::ensure_role(&app.config, cp, &mut target_server, &target, &marker, Login::Held).await?;
-    }
-    provision::ensure_database(&mut target_server, &target_host, &target, &deployment).await?;
-    let mut target_db = db::connect_to(&target_host, &to.database).await?;
-    // The registry points at the source, so a schema of the tenant's name in the target is
-    // what an earlier, unfinished run of a move copied there: it goes, and the copy restarts.
-    guard::drop_tenant_schema(&mut target_db, &mut target_server, &tenant.schema, &target, &marker).await?;
-    provision::ensure_schema(&mut target_db, &target).await?;
-    fault::point(slug, "move:target_ready")?;
-
-    // 2. The hold: from here until the login is given back, the tenant is down.
-    // Recorded first: from here on `jobs cancel` refuses the move, whose retry gives the
-    // login back or finishes it.
-    held_since(cp, tenant, job_id).await?;
-    let mut source_server = hosts::connect_admin(cp, &app.config, &from.host).await?;
-    access::block_login(&mut source_server, tenant).await?;
-    fault::point(slug, "move:held")?;
-
-    // 3. The copy: a fresh backup (an earlier run's copy may predate writes made while an
-    // admin had resumed the tenant in between).
-    let copy = Box::pin(backup::backup_fresh(app, slug, Kind::PreMove, job_id)).await?;
-    backup::verify_file(&copy).await?;
-    fault::point(slug, "move:copied")?;
-
-    // 4. Into the target, with the tenant's rights, and the ledger with it.
-    let target_access = TenantAccess::prepare(&app.config, cp, &target).await?;
-    ledger::ensure(&mut target_db, target_access.role()).await?;
-    target_access
-        .restore_into_schema(&copy.path(), &tenant.schema)
-        .await
-        .map_err(|e| Error::Tool(format!("the copy of '{slug}' into the {} failed, the tenant stays where it was: {e}", to.describe())))?;
-    ledger::copy(&mut source_db, &mut target_db, &tenant.schema).await?;
-    fault::point(slug, "move:restored")?;
-
-    // 5. Same tables, same rows. Counted as the operator (the tenant's rights; counting
-    // runs no tenant code), one side at a time: preparing a host's operator role ends its
-    // open sessions there.
-    let target_counts = count_rows(&target_access, &mut target_db, &tenant.schema).await?;
-    let source_access = TenantAccess::prepare(&app.config, cp, tenant).await?;
-    let source_counts = count_rows(&source_access, &mut source_db, &tenant.schema).await?;
-    if source_counts != target_counts {
-        return Err(Error::Tool(format!(
-            "the copy of '{slug}' differs from its source (tables and row counts: {} vs {}); the tenant stays where it was and the job will copy again",
-            summary(&source_counts),
-            summary(&target_counts)
-        )));
-    }
-    let migrated = ledger::applied_versions(&mut source_db, &tenant.schema).await?;
-    if source_counts.is_empty() && !migrated.is_empty() {
-        return Err(Error::Fatal(format!(
-            "tenant '{slug}' has no tables although {} product migration(s) are recorded for it: the move stopped; see `tenantctl tenant show {slug}`",
-            migrated.len()
-        )));
-    }
-    fault::point(slug, "move:verified")?;
-
+async fn copy_and_switch(run: &Copying<'_>, cp: &mut PgConnection, plan: Option<PlanSwitch>) -> Result<Moved> {
+    let mut source_db = hosts::connect(cp, &run.app.config, &run.from.host, &run.from.database).await?;
+    refuse_after_a_cut_short_restore(&mut source_db, run.tenant).await?;
+    large_objects::refuse(&mut source_db, run.tenant, "moved").await?;
+    let mut target_db = run.prepare_target(cp).await?;
+    run.hold(cp).await?;
+    let copy = run.fresh_copy().await?;
+    let target_access = run.restore_copy(cp, &mut source_db, &mut target_db, &copy).await?;
+    let counts = run.verify(cp, &mut source_db, &mut target_db, &target_access).await?;
     // 6. The switch.
     let moved = Moved {
-        from: from.clone(),
-        to: to.clone(),
+        from: run.from.clone(),
+        to: run.to.clone(),
         plan,
         pre_move_backup_id: Some(copy.id),
-        tables: source_counts.len(),
-        rows: source_counts.iter().map(|(_, n)| n).sum(),
+        tables: counts.len(),
+        rows: counts.iter().map(|(_, n)| n).sum(),
         downtime_ms: None,
-        source_kept_until: Some(Utc::now() + chrono::Duration::hours(app.config.moves.keep_source_hours as i64)),
+        source_kept_until: Some(Utc::now() + chrono::Duration::hours(run.app.config.moves.keep_source_hours as i64)),
         already_done: false,
     };
-    switch(cp, tenant, &moved, request, job_id, true).await?;
+    switch(cp, run.tenant, &moved, run.request, run.job_id, true).await?;
     Ok(moved)
+}
+
+/// A restore cut short keeps the live data set aside and an empty schema under the live
+/// name: copying that would move an empty tenant. The restore's retry comes first.
+async fn refuse_after_a_cut_short_restore(source_db: &mut PgConnection, tenant: &Tenant) -> Result<()> {
+    let aside = aside_schema(&tenant.schema);
+    if move_cleanup::schema_exists(source_db, &aside).await? {
+        return Err(Error::Conflict(format!(
+            "tenant '{}' has a restore that stopped part way (its data waits in {aside}): retry or finish that restore before moving it",
+            tenant.slug
+        )));
+    }
+    Ok(())
+}
+
+impl Copying<'_> {
+    fn slug(&self) -> &str {
+        &self.tenant.slug
+    }
+
+    /// Step 1: the target, while the tenant still works: its role (on another host), database
+    /// and an empty schema; returns a session in the target database.
+    async fn prepare_target(&self, cp: &mut PgConnection) -> Result<PgConnection> {
+        let config = &self.app.config;
+        let deployment = deployment::id(cp).await?;
+        let marker = naming::owner_marker(&deployment, self.slug());
+        let target_host = hosts::admin_options(cp, config, &self.to.host).await?;
+        let mut target_server = hosts::connect_admin(cp, config, &self.to.host).await?;
+        if self.to.host != self.from.host {
+            provision::ensure_role(config, cp, &mut target_server, &self.target, &marker, Login::Held).await?;
+        }
+        provision::ensure_database(&mut target_server, &target_host, &self.target, &deployment).await?;
+        let mut target_db = db::connect_to(&target_host, &self.to.database).await?;
+        // The registry points at the source, so a schema of the tenant's name in the target is
+        // what an earlier, unfinished run of a move copied there: it goes, and the copy restarts.
+        guard::drop_tenant_schema(&mut target_db, &mut target_server, &self.tenant.schema, &self.target, &marker).await?;
+        provision::ensure_schema(&mut target_db, &self.target).await?;
+        fault::point(self.slug(), "move:target_ready")?;
+        Ok(target_db)
+    }
+
+    /// Step 2: the hold: from here until the login is given back, the tenant is down. Recorded
+    /// first: from here on `jobs cancel` refuses the move, whose retry gives the login back
+    /// or finishes it.
+    async fn hold(&self, cp: &mut PgConnection) -> Result<()> {
+        held_since(cp, self.tenant, self.job_id).await?;
+        let mut source_server = hosts::connect_admin(cp, &self.app.config, &self.from.host).await?;
+        access::block_login(&mut source_server, self.tenant).await?;
+        fault::point(self.slug(), "move:held")
+    }
+
+    /// Step 3: the copy: a fresh backup (an earlier run's copy may predate writes made while an
+    /// admin had resumed the tenant in between).
+    async fn fresh_copy(&self) -> Result<crate::backups::Backup> {
+        let copy = Box::pin(backup::backup_fresh(self.app, self.slug(), Kind::PreMove, self.job_id)).await?;
+        backup::verify_file(&copy).await?;
+        fault::point(self.slug(), "move:copied")?;
+        Ok(copy)
+    }
+
+    /// Step 4: into the target, with the tenant's rights, and the ledger with it.
+    async fn restore_copy(
+        &self,
+        cp: &mut PgConnection,
+        source_db: &mut PgConnection,
+        target_db: &mut PgConnection,
+        copy: &crate::backups::Backup,
+    ) -> Result<TenantAccess> {
+        let target_access = TenantAccess::prepare(&self.app.config, cp, &self.target).await?;
+        ledger::ensure(target_db, target_access.role()).await?;
+        target_access.restore_into_schema(&copy.path(), &self.tenant.schema).await.map_err(|e| {
+            Error::Tool(format!("the copy of '{}' into the {} failed, the tenant stays where it was: {e}", self.slug(), self.to.describe()))
+        })?;
+        ledger::copy(source_db, target_db, &self.tenant.schema).await?;
+        fault::point(self.slug(), "move:restored")?;
+        Ok(target_access)
+    }
+
+    /// Step 5: same tables, same rows; returns them. Counted as the operator (the tenant's
+    /// rights; counting runs no tenant code), one side at a time: preparing a host's
+    /// operator role ends its open sessions there.
+    async fn verify(
+        &self,
+        cp: &mut PgConnection,
+        source_db: &mut PgConnection,
+        target_db: &mut PgConnection,
+        target_access: &TenantAccess,
+    ) -> Result<Vec<(String, i64)>> {
+        let (slug, schema) = (self.slug(), &self.tenant.schema);
+        let target_counts = count_rows(target_access, target_db, schema).await?;
+        let source_access = TenantAccess::prepare(&self.app.config, cp, self.tenant).await?;
+        let source_counts = count_rows(&source_access, source_db, schema).await?;
+        if source_counts != target_counts {
+            return Err(Error::Tool(format!(
+                "the copy of '{slug}' differs from its source (tables and row counts: {} vs {}); the tenant stays where it was and the job will copy again",
+                summary(&source_counts),
+                summary(&target_counts)
+            )));
+        }
+        let migrated = ledger::applied_versions(source_db, schema).await?;
+        if source_counts.is_empty() && !migrated.is_empty() {
+            return Err(Error::Fatal(format!(
+                "tenant '{slug}' has no tables although {} product migration(s) are recorded for it: the move stopped; see `tenantctl tenant show {slug}`",
+                migrated.len()
+            )));
+        }
+        fault::point(slug, "move:verified")?;
+        Ok(source_counts)
+    }
 }
 
 /// The registry switch, in one transaction: the tenant's place (and plan), the kept source,
