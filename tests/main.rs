@@ -18,6 +18,7 @@ mod migrate;
 mod moves;
 mod operator;
 mod panel;
+mod panel_router;
 mod provision;
 mod rollout;
 mod run_local;

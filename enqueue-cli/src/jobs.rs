@@ -77,7 +77,7 @@ async fn retry(
 ) -> anyhow::Result<ExitCode> {
     let retried = match &filter {
         Some(filter) => queue::retry_matching(pool, filter, None).await?,
-        None => retry_given(pool, ids).await?,
+        None => queue::retry_given(pool, ids).await?,
     };
     if ctx.json {
         println!("{}", serde_json::json!({ "retried": retried }));
@@ -214,28 +214,6 @@ fn print_cancelled(done: &cancel::Cancelled) {
         Some(note) => println!("cancelled {} ({}{tenant}); {note}", job.id, job.job_type),
         None => println!("cancelled {} ({}{tenant})", job.id, job.job_type),
     }
-}
-
-/// Retries the given ids; every one must exist and be failed, dead or pending.
-pub async fn retry_given(pool: &sqlx::PgPool, ids: &[String]) -> tenant_master::Result<Vec<String>> {
-    for id in ids {
-        let job = queue::get(pool, id).await?;
-        if let Some((actor, at)) = queue::cancellation(pool, id).await? {
-            return Err(Error::Conflict(format!(
-                "job {id} ({} of '{}') was cancelled by {actor} at {}: it is not run again; enqueue the work anew if it is still wanted; nothing was retried",
-                job.job_type,
-                job.tenant.as_deref().unwrap_or("-"),
-                at.format("%Y-%m-%d %H:%M:%S UTC")
-            )));
-        }
-        if matches!(job.status.as_str(), "running" | "done") {
-            return Err(Error::Conflict(format!(
-                "job {id} is {}: only failed, dead or pending jobs can be retried; nothing was retried",
-                job.status
-            )));
-        }
-    }
-    queue::retry(pool, ids).await
 }
 
 fn first_line(text: &str) -> String {

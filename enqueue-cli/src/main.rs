@@ -2,6 +2,7 @@
 //! usage, 3 when `--wait --timeout` stopped waiting (the jobs go on); every error is one
 //! sentence on stderr.
 
+mod admin_users;
 mod args;
 mod backup;
 mod check;
@@ -10,7 +11,6 @@ mod host;
 mod jobs;
 mod maintenance;
 mod output;
-mod panel;
 mod rollout;
 mod tenant;
 mod wait;
@@ -89,8 +89,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,
         Command::Key(cmd) => host::key(&ctx, cmd).await,
         Command::Host(cmd) => host::run(&ctx, cmd).await,
-        Command::Admin(AdminCommand::Serve { listen, behind_proxy }) => panel::serve(ctx, &listen, behind_proxy).await,
-        Command::Admin(AdminCommand::User(cmd)) => panel::users::run(&ctx, cmd).await,
+        Command::Admin(AdminCommand::Serve { listen, behind_proxy }) => tenant_master_panel::serve(ctx.config, &listen, behind_proxy).await,
+        Command::Admin(AdminCommand::User(cmd)) => admin_users::run(&ctx, cmd).await,
     }
 }
 

@@ -53,33 +53,6 @@ pub fn enqueued(ctx: &Ctx, slug: &str, job_ids: &[String]) {
     }
 }
 
-/// How many product migrations a tenant lacks, from its last known version and the
-/// product's files (read once per product); none when either is unknown.
-pub struct Pending<'a> {
-    config: &'a tenant_master::Config,
-    latest: std::collections::HashMap<String, Option<Vec<i64>>>,
-}
-
-impl<'a> Pending<'a> {
-    pub fn new(config: &'a tenant_master::Config) -> Pending<'a> {
-        Pending { config, latest: Default::default() }
-    }
-
-    pub fn count(&mut self, tenant: &Tenant) -> Option<usize> {
-        if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
-            return None;
-        }
-        let config = self.config;
-        let versions = self.latest.entry(tenant.product.clone()).or_insert_with(|| {
-            tenant_master::products::load(&config.products_dir, &tenant.product)
-                .ok()
-                .map(|p| p.migrations.iter().map(|m| m.version).collect())
-        });
-        let version = tenant.schema_version?;
-        versions.as_ref().map(|v| v.iter().filter(|m| **m > version).count())
-    }
-}
-
 #[derive(Serialize)]
 struct TenantWithHistory<'a> {
     #[serde(flatten)]
@@ -97,7 +70,7 @@ struct TenantWithPending<'a> {
 }
 
 pub fn tenant(ctx: &Ctx, tenant: &Tenant, history: &[Entry], plans: &[PlanChange]) {
-    let pending = Pending::new(&ctx.config).count(tenant);
+    let pending = tenant_master::ops::rollout::Pending::new(&ctx.config).count(tenant);
     if ctx.json {
         return print_json(&TenantWithHistory { tenant, pending, plan_history: plans, recent_activity: history });
     }

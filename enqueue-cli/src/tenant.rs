@@ -241,7 +241,7 @@ async fn asked_again(ctx: &Ctx, pool: &sqlx::PgPool, new: &NewTenant, wait: bool
 async fn list(ctx: &Ctx, filter: ListFilter, outdated: bool) -> anyhow::Result<ExitCode> {
     let pool = ctx.pool().await?;
     let list = tenants::list(&pool, &filter).await?;
-    let mut pending = output::Pending::new(&ctx.config);
+    let mut pending = tenant_master::ops::rollout::Pending::new(&ctx.config);
     let list: Vec<_> = list
         .into_iter()
         .map(|t| {

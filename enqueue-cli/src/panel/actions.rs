@@ -94,7 +94,7 @@ pub async fn job_action(State(panel): State<Shared>, Path((id, action)): Path<(S
     let (job, to) = match action.as_str() {
         "retry" => {
             let job = queue::get(pool, &id).await?;
-            crate::jobs::retry_given(pool, std::slice::from_ref(&id)).await?;
+            queue::retry_given(pool, std::slice::from_ref(&id)).await?;
             (job, format!("/jobs/{id}"))
         }
         "cancel" => {

@@ -16,12 +16,12 @@ mod web;
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use axum::{
+    http::{header, HeaderValue},
     routing::{get, post},
     Router,
 };
 use tenant_master::Config;
-
-use crate::Ctx;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Connections for pages and the actions' library calls: a few short queries each.
 pub const POOL_SIZE: u32 = 4;
@@ -65,13 +65,25 @@ pub fn router(panel: Shared) -> Router {
         .route("/activity", get(pages::activity))
         .fallback(web::not_found)
         .with_state(panel)
+        // What every response carries: never framed, scripts and forms from this origin
+        // only, no referrer to elsewhere, and not cached unless the handler says otherwise
+        // (the stylesheet does): pages show live state and carry a CSRF proof.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-pub async fn serve(ctx: Ctx, listen: &str, behind_proxy: bool) -> anyhow::Result<ExitCode> {
+/// Serves the panel on `listen` until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config, listen: &str, behind_proxy: bool) -> anyhow::Result<ExitCode> {
     let addr: SocketAddr =
         listen.parse().map_err(|_| tenant_master::Error::Invalid(format!("--listen '{listen}' is not an address like 127.0.0.1:8001")))?;
-    let pool = tenant_master::db::connect_pool(&ctx.config.database_url, POOL_SIZE).await?;
-    let audit_pool = tenant_master::db::connect_pool(&ctx.config.database_url, AUDIT_POOL_SIZE).await?;
+    let pool = tenant_master::db::connect_pool(&config.database_url, POOL_SIZE).await?;
+    let audit_pool = tenant_master::db::connect_pool(&config.database_url, AUDIT_POOL_SIZE).await?;
     auth::require_users(&pool).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -81,7 +93,7 @@ pub async fn serve(ctx: Ctx, listen: &str, behind_proxy: bool) -> anyhow::Result
         eprintln!("warning: serving plain HTTP on {shown}: passwords and cookies cross the network in the clear; put a TLS proxy in front and pass --behind-proxy");
     }
     eprintln!("admin panel on http://{shown}/ (SIGTERM or Ctrl-C stops it)");
-    let app = router(Arc::new(Panel { pool, audit_pool, config: ctx.config, behind_proxy }));
+    let app = router(Arc::new(Panel { pool, audit_pool, config, behind_proxy }));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tenant_master::worker::shutdown_signal().await;

@@ -19,7 +19,7 @@ use super::{
     web::{render, PageResult},
     Shared,
 };
-use crate::output::Pending;
+use tenant_master::ops::rollout::Pending;
 
 /// An empty form field means "any".
 fn given(value: Option<String>) -> Option<String> {
@@ -76,21 +76,10 @@ pub struct TenantQuery {
 /// The tenant list's sortable columns.
 const TENANT_COLUMNS: &[&str] = &["slug", "plan", "status", "product", "host", "owner", "version", "created"];
 
-pub async fn tenants(State(panel): State<Shared>, me: Session, Query(q): Query<TenantQuery>) -> PageResult {
-    let filter = tenants::ListFilter {
-        status: given(q.status),
-        product: given(q.product),
-        plan: given(q.plan),
-        host: given(q.host),
-        search: given(q.q),
-    };
-    let products = tenants::products(&panel.pool).await?;
-    let host_names = hosts::names(&panel.pool, false).await?;
-    let mut list = tenants::list(&panel.pool, &filter).await?;
-    let sort = q.sort.filter(|s| TENANT_COLUMNS.contains(&s.as_str())).unwrap_or_else(|| "slug".into());
-    let descending = q.dir.as_deref() == Some("desc");
+/// Tenants in the order of column `sort` (then by slug), reversed if `descending`.
+fn sort_tenants(list: &mut [tenants::Tenant], sort: &str, descending: bool) {
     list.sort_by(|a, b| {
-        let order = match sort.as_str() {
+        let order = match sort {
             "plan" => a.plan.cmp(&b.plan),
             "status" => a.status.cmp(&b.status),
             "product" => a.product.cmp(&b.product),
@@ -107,6 +96,22 @@ pub async fn tenants(State(panel): State<Shared>, me: Session, Query(q): Query<T
             order
         }
     });
+}
+
+pub async fn tenants(State(panel): State<Shared>, me: Session, Query(q): Query<TenantQuery>) -> PageResult {
+    let filter = tenants::ListFilter {
+        status: given(q.status),
+        product: given(q.product),
+        plan: given(q.plan),
+        host: given(q.host),
+        search: given(q.q),
+    };
+    let products = tenants::products(&panel.pool).await?;
+    let host_names = hosts::names(&panel.pool, false).await?;
+    let mut list = tenants::list(&panel.pool, &filter).await?;
+    let sort = q.sort.filter(|s| TENANT_COLUMNS.contains(&s.as_str())).unwrap_or_else(|| "slug".into());
+    let descending = q.dir.as_deref() == Some("desc");
+    sort_tenants(&mut list, &sort, descending);
     let link = Link::new(
         "/tenants",
         &[

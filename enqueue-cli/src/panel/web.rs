@@ -70,19 +70,9 @@ pub fn render(name: &str, context: impl Serialize) -> Response {
     }
 }
 
-/// Pages are never cached (they show live state and carry a CSRF proof) nor framed.
+/// A page (its headers come from the router's layers).
 fn page(status: StatusCode, html: String) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-            (header::REFERRER_POLICY, "same-origin"),
-        ],
-        Html(html),
-    )
-        .into_response()
+    (status, Html(html)).into_response()
 }
 
 /// A failure shown to the user: one sentence, with the status it deserves.

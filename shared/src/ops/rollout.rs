@@ -287,3 +287,31 @@ pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>
         .context("failed to record the tenant's schema version")?;
     Ok(())
 }
+
+/// How many product migrations a tenant lacks, from its last known version and the
+/// product's files (read once per product); none when either is unknown.
+pub struct Pending<'a> {
+    config: &'a crate::config::Config,
+    latest: std::collections::HashMap<String, Option<Vec<i64>>>,
+}
+
+impl<'a> Pending<'a> {
+    /// A counter that reads each product's files once.
+    pub fn new(config: &'a crate::config::Config) -> Pending<'a> {
+        Pending { config, latest: Default::default() }
+    }
+
+    /// The migrations `tenant` lacks; none for a tenant that is not live or whose
+    /// version or product files are unknown.
+    pub fn count(&mut self, tenant: &Tenant) -> Option<usize> {
+        if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended") {
+            return None;
+        }
+        let config = self.config;
+        let versions = self.latest.entry(tenant.product.clone()).or_insert_with(|| {
+            crate::products::load(&config.products_dir, &tenant.product).ok().map(|p| p.migrations.iter().map(|m| m.version).collect())
+        });
+        let version = tenant.schema_version?;
+        versions.as_ref().map(|v| v.iter().filter(|m| **m > version).count())
+    }
+}

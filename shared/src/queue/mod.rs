@@ -487,6 +487,28 @@ pub async fn wait_for(pool: &PgPool, ids: &[String], mut progress: impl FnMut(&[
     }
 }
 
+/// Retries the given ids; every one must exist and be failed, dead or pending.
+pub async fn retry_given(pool: &PgPool, ids: &[String]) -> Result<Vec<String>> {
+    for id in ids {
+        let job = get(pool, id).await?;
+        if let Some((actor, at)) = cancellation(pool, id).await? {
+            return Err(Error::Conflict(format!(
+                "job {id} ({} of '{}') was cancelled by {actor} at {}: it is not run again; enqueue the work anew if it is still wanted; nothing was retried",
+                job.job_type,
+                job.tenant.as_deref().unwrap_or("-"),
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
+        if matches!(job.status.as_str(), "running" | "done") {
+            return Err(Error::Conflict(format!(
+                "job {id} is {}: only failed, dead or pending jobs can be retried; nothing was retried",
+                job.status
+            )));
+        }
+    }
+    retry(pool, ids).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
