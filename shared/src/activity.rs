@@ -49,9 +49,13 @@ pub async fn recorded_by_job(conn: &mut PgConnection, action: &str, job_id: &str
 /// One entry, as `tenantctl tenant show` prints it.
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Entry {
+    /// When it happened.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// Who did it: a user, `panel:<name>`, `worker` or `scheduler`.
     pub actor: String,
+    /// What was done, e.g. `tenant.plan_changed`.
     pub action: String,
+    /// The particulars (job id, reason, counts), as JSON.
     pub details: Value,
     /// The machine it was done on, or the admin panel's client address.
     pub origin: Option<String>,
@@ -78,19 +82,28 @@ pub struct LogFilter {
     pub actor: Option<String>,
     /// A tenant's slug (its current or a deleted tenant's entries).
     pub tenant: Option<String>,
+    /// Entries at or after this time.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Entries before this time.
     pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One entry with its tenant's slug, as the activity page lists them.
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct LogEntry {
+    /// The entry's id; later entries have higher ones.
     pub id: i64,
+    /// When it happened.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// Who did it: a user, `panel:<name>`, `worker` or `scheduler`.
     pub actor: String,
+    /// What was done, e.g. `admin.retry`.
     pub action: String,
+    /// The tenant's slug; none for an action on no tenant.
     pub tenant: Option<String>,
+    /// The particulars (job id, reason, counts), as JSON.
     pub details: Value,
+    /// The machine it was done on, or the admin panel's client address.
     pub origin: Option<String>,
 }
 

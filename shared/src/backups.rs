@@ -12,10 +12,15 @@ use crate::error::{Context as _, Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// Taken by a backup schedule.
     Scheduled,
+    /// Asked for by an admin (`tenantctl backup create`, the admin panel).
     Manual,
+    /// The safety copy a restore takes of the data it replaces.
     PreRestore,
+    /// The safety copy taken before a tenant is deleted.
     PreDelete,
+    /// The copy a move takes of the tenant and restores at its target.
     PreMove,
     /// Taken by `maintenance --backup-first` before a cleanup or vacuum.
     PreMaintenance,
@@ -46,17 +51,28 @@ impl Kind {
 /// A backup as `tenantctl backup list` shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Backup {
+    /// The backup's id in the registry.
     pub id: i64,
+    /// The tenant it is a copy of.
     pub tenant_id: i64,
+    /// Why it was taken: one of [`Kind::NAMES`].
     pub kind: String,
+    /// The dump file.
     pub file_path: String,
+    /// The file's size in bytes, once finished.
     pub bytes: Option<i64>,
+    /// The file's SHA-256 in hex, once finished.
     pub sha256: Option<String>,
+    /// The product migrations the dumped schema had, so a restore can bring it up to date.
     pub schema_versions: Vec<i64>,
+    /// When the dump started.
     #[sqlx(rename = "started_at")]
     pub created_at: DateTime<Utc>,
+    /// When it was finished and verified; none while it is being written.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Whether the archive was read back (`pg_restore --list`) and holds the tenant's schema.
     pub verified: bool,
+    /// The job that took it.
     pub job_id: Option<String>,
 }
 

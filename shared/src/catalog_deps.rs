@@ -14,9 +14,11 @@ use crate::error::{Context as _, Error, Result};
 /// One object of `holder_schema` that depends on an object of `target_schema`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reference {
+    /// The schema of the object that holds the reference.
     pub holder_schema: String,
     /// e.g. `view t_evil.pin`
     pub holder: String,
+    /// The schema of the object it references.
     pub target_schema: String,
     /// e.g. `table t_alpha.tasks`
     pub target: String,

@@ -33,18 +33,27 @@ pub enum Error {
     /// A database call failed.
     #[error("{context}: {}", describe_db_error(source))]
     Database {
+        /// What was being done, e.g. `failed to list jobs`.
         context: String,
+        /// The database's error.
         #[source]
         source: sqlx::Error,
     },
     /// The control-plane database lacks migrations this build needs: never migrated,
     /// another database, or a control plane older than this binary.
     #[error("this database's Tenant Master control plane is {}: run `tenantctl migrate`, or check DATABASE_URL", describe_level(*found, *needed))]
-    NotMigrated { found: Option<i32>, needed: i32 },
+    NotMigrated {
+        /// The newest migration the control plane has; none if it was never migrated.
+        found: Option<i32>,
+        /// The migration this build needs.
+        needed: i32,
+    },
     /// A file or process call failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, and to which file or program.
         context: String,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },

@@ -66,12 +66,17 @@ pub async fn admin_url(conn: &mut PgConnection, config: &Config, host: &str) -> 
 /// A database host as `tenantctl host list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostInfo {
+    /// The host's name.
     pub name: String,
+    /// Whether new tenants may go to it.
     pub enabled: bool,
+    /// How many tenants it is meant for: new tenants go to the enabled host with the most room.
     pub capacity: i32,
     /// Tenants on it that are not deleted.
     pub tenants: i64,
+    /// Whether the server answered its admin URL.
     pub reachable: bool,
+    /// The server's version (`server_version`, e.g. `16.4`); none if it did not answer.
     pub server_version: Option<String>,
     /// Why it is not reachable, or what is wrong with its admin role.
     pub problem: Option<String>,

@@ -23,7 +23,9 @@ use crate::{
 /// How a mail left.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sent {
+    /// The Message-ID header it carries.
     pub message_id: String,
+    /// `smtp`, or `file` when no SMTP server is configured.
     pub transport: String,
     /// The .eml file, when written to `mail_dir`.
     pub location: Option<String>,

@@ -68,8 +68,11 @@ const MIGRATE_LOCK: i64 = 0x0074_6d6d_6967;
 /// What a migrate run did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// Whether this run created the control-plane database.
     pub database_created: bool,
+    /// Control-plane migrations applied by this run, as `0001_name`.
     pub applied: Vec<String>,
+    /// Every product found in `products_dir`, registered or updated.
     pub products: Vec<String>,
     /// Tenant passwords found in plaintext (from before encryption) and sealed now.
     pub passwords_sealed: usize,

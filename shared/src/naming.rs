@@ -129,10 +129,15 @@ impl Isolation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
+    /// The entry plan: a schema in a shared database.
     Free,
+    /// The next plan up: a schema in a shared database.
     Starter,
+    /// The top shared plan: a schema in a shared database.
     Business,
+    /// A database of its own.
     Enterprise,
+    /// A database of its own, as on enterprise.
     Lifetime,
 }
 
@@ -170,8 +175,11 @@ impl Plan {
 /// The PostgreSQL names of one tenant: the same schema and role name in both modes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantNames {
+    /// The database the schema is in.
     pub database: String,
+    /// The tenant's schema.
     pub schema: String,
+    /// The tenant's role, which owns the schema.
     pub role: String,
 }
 

@@ -17,9 +17,13 @@ pub const INTERNAL_JOB_TYPES: &[&str] = &["Noop"];
 /// One live worker process: its queue workers' rows grouped by host and pid.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerProcess {
+    /// The machine it runs on.
     pub host: String,
+    /// Its process id.
     pub pid: u32,
+    /// When its first queue worker started, if known.
     pub since: Option<DateTime<Utc>>,
+    /// Its latest heartbeat.
     pub last_seen: DateTime<Utc>,
     /// Job types it runs.
     pub job_types: usize,
@@ -73,8 +77,11 @@ fn process_of(name: &str) -> Option<(String, u32)> {
 /// One hour of the last day: jobs that finished well, and attempts that failed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Hour {
+    /// The hour's start.
     pub hour: DateTime<Utc>,
+    /// Jobs that finished well in that hour.
     pub done: i64,
+    /// Attempts that failed in that hour.
     pub failed: i64,
 }
 

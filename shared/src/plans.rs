@@ -14,11 +14,15 @@ use crate::{
 /// One plan change.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PlanChange {
+    /// The plan before.
     #[serde(rename = "from")]
     pub from_plan: String,
+    /// The plan after.
     #[serde(rename = "to")]
     pub to_plan: String,
+    /// Who changed it.
     pub actor: String,
+    /// When it changed.
     pub changed_at: DateTime<Utc>,
 }
 

@@ -14,10 +14,15 @@ use crate::{
 /// A product's definition, read from its folder.
 #[derive(Debug, Clone)]
 pub struct Product {
+    /// The folder's name, as tenants and payloads name the product.
     pub name: String,
+    /// The name people see, from `product.toml`.
     pub display_name: String,
+    /// The product's folder.
     pub dir: PathBuf,
+    /// Tables Cleanup may prune, from `product.toml`.
     pub prunable: Vec<Prunable>,
+    /// Its migration files, in version order.
     pub migrations: Vec<ProductMigration>,
 }
 
@@ -25,15 +30,20 @@ pub struct Product {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prunable {
+    /// A table of the tenant's schema.
     pub table: String,
+    /// Its timestamp column: rows older than the cutoff go.
     pub column: String,
 }
 
 /// One migration file of a product.
 #[derive(Debug, Clone)]
 pub struct ProductMigration {
+    /// The number the file name starts with.
     pub version: i64,
+    /// The rest of the file name, without `.sql`.
     pub name: String,
+    /// The file's SQL.
     pub sql: String,
     /// sha256 of the file, so a migration edited after it ran is noticed.
     pub checksum: String,

@@ -19,10 +19,12 @@ use crate::{
 /// A schedule ready to use.
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    /// The schedule's name, e.g. `weekly_maintenance`.
     pub name: String,
     /// The 6-field cron text (what tokio-cron-scheduler is given).
     pub cron_text: String,
     cron: Cron,
+    /// Its settings.
     pub config: ScheduleConfig,
 }
 
@@ -104,7 +106,9 @@ pub fn slot_text(slot: DateTime<Utc>) -> String {
 /// What one fan-out did.
 #[derive(Debug, Clone, Serialize)]
 pub struct FanOut {
+    /// The schedule's name.
     pub schedule: String,
+    /// The slot fanned out.
     pub slot: DateTime<Utc>,
     /// Live tenants at the time.
     pub tenants: i64,
@@ -193,10 +197,15 @@ pub async fn last_slot(pool: &PgPool, schedule: &str) -> Result<Option<DateTime<
 /// A schedule as `tenantctl schedule list` and the admin panel show it.
 #[derive(Debug, Serialize)]
 pub struct Overview {
+    /// The schedule's name.
     pub name: String,
+    /// Its 6-field cron text, in UTC.
     pub cron: String,
+    /// `backup`, `vacuum` or `cleanup`.
     pub job: String,
+    /// Its next slot; none if the cron never fires again.
     pub next_run: Option<DateTime<Utc>>,
+    /// The newest slot fanned out; none before the first.
     pub last_slot: Option<DateTime<Utc>>,
 }
 

@@ -116,8 +116,11 @@ impl SecretKey {
 /// `secret_key_file`, plus an old key that still opens rows during a rotation.
 #[derive(Clone, Default)]
 pub struct KeySources {
+    /// The key itself, from `TENANT_MASTER_SECRET_KEY`.
     pub inline: Option<String>,
+    /// The key file (`secret_key_file`).
     pub file: Option<PathBuf>,
+    /// The previous key's file while `tenantctl key rotate` re-seals: it only opens.
     pub old_file: Option<PathBuf>,
 }
 

@@ -18,26 +18,43 @@ use crate::{
 /// A tenant as the registry holds it (the password is read only by [`credentials_url`]).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Tenant {
+    /// The tenant's id in the registry; unlike a slug, never reused.
     pub id: i64,
+    /// Its short name, unique among tenants not deleted.
     pub slug: String,
+    /// The name people see (the slug unless one was given).
     #[sqlx(rename = "display_name")]
     pub name: String,
+    /// The product whose schema it has.
     pub product: String,
+    /// Its plan: `free`, `starter`, `business`, `enterprise` or `lifetime`.
     pub plan: String,
+    /// `schema` (a shared database) or `database` (its own).
     pub isolation: String,
+    /// The database host its data is on.
     pub host: String,
+    /// The database its schema is in.
     #[sqlx(rename = "database_name")]
     pub database: String,
+    /// Its schema.
     #[sqlx(rename = "schema_name")]
     pub schema: String,
+    /// Its PostgreSQL role, which owns the schema.
     #[sqlx(rename = "role_name")]
     pub role: String,
+    /// The owner's e-mail address; the welcome mail goes there.
     pub owner_email: String,
+    /// Where it is in its lifecycle: one of [`STATUSES`].
     pub status: String,
+    /// Why it has that status (a suspension's reason, a failure), if recorded.
     pub status_reason: Option<String>,
+    /// Its size in bytes; nothing measures it yet, so it stays empty.
     pub size_bytes: Option<i64>,
+    /// When it was registered.
     pub created_at: DateTime<Utc>,
+    /// When its row last changed.
     pub updated_at: DateTime<Utc>,
+    /// When it was deleted; none until then.
     pub deleted_at: Option<DateTime<Utc>>,
     /// The highest product migration applied to its schema (as last seen; its ledger is
     /// the truth), none before the first is known.
@@ -76,11 +93,17 @@ macro_rules! tenant_columns {
 /// What a producer asks for.
 #[derive(Debug, Clone)]
 pub struct NewTenant {
+    /// The slug asked for.
     pub slug: Slug,
+    /// The display name; none: the slug.
     pub name: Option<String>,
+    /// The product it is for.
     pub product: String,
+    /// The plan it starts on.
     pub plan: Plan,
+    /// The owner's e-mail address.
     pub owner_email: String,
+    /// The database host to put it on; none: the enabled host with the most room.
     pub host: Option<String>,
 }
 
@@ -354,9 +377,13 @@ pub async fn list_live(
 /// Filters of `tenantctl tenant list`.
 #[derive(Debug, Default)]
 pub struct ListFilter {
+    /// Tenants with this status only.
     pub status: Option<String>,
+    /// Tenants of this product only.
     pub product: Option<String>,
+    /// Tenants on this plan only.
     pub plan: Option<String>,
+    /// Tenants on this database host only.
     pub host: Option<String>,
     /// Part of the slug or of the owner's e-mail, any case.
     pub search: Option<String>,

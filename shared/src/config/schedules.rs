@@ -27,6 +27,7 @@ pub struct ScheduleConfig {
     pub cron: String,
     /// `backup`, `vacuum` or `cleanup`.
     pub job: String,
+    /// `false` turns the schedule off (a default one too).
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Jobs of one fan-out start spread over this many minutes, not all at the slot.
@@ -38,10 +39,13 @@ pub struct ScheduleConfig {
     /// vacuum: what to run.
     #[serde(default)]
     pub vacuum: bool,
+    /// vacuum: ANALYZE the tables (with the VACUUM when one runs).
     #[serde(default)]
     pub analyze: bool,
+    /// vacuum: REINDEX the tenant's schema.
     #[serde(default)]
     pub reindex: bool,
+    /// vacuum: VACUUM FULL (rewrites tables, takes exclusive locks).
     #[serde(default)]
     pub full: bool,
     /// cleanup: rows older than this many days go.

@@ -19,10 +19,12 @@ use crate::{
 /// Payload of a pause or suspension.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PauseTenant {
+    /// The tenant to pause or suspend.
     pub slug: String,
     /// Suspend (billing, abuse) rather than pause (the customer's own choice).
     #[serde(default)]
     pub suspend: bool,
+    /// Why, for the activity log and the tenant's status reason; a suspension needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Who asked, for the activity log.
@@ -32,7 +34,9 @@ pub struct PauseTenant {
 /// Payload of a resumption.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResumeTenant {
+    /// The tenant to resume.
     pub slug: String,
+    /// Who asked, for the activity log.
     pub actor: String,
 }
 

@@ -21,13 +21,17 @@ use crate::{
 /// key `<schedule>:<slug>:<slot>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupTenant {
+    /// The tenant to back up.
     pub slug: String,
+    /// Why the backup is taken.
     pub kind: Kind,
     /// Routine backups to keep; default: the plan's or the configured retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u32>,
+    /// The schedule that enqueued it; none when asked for by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The schedule's slot it was enqueued for (`YYYY-MM-DDTHH:MM:SSZ`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
 }

@@ -18,7 +18,9 @@ use crate::{
 
 /// A cancelled job and, in one sentence, where that leaves its tenant.
 pub struct Cancelled {
+    /// The cancelled job.
     pub job: JobInfo,
+    /// Where the cancel left the tenant, in one sentence; none if the tenant was not touched.
     pub tenant_note: Option<String>,
     /// Who cancelled it and when, if it was cancelled already: nothing was done now.
     pub already: Option<(String, DateTime<Utc>)>,

@@ -23,7 +23,14 @@ pub enum Changed {
     Changed(Tenant),
     /// The tenant's data must move (another isolation or host): a `MoveTenant` job was
     /// enqueued, and the plan changes when the data has moved.
-    Moving { job_id: String, from: Place, to: Place },
+    Moving {
+        /// The `MoveTenant` job's id.
+        job_id: String,
+        /// Where the tenant lives now.
+        from: Place,
+        /// Where it would go now (the job works its target out again when it first runs).
+        to: Place,
+    },
 }
 
 /// Puts tenant `slug` on `plan` (and on `host`, if given) and records who did it. A plan

@@ -17,7 +17,9 @@ use crate::{
 /// Payload; `schedule` and `slot` are set by the scheduler.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cleanup {
+    /// The tenant to clean up.
     pub slug: String,
+    /// Rows older than this many days are deleted.
     pub older_than_days: u32,
     /// Only count what would be deleted.
     #[serde(default)]
@@ -25,8 +27,10 @@ pub struct Cleanup {
     /// Take a safety backup (`pre_maintenance`) before deleting anything.
     #[serde(default)]
     pub backup_first: bool,
+    /// The schedule that enqueued it; none when asked for by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The schedule's slot it was enqueued for (`YYYY-MM-DDTHH:MM:SSZ`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
 }

@@ -19,6 +19,7 @@ use crate::{
 /// Payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteTenant {
+    /// The tenant to delete.
     pub slug: String,
     /// The tenant's id, so a late rerun never touches a newer tenant with the same slug.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ use crate::{
 /// Payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrateTenant {
+    /// The tenant to migrate.
     pub slug: String,
     /// The tenant's id, so a late rerun never touches a newer tenant with the same slug.
     #[serde(default, skip_serializing_if = "Option::is_none")]

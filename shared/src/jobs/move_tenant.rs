@@ -24,6 +24,7 @@ use crate::{
 /// Payload: the target, resolved when enqueued.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MoveTenant {
+    /// What the move asks for (its fields are the payload's).
     #[serde(flatten)]
     pub request: Request,
 }
@@ -33,9 +34,13 @@ pub struct MoveTenant {
 pub enum Requested {
     /// The tenant is there already: nothing was enqueued.
     AlreadyThere(Place),
+    /// A `MoveTenant` job was enqueued.
     Enqueued {
+        /// The job's id.
         job_id: String,
+        /// Where the tenant lives now.
         from: Place,
+        /// Where it would go now (the job works its target out again when it first runs).
         to: Place,
     },
 }

@@ -16,6 +16,7 @@ use crate::{
 /// Payload: a free-form note (ignored) and how long to take, for a slow canary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Noop {
+    /// A free-form note; ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Sleep this long before finishing (at most the type's 60 s timeout).

@@ -24,12 +24,18 @@ use crate::{
 /// in another language may enqueue it with SQL alone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvisionTenant {
+    /// The new tenant's slug.
     pub slug: String,
+    /// Its display name; none: the slug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The product whose schema it gets.
     pub product: String,
+    /// Its plan, by name (`free` to `lifetime`).
     pub plan: String,
+    /// The owner's e-mail address; the welcome mail goes there.
     pub owner_email: String,
+    /// The database host to put it on; none: the enabled host with the most room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }

@@ -19,8 +19,10 @@ pub struct PruneJobs {
     pub done_older_than_days: u32,
     /// Dead jobs (kept longer, for admins) older than this many days are deleted.
     pub dead_older_than_days: u32,
+    /// The schedule that enqueued it; none when asked for by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The schedule's slot it was enqueued for (`YYYY-MM-DDTHH:MM:SSZ`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
 }

@@ -48,7 +48,9 @@ pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, ac
 /// the tenant lock already keeps two restores of one tenant apart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreTenant {
+    /// The tenant to restore.
     pub slug: String,
+    /// The finished backup of that tenant to restore.
     pub backup_id: i64,
 }
 

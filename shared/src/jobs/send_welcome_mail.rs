@@ -17,6 +17,7 @@ use crate::{
 /// Payload: enqueued by provisioning in the transaction that activates the tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendWelcomeMail {
+    /// The tenant whose owner gets the mail.
     pub slug: String,
 }
 

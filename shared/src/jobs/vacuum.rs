@@ -20,10 +20,13 @@ use crate::{
 
 /// What `tenantctl maintenance` asks for.
 pub struct MaintenanceRequest {
+    /// Vacuum, analyze, reindex or full: what a `Vacuum` job runs.
     pub tasks: maintenance::Tasks,
     /// Cleanup: rows older than this many days.
     pub cleanup_days: Option<u32>,
+    /// Cleanup only: count the rows, delete nothing.
     pub dry_run: bool,
+    /// Back each tenant up (`pre_maintenance`) before its first job changes anything.
     pub backup_first: bool,
 }
 
@@ -82,14 +85,18 @@ pub async fn enqueue_maintenance(
 /// Payload; `schedule` and `slot` are set by the scheduler.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Vacuum {
+    /// The tenant to maintain.
     pub slug: String,
+    /// What to run (its fields are the payload's).
     #[serde(flatten)]
     pub tasks: maintenance::Tasks,
-    /// Take a manual backup before touching anything.
+    /// Take a pre-maintenance backup before touching anything.
     #[serde(default)]
     pub backup_first: bool,
+    /// The schedule that enqueued it; none when asked for by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The schedule's slot it was enqueued for (`YYYY-MM-DDTHH:MM:SSZ`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
 }

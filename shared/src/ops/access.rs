@@ -20,8 +20,11 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
+    /// Take the login away at the customer's own request; from active.
     Pause,
+    /// Take the login away for billing or abuse, with a reason; from active or paused.
     Suspend,
+    /// Give the login back; from paused or suspended.
     Resume,
 }
 

@@ -27,11 +27,13 @@ use crate::{
 /// Which maintenance to run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tasks {
+    /// Plain VACUUM of every table.
     #[serde(default)]
     pub vacuum: bool,
     /// VACUUM FULL: rewrites tables, takes exclusive locks.
     #[serde(default)]
     pub full: bool,
+    /// ANALYZE every table (with the VACUUM when one runs).
     #[serde(default)]
     pub analyze: bool,
     /// REINDEX SCHEMA CONCURRENTLY.
@@ -42,15 +44,20 @@ pub struct Tasks {
 /// What a maintenance run did.
 #[derive(Debug, Serialize)]
 pub struct MaintenanceReport {
+    /// Tables (and materialized views) of the tenant's schema it ran over.
     pub tables: usize,
+    /// How long it took, in milliseconds.
     pub duration_ms: u64,
 }
 
 /// Rows Cleanup deleted (or would delete) per table.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CleanupReport {
+    /// Rows older than this were (or would be) deleted.
     pub cutoff: DateTime<Utc>,
+    /// Whether rows were only counted.
     pub dry_run: bool,
+    /// Each prunable table with its rows deleted (or counted).
     pub tables: Vec<(String, i64)>,
 }
 

@@ -24,6 +24,7 @@ use crate::{
     tenants::{self, Tenant},
 };
 
+/// Whether `schema` exists in the database of `conn`.
 pub async fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
         .bind(schema)

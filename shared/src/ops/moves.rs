@@ -53,9 +53,12 @@ use crate::{
 /// Where a tenant's data lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Place {
+    /// The database host's name.
     pub host: String,
+    /// The database on that host.
     #[sqlx(rename = "database_name")]
     pub database: String,
+    /// `schema` (a shared database) or `database` (its own).
     pub isolation: String,
 }
 
@@ -94,26 +97,35 @@ impl Place {
 /// the move first runs (so two requests made one after the other both take effect).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
+    /// The tenant to move.
     pub slug: String,
     /// The tenant the move was asked for (a later tenant with the slug is left alone).
     pub tenant_id: i64,
+    /// The host to move to; none: the one it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Set when the move is a plan change: the plan changes at the switch, with the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// Who asked, for the activity log.
     pub actor: String,
 }
 
 /// What a move did: the job's result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Moved {
+    /// Where the tenant lived before.
     pub from: Place,
+    /// Where it lives now.
     pub to: Place,
+    /// The plan change, when the move was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSwitch>,
+    /// The `pre_move` backup the copy was restored from; none when nothing was copied.
     pub pre_move_backup_id: Option<i64>,
+    /// Tables copied and compared.
     pub tables: usize,
+    /// Rows copied, over all tables.
     pub rows: i64,
     /// Milliseconds the tenant could not log in (from the hold to the login given back).
     #[serde(default)]
@@ -125,9 +137,12 @@ pub struct Moved {
     pub already_done: bool,
 }
 
+/// The plans before and after a move that changed the plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanSwitch {
+    /// The plan before.
     pub from: String,
+    /// The plan after.
     pub to: String,
 }
 

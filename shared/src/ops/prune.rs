@@ -9,8 +9,11 @@ use crate::error::{Context as _, Result};
 /// What a prune deleted.
 #[derive(Debug, Serialize)]
 pub struct PruneReport {
+    /// Done jobs deleted.
     pub done: i64,
+    /// Dead and cancelled jobs deleted.
     pub dead: i64,
+    /// Worker rows of long-gone processes deleted.
     pub workers: i64,
 }
 

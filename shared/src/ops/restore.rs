@@ -30,7 +30,9 @@ use crate::{
 /// What a restore did.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Restored {
+    /// The backup that was restored.
     pub backup_id: i64,
+    /// The `pre_restore` backup of the data it replaced.
     pub safety_backup_id: i64,
     /// True when this run found the restore finished by an earlier run and did nothing.
     #[serde(default)]

@@ -24,8 +24,11 @@ use crate::{
 pub struct RolloutFilter {
     /// These slugs only (the canary); empty means every live tenant.
     pub slugs: Vec<String>,
+    /// Tenants of this product only.
     pub product: Option<String>,
+    /// Tenants on this plan only.
     pub plan: Option<String>,
+    /// Tenants on this database host only.
     pub host: Option<String>,
     /// At most this many tenants with something pending.
     pub limit: Option<usize>,
@@ -36,7 +39,9 @@ pub struct RolloutFilter {
 /// One tenant's state against its product.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantPlan {
+    /// The tenant's slug.
     pub slug: String,
+    /// Its product.
     pub product: String,
     /// The highest version in its ledger (none: no migration recorded yet).
     pub version: Option<i64>,
@@ -45,6 +50,7 @@ pub struct TenantPlan {
     /// The version the rollout brings it to.
     #[serde(skip)]
     pub target: i64,
+    /// The tenant's id in the registry.
     #[serde(skip)]
     pub tenant_id: i64,
     /// Why its database could not be read (then nothing is known pending, and it is skipped).

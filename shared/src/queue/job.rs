@@ -60,7 +60,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
 /// A job type as the rest of the system sees it, without its Rust type.
 #[derive(Debug, Clone, Copy)]
 pub struct JobType {
+    /// The job type's name, as the queue stores it.
     pub name: &'static str,
+    /// What its payload must hold.
     pub fields: &'static [payload::Field],
     /// Whether a payload decodes as this type (the error if not).
     pub decode: fn(Value) -> std::result::Result<(), String>,

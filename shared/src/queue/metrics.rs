@@ -20,6 +20,7 @@ const BUCKETS: [f64; 10] = [0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0
 /// What happened to one attempt.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome {
+    /// The job finished well.
     Succeeded,
     /// Failed; will be retried.
     Retried,

@@ -58,17 +58,25 @@ pub async fn enqueue_many<J: Job>(conn: &mut PgConnection, jobs: &[J]) -> Result
 /// A job as admins see it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct JobInfo {
+    /// The job's id; later jobs have higher ones.
     pub id: String,
+    /// Its job type, e.g. `BackupTenant`.
     #[serde(rename = "type")]
     #[sqlx(rename = "type")]
     pub job_type: String,
     /// pending | running | done | failed (will retry) | dead (gave up).
     pub status: String,
+    /// Attempts made so far.
     pub attempts: i32,
+    /// Its retry limit.
     pub max_attempts: i32,
+    /// When it is (or was) due to run.
     pub run_at: DateTime<Utc>,
+    /// The last attempt's error, if one failed.
     pub last_error: Option<String>,
+    /// The tenant's slug from its payload, if it has one.
     pub tenant: Option<String>,
+    /// Its payload, as enqueued.
     pub payload: Value,
     /// What the job returned when it succeeded (counts, backup ids, a move's downtime).
     pub result: Option<Value>,
@@ -84,9 +92,13 @@ impl JobInfo {
 /// Filters of `tenantctl jobs list`.
 #[derive(Debug, Default)]
 pub struct JobFilter {
+    /// Jobs with this status only (one of [`STATUSES`]).
     pub status: Option<String>,
+    /// Jobs of this type only.
     pub job_type: Option<String>,
+    /// Jobs of this tenant (slug) only.
     pub tenant: Option<String>,
+    /// At most this many jobs.
     pub limit: i64,
 }
 
@@ -105,14 +117,20 @@ pub enum JobColumn {
     /// Enqueue order (job ids grow with time).
     #[default]
     Id,
+    /// The job type's name.
     Type,
+    /// The status's name.
     Status,
+    /// Attempts made so far.
     Attempts,
+    /// When the job is (or was) due to run.
     RunAt,
+    /// The tenant's slug.
     Tenant,
 }
 
 impl JobColumn {
+    /// Every column, in the list's order.
     pub const ALL: &'static [JobColumn] =
         &[JobColumn::Id, JobColumn::Type, JobColumn::Status, JobColumn::Attempts, JobColumn::RunAt, JobColumn::Tenant];
 
@@ -128,6 +146,7 @@ impl JobColumn {
         }
     }
 
+    /// The column a link names (`run_at`), if any.
     pub fn parse(name: &str) -> Option<JobColumn> {
         JobColumn::ALL.iter().copied().find(|c| c.as_str() == name)
     }
@@ -136,7 +155,9 @@ impl JobColumn {
 /// An order of the job list: a column and its direction (newest first by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobSort {
+    /// The column to sort by.
     pub column: JobColumn,
+    /// Largest (or latest) first.
     pub descending: bool,
 }
 
@@ -262,7 +283,9 @@ pub async fn retry_matching(pool: &PgPool, filter: &JobFilter, only: Option<&[St
 /// Jobs due and waiting, per registered job type (0 when none waits).
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Depth {
+    /// The job type.
     pub job_type: String,
+    /// Pending jobs of that type that are due.
     pub due: i64,
     /// Seconds the oldest due job has waited, 0 when none waits.
     pub oldest_due_secs: f64,
@@ -402,12 +425,17 @@ pub async fn record_dead(pool: &PgPool, id: &str, attempt: usize, error: &str) -
 /// One attempt of a job, as the admin panel lists them.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AttemptInfo {
+    /// Its number, from 1 (`jobs retry` starts again).
     pub attempt: i32,
+    /// When it started, if known.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it ended; none while it runs.
     pub ended_at: Option<DateTime<Utc>>,
+    /// The queue worker that ran it (`<type>-<host>-<pid>-...`).
     pub worker: Option<String>,
     /// failed | dead | running | done | cancelled
     pub outcome: String,
+    /// Why it failed; none if it did not.
     pub error: Option<String>,
 }
 

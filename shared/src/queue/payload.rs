@@ -39,9 +39,12 @@ pub enum Shape {
 /// One field of a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Field {
+    /// The field's key in the payload.
     pub name: &'static str,
+    /// What its value must look like.
     #[serde(flatten)]
     pub shape: Shape,
+    /// Whether it may be absent or null.
     pub presence: Presence,
 }
 

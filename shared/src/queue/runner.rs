@@ -25,7 +25,9 @@ use crate::{
 
 /// What the handler gets: the operations' context, plus the worker's own state.
 pub struct Runtime {
+    /// The operations' context.
     pub app: App,
+    /// This process's counters, for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Tenant jobs running at once in this process, over all job types: each holds a
     /// tenant-lock and maybe a host-slot session, so this bounds the connection budget.
