@@ -374,27 +374,8 @@ async fn backups_are_readable_by_their_owner_only() {
 
 /// A restore brings back the schema version the tenant had.
 mod restored_version {
-    use std::path::Path;
-    use tenant_master::tenants::Tenant;
+
     use tenant_master_tests::TestEnv;
-
-    fn write_third(products: &Path, sql: &str) {
-        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
-    }
-
-    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
-            .bind(&t.schema)
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
-    }
-
-    async fn has_table(env: &TestEnv, t: &Tenant, table: &str) -> bool {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(format!("\"{}\".{table}", t.schema)).fetch_one(&mut db).await.unwrap()
-    }
 
     /// Finding 10. A restore brings the tenant to the product's *latest* migration, whatever
     /// the rollout did: a migration still being canaried (or held back with `--to`) reaches a
@@ -409,11 +390,11 @@ mod restored_version {
         let backup =
             tenant_master::ops::backup::backup(&app, &t.slug, tenant_master::backups::Kind::Manual, None, "review-backup").await.unwrap();
         // 0003 is added and held back (canary elsewhere, or `--to 2`).
-        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\n");
         assert!(!env.config.products.auto_migrate);
         tenant_master::ops::restore::restore(&app, &t.slug, backup.id, "review-restore").await.unwrap();
-        assert_eq!(ledger(&env, &t).await, vec![1, 2], "the restore applied no migration the rollout had not");
-        assert!(!has_table(&env, &t, "labels").await);
+        assert_eq!(env.ledger(&t).await, vec![1, 2], "the restore applied no migration the rollout had not");
+        assert!(!env.has_table(&t, "labels").await);
     }
 }
 

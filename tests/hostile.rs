@@ -382,22 +382,9 @@ async fn a_tenant_cannot_hold_more_sessions_than_its_limit() {
 
 /// A tenant holding an advisory lock of ours stalls no other tenant.
 mod advisory_locks {
-    use std::{path::Path, time::Duration};
-    use tenant_master::{ops::migrations, tenants::Tenant};
+    use std::time::Duration;
+    use tenant_master::ops::migrations;
     use tenant_master_tests::TestEnv;
-
-    fn write_third(products: &Path, sql: &str) {
-        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
-    }
-
-    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
-            .bind(&t.schema)
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
-    }
 
     /// Finding 1. A tenant in a shared database takes the ledger's advisory lock (a constant
     /// in ledger.rs; advisory locks need no privilege) and holds it: every other tenant's
@@ -411,7 +398,7 @@ mod advisory_locks {
         let evil = env.provisioned(&env.slug("evil"), "starter").await;
         let victim = env.provisioned(&env.slug("victim"), "starter").await;
         assert_eq!(evil.database, victim.database, "both share one database");
-        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\n");
 
         let mut own = env.as_tenant(&evil.slug).await;
         // The key the ledger setup used to lock on (any role may take an advisory lock).
@@ -420,7 +407,7 @@ mod advisory_locks {
         let migrating = migrations::migrate_tenant_to(&app, &victim.slug, Some(victim.id), Some(3), "review");
         let res = tokio::time::timeout(Duration::from_secs(10), migrating).await;
         assert!(matches!(res, Ok(Ok(_))), "the victim's migration must not wait for the tenant's lock: {res:?}");
-        assert_eq!(ledger(&env, &victim).await, vec![1, 2, 3]);
+        assert_eq!(env.ledger(&victim).await, vec![1, 2, 3]);
         let new = tenant_master::tenants::NewTenant::parse(&env.slug("newbie"), "demo", "starter", "o@example.com", None, None).unwrap();
         let res =
             tokio::time::timeout(Duration::from_secs(10), tenant_master::jobs::provision_tenant::provision(&app, &new, "review")).await;

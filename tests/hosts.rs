@@ -143,14 +143,8 @@ async fn a_second_server_is_added_used_for_a_tenant_and_disabled() {
 
 /// One server is one host, and a host that is down holds up no other.
 mod one_server_one_host {
-    use std::path::Path;
-
     use tenant_master_tests::TestEnv;
     use tenant_master_tests::{stderr, stdout};
-
-    fn write_third(products: &Path, sql: &str) {
-        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
-    }
 
     /// Finding 5. The same server can be added twice (or the control plane's own server again
     /// next to `default`): every per-host bound (migrations_per_host, heavy_jobs_per_host,
@@ -173,7 +167,7 @@ mod one_server_one_host {
         let env = TestEnv::with_products(products).await;
         let healthy = env.provisioned(&env.slug("healthy"), "starter").await;
         let stranded = env.provisioned(&env.slug("stranded"), "enterprise").await;
-        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\n");
         // The second tenant's host goes away (a server down for maintenance).
         sqlx::query("INSERT INTO tenant_master.db_hosts (name, admin_url) VALUES ('gone', 'postgres://127.0.0.1:1/postgres')")
             .execute(&env.pool)

@@ -176,28 +176,10 @@ async fn a_worker_killed_mid_rollout_loses_no_tenant_and_applies_nothing_twice()
 
 /// A migration file edited after it ran stops the rollout.
 mod edited_files {
-    use std::path::Path;
-    use tenant_master::{ops::migrations, tenants::Tenant};
+
+    use tenant_master::ops::migrations;
     use tenant_master_tests::stderr;
     use tenant_master_tests::TestEnv;
-
-    fn write_third(products: &Path, sql: &str) {
-        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
-    }
-
-    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
-            .bind(&t.schema)
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
-    }
-
-    async fn has_table(env: &TestEnv, t: &Tenant, table: &str) -> bool {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(format!("\"{}\".{table}", t.schema)).fetch_one(&mut db).await.unwrap()
-    }
 
     /// Finding 6. A migration file edited after part of the fleet ran it: the dry run and the
     /// rollout say nothing, the rest of the fleet silently gets the new text, and the two
@@ -211,16 +193,16 @@ mod edited_files {
         let app = env.app();
         let early = env.provisioned(&env.slug("early"), "starter").await;
         let late = env.provisioned(&env.slug("late"), "starter").await;
-        write_third(&dir, "CREATE TABLE labels (id int);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\n");
         migrations::migrate_tenant_to(&app, &early.slug, Some(early.id), Some(3), "canary").await.unwrap();
         // The file is edited after the canary.
-        write_third(&dir, "CREATE TABLE tags (id int);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE tags (id int);\n");
         for args in [vec!["tenant", "migrate", "--all", "--dry-run"], vec!["tenant", "migrate", "--all"]] {
             let out = env.tenantctl(&args);
             assert_eq!(out.status.code(), Some(1), "{args:?}");
             assert!(stderr(&out).contains("0003_labels of 'demo' changed after it was applied"), "{}", stderr(&out));
         }
-        assert_eq!(ledger(&env, &late).await, vec![1, 2], "nothing ran on the rest of the fleet");
-        assert!(!has_table(&env, &late, "tags").await);
+        assert_eq!(env.ledger(&late).await, vec![1, 2], "nothing ran on the rest of the fleet");
+        assert!(!env.has_table(&late, "tags").await);
     }
 }

@@ -392,23 +392,10 @@ fn a_worker_says_at_once_that_the_database_refuses() {
 
 /// A job whose lock session is lost stops; a worker stays within its connection budget.
 mod lock_sessions_and_budget {
-    use std::{path::Path, time::Duration};
+    use std::time::Duration;
     use tenant_master::tenants::Tenant;
     use tenant_master_tests::stderr;
     use tenant_master_tests::{TempDir, TestEnv};
-
-    fn write_third(products: &Path, sql: &str) {
-        std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
-    }
-
-    async fn ledger(env: &TestEnv, t: &Tenant) -> Vec<i64> {
-        let mut db = env.admin(&t.database).await;
-        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
-            .bind(&t.schema)
-            .fetch_all(&mut db)
-            .await
-            .unwrap()
-    }
 
     /// The tenant's operator sessions inside the slow migration's `pg_sleep`.
     async fn sleeping(env: &TestEnv, t: &Tenant) -> i64 {
@@ -429,7 +416,7 @@ mod lock_sessions_and_budget {
         let dir = products.path().to_owned();
         let env = TestEnv::with_products(products).await;
         let t = env.provisioned(&env.slug("locked"), "enterprise").await;
-        write_third(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(20);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(20);\n");
 
         let logs = TempDir::new("logs");
         let log = logs.path().join("worker.log");
@@ -465,7 +452,7 @@ mod lock_sessions_and_budget {
             }
         })
         .await;
-        assert_eq!(ledger(&env, &t).await, vec![1, 2, 3]);
+        assert_eq!(env.ledger(&t).await, vec![1, 2, 3]);
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains("lost the connection holding the tenant's lock"), "{text}");
         let _ = worker.kill();
@@ -506,7 +493,7 @@ mod lock_sessions_and_budget {
         env.config.worker.tenant_jobs_per_process = 1;
         let budget = tenant_master::worker::peak_control_plane_connections(&env.config);
         let t = env.provisioned(&env.slug("busy"), "enterprise").await;
-        write_third(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(40);\n");
+        tenant_master_tests::write_demo_migration_3(&dir, "CREATE TABLE labels (id int);\nSELECT pg_sleep(40);\n");
 
         let logs = TempDir::new("logs");
         let extra = [

@@ -477,6 +477,22 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// The migration versions recorded in `t`'s ledger, as an admin reads them.
+    pub async fn ledger(&self, t: &tenant_master::tenants::Tenant) -> Vec<i64> {
+        let mut db = self.admin(&t.database).await;
+        sqlx::query_scalar("SELECT version FROM tenant_master_meta.applied_migrations WHERE schema_name = $1 ORDER BY 1")
+            .bind(&t.schema)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    }
+
+    /// Whether `t`'s schema holds table `table`.
+    pub async fn has_table(&self, t: &tenant_master::tenants::Tenant, table: &str) -> bool {
+        let mut db = self.admin(&t.database).await;
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(format!("\"{}\".{table}", t.schema)).fetch_one(&mut db).await.unwrap()
+    }
+
     /// Counts the tenant's roles, schemas, applied migrations and tables on the server.
     pub async fn footprint(&self, slug: &str, database: &str) -> Footprint {
         let role = format!("t_{slug}");
@@ -523,4 +539,9 @@ impl TestEnv {
         };
         (roles, data)
     }
+}
+
+/// Writes the demo product's third migration (`demo/0003_labels.sql`) into `products`.
+pub fn write_demo_migration_3(products: &Path, sql: &str) {
+    std::fs::write(products.join("demo/0003_labels.sql"), sql).unwrap();
 }
