@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use sqlx::PgConnection;
 use tenant_master::{
     backups::{self, Kind},
-    error::Error,
+    error::{Error, JobOutcome},
     fault,
     lock::{HostSlot, TenantLock},
     ops::{backup::backup, restore::restore},
@@ -120,7 +120,7 @@ async fn damaged_backups_are_refused_and_live_data_is_untouched() {
 
     for (b, why) in [(&tampered, "sha256 mismatch"), (&truncated, "bytes on disk")] {
         let err = restore(&app, &tenant.slug, b.id, &format!("job-r{}", b.id)).await.unwrap_err();
-        assert!(!err.is_retryable(), "a damaged file does not heal: {err}");
+        assert!((err.job_outcome() == JobOutcome::Dead), "a damaged file does not heal: {err}");
         assert!(err.to_string().contains(why), "{err}");
         assert_eq!(names(&mut own).await, vec!["keep-me", "newer"], "live data untouched");
     }
@@ -255,7 +255,10 @@ async fn a_full_backup_disk_fails_clearly_and_keeps_earlier_backups() {
     write(&mut own, "INSERT INTO events (kind, payload) SELECT 'bulk', jsonb_build_object('r', md5(random()::text) || md5(random()::text)) FROM generate_series(1, 30000)").await;
 
     let err = backup(&app, &tenant.slug, Kind::Manual, None, "job-2").await.unwrap_err();
-    assert!(matches!(err, Error::Tool(_)), "{err:?}");
+    // pg_dump's own failure, kept as the typed cause of the backup step: retried later.
+    let cause = std::error::Error::source(&err).and_then(|c| c.downcast_ref::<Error>());
+    assert!(matches!(cause, Some(Error::Tool { program, .. }) if program == "pg_dump"), "{err:?}");
+    assert_eq!(err.job_outcome(), JobOutcome::RetryLater, "{err}");
     assert!(err.to_string().contains("No space left on device"), "{err}");
     let left = finished(&env, &tenant).await;
     assert_eq!(left.iter().map(|b| b.id).collect::<Vec<_>>(), vec![first.id], "only the earlier backup is registered");
@@ -297,7 +300,7 @@ async fn a_vanished_schema_makes_a_backup_dead_at_once_with_what_to_do() {
     let mut db = env.admin(&t.database).await;
     tenant_master::db::ddl(&mut db, "DROP SCHEMA %I CASCADE", &[&t.schema]).await.unwrap();
     let err = backup(&env.app(), &t.slug, Kind::Manual, None, "job-v").await.unwrap_err();
-    assert!(!err.is_retryable(), "{err}");
+    assert!((err.job_outcome() == JobOutcome::Dead), "{err}");
     let said = err.to_string();
     assert!(said.contains(&format!("has no schema {}", t.schema)) && said.contains("tenantctl backup restore"), "{said}");
     assert!(!said.contains("no rows returned"), "{said}");
@@ -329,7 +332,7 @@ async fn a_tenant_with_large_objects_is_refused_before_anything_changes() {
     let refusal = |e: Error| {
         let said = e.to_string();
         assert!(said.contains("owns 1 large object(s)") && said.contains("lo_unlink") && said.contains("nothing was done"), "{said}");
-        assert!(!e.is_retryable());
+        assert!((e.job_outcome() == JobOutcome::Dead));
     };
     refusal(backup(&env.app(), &t.slug, Kind::Manual, None, "job-lo").await.unwrap_err());
     refusal(restore(&env.app(), &t.slug, taken.id, "job-lo-restore").await.unwrap_err());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
 use tenant_master::{
+    error::JobOutcome,
     jobs::{backup_tenant::BackupTenant, cleanup::Cleanup, vacuum::Vacuum},
     ops::{maintenance, maintenance::Tasks, migrations},
     queue,
@@ -124,7 +125,7 @@ async fn a_tenants_own_ledger_rows_stop_only_that_tenant() {
     assert!(said.contains("2 tenant(s) have a migration ledger that disagrees"), "{said}");
     // Migrating the tenant itself stops at its own row, in the same sentence.
     let err = migrations::migrate_tenant(&app, &evil.slug).await.unwrap_err();
-    assert!(err.to_string().contains("only this tenant stops") && !err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("only this tenant stops") && (err.job_outcome() == JobOutcome::Dead), "{err}");
 }
 
 /// A file of ours edited after it first ran still stops everything, even on a tenant
@@ -207,7 +208,7 @@ async fn a_reference_into_a_neighbours_schema_is_found_and_named() {
     let err = migrations::migrate_tenant(&app, &alpha.slug).await.unwrap_err();
     let said = err.to_string();
     assert!(said.contains(&format!("view {}.pin of tenant '{}' holds table {}.scratch", evil.schema, evil.slug, alpha.schema)), "{said}");
-    assert!(!err.is_retryable(), "waiting does not remove another tenant's view: {said}");
+    assert!((err.job_outcome() == JobOutcome::Dead), "waiting does not remove another tenant's view: {said}");
     // The other tenant, holding nothing of anyone's, migrates.
     assert_eq!(migrations::migrate_tenant(&app, &evil.slug).await.unwrap(), vec!["0004_drop_scratch"]);
 }

@@ -94,22 +94,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The error chain on one line: "what failed: why". Our own errors already end with their
-/// cause (the server's message), so the chain stops there: the driver's wording of the same
-/// cause would only repeat it.
+/// The error chain on one line: "what failed: why". The CLI's own contexts come first;
+/// our library's errors and sqlx's already end with their cause (see
+/// `tenant_master::error`), so the chain stops there.
 fn one_sentence(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    let mut described = e.downcast_ref::<tenant_master::Error>().is_some();
-    for cause in e.chain().skip(1) {
-        if described {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.is::<tenant_master::Error>() || cause.is::<sqlx::Error>() {
             break;
         }
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        described = cause.downcast_ref::<tenant_master::Error>().is_some();
     }
+    let text = parts.join(": ");
     text.replace('\n', " ")
 }

@@ -81,10 +81,11 @@ pub async fn name_holders(err: Error, db: &mut PgConnection, own_schema: &str) -
     };
     let named: Vec<String> =
         holders.iter().map(|r| format!("{} of tenant '{}' holds {}", r.holder, tenant_of(&r.holder_schema), r.target)).collect();
-    Error::Fatal(format!(
+    let message = format!(
         "{err}: {}; schemas of one database cannot prevent such references, so drop them as an admin (`tenantctl check` lists them all) or move either tenant to a dedicated database, then run the job again",
         named.join("; ")
-    ))
+    );
+    Error::fatal_because(message, err)
 }
 
 /// The slug of a tenant schema `t_<slug>` (kept whole if it is not one).

@@ -1,6 +1,20 @@
-//! One error type for the library, split into what a retry can fix and what it cannot.
+//! One error type for the library, in two families:
+//!
+//! - **Requests refused** ([`Refusal`]): the caller asked for something malformed, in
+//!   conflict with the current state, or absent. The CLI exits 2 or 1, the panel answers
+//!   4xx, and a job that meets one is dead (a rerun would ask the same).
+//! - **Job outcomes** ([`JobOutcome`]): everything else says, where it is made, whether a
+//!   later attempt may succeed (retry with backoff), must merely wait its turn (postpone
+//!   at no attempt's cost) or cannot (dead).
+//!
+//! Every variant's `Display` is a whole sentence that already ends with its cause, so it
+//! can be printed alone; `source()` hands programs the typed cause (a SQLSTATE, an io
+//! kind, the inner [`Error`] whose class a [`Error::Step`] keeps).
 
 use std::fmt::Display;
+
+/// A cause of any type, kept for `source()`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in Tenant Master, with enough context to act on.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +29,24 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// A state that retrying will not change (foreign role in the way, changed migration).
-    #[error("{0}")]
-    Fatal(String),
+    #[error("{message}")]
+    Fatal {
+        /// The whole sentence, ending with what to do.
+        message: String,
+        /// What caused it, when something did.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A state a later attempt may find changed (a copy that came out different, an SMTP
+    /// server that did not answer).
+    #[error("{message}")]
+    Transient {
+        /// The whole sentence.
+        message: String,
+        /// What caused it, when something did.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Another job holds the tenant, or the host has no free heavy slot: retry later,
     /// at no attempt's cost.
     #[error("{0}")]
@@ -27,9 +57,27 @@ pub enum Error {
     /// A test stopped the operation here, as if the process had died (see `fault`).
     #[error("{0}")]
     Injected(String),
-    /// An external tool (pg_dump, pg_restore) failed; its own message follows.
-    #[error("{0}")]
-    Tool(String),
+    /// An external program (pg_dump, pg_restore) ran and failed.
+    #[error("{program} failed ({}): {message}", describe_exit(*exit_code))]
+    Tool {
+        /// The program's name.
+        program: String,
+        /// Its exit code; none if a signal ended it.
+        exit_code: Option<i32>,
+        /// The first lines of what it wrote on stderr.
+        message: String,
+    },
+    /// A step of a longer operation stopped: a sentence about where it stopped and what
+    /// to do, around its cause, whose class (retry, dead, refusal) it keeps.
+    #[error("{message}")]
+    Step {
+        /// The whole sentence, the cause's included.
+        message: String,
+        /// The error the step stopped on: always an [`Error`] (see [`Error::in_step`]),
+        /// boxed as `dyn` so that `source()` yields it rather than the box around it.
+        #[source]
+        source: BoxError,
+    },
     /// A database call failed.
     #[error("{context}: {}", describe_db_error(source))]
     Database {
@@ -59,6 +107,28 @@ pub enum Error {
     },
 }
 
+/// Why a request was refused: the CLI's exit code and the panel's HTTP status follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed input: exit code 2, HTTP 400.
+    BadInput,
+    /// Clashes with the current state: exit code 1, HTTP 409.
+    Conflict,
+    /// Names something that does not exist: exit code 1, HTTP 404.
+    NotFound,
+}
+
+/// What the queue does with an attempt that ended in an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Run again after the job type's backoff, counting the attempt.
+    RetryLater,
+    /// Run again shortly, without counting the attempt: the job waited for its turn.
+    Postpone,
+    /// Give up: no later attempt can succeed.
+    Dead,
+}
+
 /// A filter or argument value outside `choices`, in one sentence naming the valid ones
 /// (and where they come from, if `hint` says): a typo must not read as "nothing matched".
 pub fn unknown_value(what: &str, value: &str, choices: &[impl AsRef<str>], hint: Option<&str>) -> Error {
@@ -71,32 +141,93 @@ pub fn unknown_value(what: &str, value: &str, choices: &[impl AsRef<str>], hint:
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether running the same job again later may succeed.
-    pub fn is_retryable(&self) -> bool {
+    /// A state no retry changes, with nothing underneath it.
+    pub fn fatal(message: impl Into<String>) -> Error {
+        Error::Fatal { message: message.into(), source: None }
+    }
+
+    /// A state no retry changes, caused by `cause` (whose text `message` should carry).
+    pub fn fatal_because(message: impl Into<String>, cause: impl Into<BoxError>) -> Error {
+        Error::Fatal { message: message.into(), source: Some(cause.into()) }
+    }
+
+    /// A state a later attempt may find changed.
+    pub fn transient(message: impl Into<String>) -> Error {
+        Error::Transient { message: message.into(), source: None }
+    }
+
+    /// A state a later attempt may find changed, caused by `cause`.
+    pub fn transient_because(message: impl Into<String>, cause: impl Into<BoxError>) -> Error {
+        Error::Transient { message: message.into(), source: Some(cause.into()) }
+    }
+
+    /// Wraps this error in a sentence about the step it stopped (`say` places the cause's
+    /// own sentence); the result is retried, postponed or dead as this error is.
+    pub fn in_step(self, say: impl FnOnce(&Error) -> String) -> Error {
+        Error::Step { message: say(&self), source: Box::new(self) }
+    }
+
+    /// The error a [`Error::Step`] stopped on ([`Error::in_step`] always gives one).
+    fn step_cause(source: &BoxError) -> Option<&Error> {
+        source.downcast_ref::<Error>()
+    }
+
+    /// The request refusal this is, if it is one.
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            Error::Busy(_) | Error::TimedOut(_) | Error::Io { .. } | Error::Tool(_) | Error::Injected(_) => true,
-            Error::Database { source, .. } => !is_permanent_db_error(source),
-            Error::Invalid(_) | Error::Conflict(_) | Error::NotFound(_) | Error::Fatal(_) | Error::NotMigrated { .. } => false,
+            Error::Invalid(_) => Some(Refusal::BadInput),
+            Error::Conflict(_) => Some(Refusal::Conflict),
+            Error::NotFound(_) => Some(Refusal::NotFound),
+            Error::Step { source, .. } => Error::step_cause(source).and_then(Error::refusal),
+            _ => None,
+        }
+    }
+
+    /// What the queue does with an attempt that ended in this error.
+    pub fn job_outcome(&self) -> JobOutcome {
+        match self {
+            Error::Busy(_) => JobOutcome::Postpone,
+            Error::Transient { .. } | Error::TimedOut(_) | Error::Io { .. } | Error::Tool { .. } | Error::Injected(_) => {
+                JobOutcome::RetryLater
+            }
+            Error::Database { source, .. } if !is_permanent_db_error(source) => JobOutcome::RetryLater,
+            Error::Step { source, .. } => Error::step_cause(source).map_or(JobOutcome::RetryLater, Error::job_outcome),
+            Error::Database { .. }
+            | Error::Invalid(_)
+            | Error::Conflict(_)
+            | Error::NotFound(_)
+            | Error::Fatal { .. }
+            | Error::NotMigrated { .. } => JobOutcome::Dead,
         }
     }
 
     /// Whether this is a test's simulated crash: callers must not clean up after it.
     pub fn is_injected(&self) -> bool {
-        matches!(self, Error::Injected(_))
+        match self {
+            Error::Injected(_) => true,
+            Error::Step { source, .. } => Error::step_cause(source).is_some_and(Error::is_injected),
+            _ => false,
+        }
     }
 
     /// Whether the caller made a usage mistake (the CLI exits 2 for these, 1 otherwise).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid(_))
+        self.refusal() == Some(Refusal::BadInput)
     }
 
-    /// The SQLSTATE of a database error, if this is one.
+    /// The SQLSTATE of a database error, if this is one or a step stopped on one.
     pub fn sqlstate(&self) -> Option<String> {
         match self {
             Error::Database { source, .. } => sqlstate(source),
+            Error::Step { source, .. } => Error::step_cause(source).and_then(Error::sqlstate),
             _ => None,
         }
     }
+}
+
+/// `exit code N`, or `a signal` when none.
+fn describe_exit(code: Option<i32>) -> String {
+    code.map_or("a signal".to_owned(), |c| format!("exit code {c}"))
 }
 
 /// How far a control plane is migrated, in words.
@@ -144,5 +275,41 @@ impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
 impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     fn context(self, what: impl Display) -> Result<T> {
         self.map_err(|source| Error::Io { context: what.to_string(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_step_keeps_its_causes_class_and_type() {
+        let dead = Error::fatal("role r was not made by Tenant Master").in_step(|e| format!("the delete of 'acme' stopped: {e}"));
+        assert_eq!(dead.job_outcome(), JobOutcome::Dead);
+        assert_eq!(dead.to_string(), "the delete of 'acme' stopped: role r was not made by Tenant Master");
+        assert!(matches!(dead.source().and_then(|c| c.downcast_ref::<Error>()), Some(Error::Fatal { .. })));
+
+        let tool = Error::Tool { program: "pg_dump".into(), exit_code: Some(1), message: "disk full".into() };
+        let retried = tool.in_step(|e| format!("backup of 'acme' failed: {e}"));
+        assert_eq!(retried.job_outcome(), JobOutcome::RetryLater);
+        assert_eq!(retried.to_string(), "backup of 'acme' failed: pg_dump failed (exit code 1): disk full");
+
+        let waits = Error::Busy("tenant 'acme' is busy".into()).in_step(|e| e.to_string());
+        assert_eq!(waits.job_outcome(), JobOutcome::Postpone);
+
+        let refused = Error::Invalid("bad slug".into()).in_step(|e| e.to_string());
+        assert_eq!(refused.refusal(), Some(Refusal::BadInput));
+        assert_eq!(refused.job_outcome(), JobOutcome::Dead, "a job meeting a refusal would meet it again");
+        assert!(Error::Injected("x".into()).in_step(|e| e.to_string()).is_injected());
+    }
+
+    #[test]
+    fn a_fatal_error_keeps_the_typed_cause() {
+        let cause = serde_json::from_str::<u8>("x").unwrap_err();
+        let err = Error::fatal_because(format!("recorded outcome is unreadable: {cause}"), cause);
+        assert!(err.source().is_some_and(|c| c.is::<serde_json::Error>()));
+        assert_eq!(err.refusal(), None);
     }
 }

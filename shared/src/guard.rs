@@ -103,7 +103,7 @@ pub async fn drop_tenant_schema(
     marker: &str,
 ) -> Result<()> {
     match drop_schema(db_admin, server, schema, &at.role, marker).await? {
-        Dropped::NotOurs => Err(Error::Fatal(format!(
+        Dropped::NotOurs => Err(Error::fatal(format!(
             "schema {schema} in database {} on host '{}' is not this deployment's tenant {}: it was left untouched and the work stopped; rename or drop it by hand, then retry",
             at.database, at.host, at.slug
         ))),

@@ -30,7 +30,7 @@ pub async fn refuse(conn: &mut PgConnection, tenant: &Tenant, what: &str) -> Res
     if n == 0 {
         return Ok(());
     }
-    Err(Error::Fatal(format!(
+    Err(Error::fatal(format!(
         "tenant '{}' owns {n} large object(s), which cannot be {what} with it (they belong to the database, not to its schema), so nothing was done; store their bytes in a bytea column and remove them with lo_unlink (as the tenant), then run the job again (`tenantctl jobs list --status dead --tenant {}` shows it, `tenantctl jobs retry ID` runs it)",
         tenant.slug, tenant.slug
     )))

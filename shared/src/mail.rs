@@ -63,9 +63,9 @@ pub async fn send_welcome(conn: &mut PgConnection, config: &Config, tenant: &Ten
                 .map_err(|e| Error::Invalid(format!("SMTP_URL {} is not valid: {e}", redact_url(url))))?
                 .timeout(Some(std::time::Duration::from_secs(20)))
                 .build();
-            smtp.send(message)
-                .await
-                .map_err(|e| Error::Tool(format!("the SMTP server {} did not take the welcome mail: {e}", redact_url(url))))?;
+            smtp.send(message).await.map_err(|e| {
+                Error::transient_because(format!("the SMTP server {} did not take the welcome mail: {e}", redact_url(url)), e)
+            })?;
             ("smtp", None)
         }
         None => {
@@ -93,8 +93,10 @@ pub async fn send_welcome(conn: &mut PgConnection, config: &Config, tenant: &Ten
 fn welcome_message(config: &Config, tenant: &Tenant, subject: &str, message_id: &str) -> Result<Message> {
     let from: Mailbox =
         config.mail.from.parse().map_err(|e| Error::Invalid(format!("mail.from '{}' is not an address: {e}", config.mail.from)))?;
-    let to: Mailbox =
-        tenant.owner_email.parse().map_err(|e| Error::Fatal(format!("owner e-mail '{}' is not an address: {e}", tenant.owner_email)))?;
+    let to: Mailbox = tenant
+        .owner_email
+        .parse()
+        .map_err(|e| Error::fatal_because(format!("owner e-mail '{}' is not an address: {e}", tenant.owner_email), e))?;
     let login = login_url(config, &tenant.slug);
     let text = format!(
         "Hello,\n\nyour workspace \"{name}\" is ready.\n\nSign in at {login}\n\nWorkspace id: {slug}\n",
@@ -117,7 +119,7 @@ fn welcome_message(config: &Config, tenant: &Tenant, subject: &str, message_id: 
                 .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
                 .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
         )
-        .map_err(|e| Error::Fatal(format!("failed to build the welcome mail: {e}")))
+        .map_err(|e| Error::fatal_because(format!("failed to build the welcome mail: {e}"), e))
 }
 
 async fn write_eml(config: &Config, tenant: &Tenant, message: &Message) -> Result<PathBuf> {

@@ -135,7 +135,7 @@ async fn sync_job_types(pool: &PgPool) -> Result<()> {
             .context("failed to record the job types' payload fields")?
             .rows_affected();
         if updated == 0 {
-            return Err(Error::Fatal(format!("job type {} has no row in tenant_master.job_types: add it in a migration", job_type.name)));
+            return Err(Error::fatal(format!("job type {} has no row in tenant_master.job_types: add it in a migration", job_type.name)));
         }
     }
     Ok(())
@@ -145,7 +145,7 @@ async fn sync_job_types(pool: &PgPool) -> Result<()> {
 pub async fn queue(pool: &PgPool) -> Result<()> {
     apalis_postgres::PostgresStorage::setup(pool)
         .await
-        .map_err(|e| Error::Fatal(format!("failed to apply the queue's (apalis) migrations: {e}")))
+        .map_err(|e| Error::fatal_because(format!("failed to apply the queue's (apalis) migrations: {e}"), e))
 }
 
 /// Our registry migrations; returns the ones applied now.
@@ -176,7 +176,7 @@ pub async fn control_plane(pool: &PgPool) -> Result<Vec<String>> {
         match recorded {
             Some(c) if c == checksum => continue,
             Some(_) => {
-                return Err(Error::Fatal(format!(
+                return Err(Error::fatal(format!(
                     "control-plane migration {version:04}_{name} was changed after it was applied; restore the original file"
                 )))
             }

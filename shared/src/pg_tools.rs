@@ -129,7 +129,7 @@ pub async fn major_version(tool: &str) -> Result<u32> {
     let mut cmd = Command::new(tool);
     cmd.arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = run(cmd, tool).await?;
-    parse_major(&out).ok_or_else(|| Error::Fatal(format!("cannot read the version of {tool} from '{}'", out.trim())))
+    parse_major(&out).ok_or_else(|| Error::fatal(format!("cannot read the version of {tool} from '{}'", out.trim())))
 }
 
 fn parse_major(version_line: &str) -> Option<u32> {
@@ -145,7 +145,7 @@ pub async fn ensure_tools_match(server_major: u32) -> Result<()> {
         .await?;
     for (tool, major) in [("pg_dump", dump), ("pg_restore", restore)] {
         if major < server_major {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "{tool} is version {major} but the server is {server_major}: install the PostgreSQL {server_major} client tools"
             )));
         }
@@ -155,7 +155,7 @@ pub async fn ensure_tools_match(server_major: u32) -> Result<()> {
 
 async fn run(mut cmd: Command, what: &str) -> Result<String> {
     let out = cmd.output().await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Fatal(format!("{what} is not installed (install the PostgreSQL client tools)")),
+        std::io::ErrorKind::NotFound => Error::fatal(format!("{what} is not installed (install the PostgreSQL client tools)")),
         _ => Error::Io { context: format!("failed to start {what}"), source: e },
     })?;
     if out.status.success() {
@@ -163,8 +163,7 @@ async fn run(mut cmd: Command, what: &str) -> Result<String> {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let message = stderr.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" / ");
-    let status = out.status.code().map_or("a signal".to_owned(), |c| format!("exit code {c}"));
-    Err(Error::Tool(format!("{what} failed ({status}): {message}")))
+    Err(Error::Tool { program: what.to_owned(), exit_code: out.status.code(), message })
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
     log_missed(&pool, &schedules, catch_up).await?;
     sweep(&pool, &schedules, catch_up, &by).await;
 
-    let cron = JobScheduler::new().await.map_err(|e| Error::Fatal(format!("failed to start the cron scheduler: {e}")))?;
+    let cron = JobScheduler::new().await.map_err(|e| Error::fatal_because(format!("failed to start the cron scheduler: {e}"), e))?;
     for s in schedules.iter() {
         let (pool, s2, by) = (pool.clone(), s.clone(), by.clone());
         let job = Job::new_async(s.cron_text.as_str(), move |_, _| {
@@ -35,7 +35,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
             Box::pin(async move { run_tick(&pool, &s, catch_up, &by).await })
         })
         .map_err(|e| Error::Invalid(format!("schedule {}: {e}", s.name)))?;
-        cron.add(job).await.map_err(|e| Error::Fatal(format!("failed to add schedule {}: {e}", s.name)))?;
+        cron.add(job).await.map_err(|e| Error::fatal_because(format!("failed to add schedule {}: {e}", s.name), e))?;
         tracing::info!(schedule = %s.name, cron = %s.cron_text, next_run = ?s.next_run(Utc::now()), "schedule loaded");
     }
     let (sweep_pool, sweep_schedules, sweep_by) = (pool.clone(), schedules.clone(), by.clone());
@@ -43,9 +43,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         let (pool, schedules, by) = (sweep_pool.clone(), sweep_schedules.clone(), sweep_by.clone());
         Box::pin(async move { sweep(&pool, &schedules, catch_up, &by).await })
     })
-    .map_err(|e| Error::Fatal(format!("failed to create the sweep: {e}")))?;
-    cron.add(minutely).await.map_err(|e| Error::Fatal(format!("failed to add the sweep: {e}")))?;
-    cron.start().await.map_err(|e| Error::Fatal(format!("failed to start the cron scheduler: {e}")))?;
+    .map_err(|e| Error::fatal_because(format!("failed to create the sweep: {e}"), e))?;
+    cron.add(minutely).await.map_err(|e| Error::fatal_because(format!("failed to add the sweep: {e}"), e))?;
+    cron.start().await.map_err(|e| Error::fatal_because(format!("failed to start the cron scheduler: {e}"), e))?;
     tracing::info!(schedules = schedules.len(), catch_up_minutes = config.scheduler.catch_up_minutes, "scheduler running");
     let _ = shutdown.await;
     let mut cron = cron;

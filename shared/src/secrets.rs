@@ -182,17 +182,17 @@ impl Keyring {
     /// it in errors ("the admin URL of host 'eu2'").
     pub fn open_as(&self, stored: &str, context: &str, what: &str) -> Result<String> {
         let Some((id, body)) = stored.strip_prefix(SEALED_PREFIX).and_then(|rest| rest.split_once(':')) else {
-            return Err(Error::Fatal(format!("{what} is stored unencrypted: run `tenantctl migrate` with the secret key configured")));
+            return Err(Error::fatal(format!("{what} is stored unencrypted: run `tenantctl migrate` with the secret key configured")));
         };
         let key = [self.current.as_ref(), self.old.as_ref()].into_iter().flatten().find(|k| k.id == id);
         let Some(key) = key else {
             let configured = self.current.as_ref().map_or("none".to_owned(), |k| k.id.clone());
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "{what} was sealed with key {id}, but the configured key is {configured}: configure key {id} (or pass it as TENANT_MASTER_OLD_SECRET_KEY_FILE and run `tenantctl key rotate`)"
             )));
         };
         key.open(body, context).ok_or_else(|| {
-            Error::Fatal(format!("{what} does not open with key {id}: the stored value was altered or copied from elsewhere"))
+            Error::fatal(format!("{what} does not open with key {id}: the stored value was altered or copied from elsewhere"))
         })
     }
 }

@@ -345,15 +345,15 @@ async fn ensure_operator(admin: &mut PgConnection, tenant: &Tenant, role: &str, 
     .context("failed to look up the operator role")?;
     match existing {
         Some((Some(comment), _)) if comment != marker => {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "role {role} exists but belongs to another deployment or was not made by Tenant Master; drop or rename it, then retry"
             )))
         }
         Some((None, _)) => {
-            return Err(Error::Fatal(format!("role {role} exists but was not made by Tenant Master; drop or rename it, then retry")))
+            return Err(Error::fatal(format!("role {role} exists but was not made by Tenant Master; drop or rename it, then retry")))
         }
         Some((Some(_), true)) => {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "operator role {role} has SUPERUSER, REPLICATION or BYPASSRLS, which it must never have; an administrator must remove it"
             )))
         }

@@ -336,9 +336,12 @@ async fn serve_metrics(app: &Arc<Runtime>) -> Result<Option<AbortOnDrop>> {
         return Ok(None);
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::Fatal(format!(
-            "cannot serve /healthz and /metrics on {addr}: {e}; set metrics_addr (env TENANT_MASTER_METRICS_ADDR) to a free address, or to an empty value to turn it off"
-        ))
+        Error::fatal_because(
+            format!(
+                "cannot serve /healthz and /metrics on {addr}: {e}; set metrics_addr (env TENANT_MASTER_METRICS_ADDR) to a free address, or to an empty value to turn it off"
+            ),
+            e,
+        )
     })?;
     tracing::info!(addr = %addr, "serving /healthz and /metrics");
     Ok(Some(AbortOnDrop(tokio::spawn(crate::queue::metrics::serve(listener, app.metrics.clone(), app.app.pool.clone())))))

@@ -9,7 +9,7 @@ use axum::{
 };
 use minijinja::Environment;
 use serde::Serialize;
-use tenant_master::Error;
+use tenant_master::{error::Refusal, Error};
 
 use super::Shared;
 
@@ -105,11 +105,11 @@ impl From<Error> for PanelError {
         if is_bad_input(e.sqlstate()) {
             return PanelError::new(StatusCode::BAD_REQUEST, BAD_INPUT);
         }
-        let status = match &e {
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            e if e.is_usage() => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let status = match e.refusal() {
+            Some(Refusal::NotFound) => StatusCode::NOT_FOUND,
+            Some(Refusal::Conflict) => StatusCode::CONFLICT,
+            Some(Refusal::BadInput) => StatusCode::BAD_REQUEST,
+            None => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "panel request failed");

@@ -81,7 +81,7 @@ impl Job for ProvisionTenant {
         let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
         if let Some(tenant) = tenants::find(&mut cp, &self.slug).await? {
             if tenant.status == "deleted" {
-                return Err(Error::Fatal(format!(
+                return Err(Error::fatal(format!(
                     "tenant '{}' was deleted; to create it again run `tenantctl tenant create {} --product {} --plan {} --owner-email {}`",
                     self.slug, self.slug, self.product, self.plan, self.owner_email
                 )));

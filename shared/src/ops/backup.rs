@@ -111,13 +111,16 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         // Leave nothing half-written behind; earlier backups are untouched.
         let _ = tokio::fs::remove_file(&partial).await;
         backups::forget(cp, id).await?;
-        return Err(Error::Tool(format!("backup of '{}' failed: {e}", tenant.slug)));
+        return Err(e.in_step(|e| format!("backup of '{}' failed: {e}", tenant.slug)));
     }
     fault::point(&tenant.slug, "backup:dumped")?;
 
     let toc = pg_tools::list_archive(&partial).await?;
     if !toc.lines().any(|l| l.contains(" SCHEMA ") && l.contains(&tenant.schema)) {
-        return Err(Error::Tool(format!("backup of '{}' failed verification: the archive holds no schema {}", tenant.slug, tenant.schema)));
+        return Err(Error::transient(format!(
+            "backup of '{}' failed verification: the archive holds no schema {}",
+            tenant.slug, tenant.schema
+        )));
     }
     let (bytes, sha256) = hash_and_sync(&partial).await?;
     tokio::fs::rename(&partial, &path).await.context(format!("failed to rename {} to its final name", partial.display()))?;
@@ -167,7 +170,7 @@ async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Res
     .await
     .context("failed to read the tenant's row-level security settings")?;
     if !forced.is_empty() {
-        return Err(Error::Fatal(format!(
+        return Err(Error::fatal(format!(
             "cannot back up '{}': table(s) {} force row-level security on their owner, so a dump would miss rows; run ALTER TABLE ... NO FORCE ROW LEVEL SECURITY on them (the tenant or an administrator), then retry the job",
             tenant.slug,
             forced.join(", ")
@@ -179,7 +182,7 @@ async fn readable_by_owner(tenant_db: &mut PgConnection, tenant: &Tenant) -> Res
 /// The tenant's schema is gone (dropped by hand, or a database restored from elsewhere):
 /// no retry brings it back.
 pub fn missing_schema(tenant: &Tenant) -> Error {
-    Error::Fatal(format!(
+    Error::fatal(format!(
         "tenant '{}' has no schema {} in database {} on host {}: its data is not where the registry says; restore it with `tenantctl backup restore {} --latest --yes`, or delete it with `tenantctl tenant delete {} --yes`",
         tenant.slug, tenant.schema, tenant.database, tenant.host, tenant.slug, tenant.slug
     ))
@@ -276,7 +279,7 @@ async fn sync_dir(dir: &Path) -> Result<()> {
 /// Checks that a backup's file is the one that was registered (size and sha256).
 pub async fn verify_file(backup: &Backup) -> Result<()> {
     let path = backup.path();
-    let damaged = |why: String| Error::Fatal(format!("backup {} is damaged ({why}): refusing to use it", backup.id));
+    let damaged = |why: String| Error::fatal(format!("backup {} is damaged ({why}): refusing to use it", backup.id));
     let meta = tokio::fs::metadata(&path).await.map_err(|e| damaged(format!("{}: {e}", path.display())))?;
     if Some(meta.len() as i64) != backup.bytes {
         return Err(damaged(format!("{} bytes on disk, {} registered", meta.len(), backup.bytes.unwrap_or(0))));

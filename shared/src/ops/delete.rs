@@ -76,9 +76,11 @@ pub async fn delete(app: &App, slug: &str, tenant_id: Option<i64>, job_id: &str,
     fault::point(slug, "delete:backup")?;
     drop_everything(app, &mut cp, &mut server, &tenant, &marker, job_id, actor).await.map_err(|e| match e {
         Error::Injected(_) => e,
-        e => Error::Tool(format!(
-            "the delete of '{slug}' stopped part way (its login is held, its pre_delete backup is taken, some of its data or roles may be dropped already): {e}; `tenantctl jobs retry {job_id}` finishes it"
-        )),
+        e => e.in_step(|e| {
+            format!(
+                "the delete of '{slug}' stopped part way (its login is held, its pre_delete backup is taken, some of its data or roles may be dropped already): {e}; `tenantctl jobs retry {job_id}` finishes it"
+            )
+        }),
     })
 }
 

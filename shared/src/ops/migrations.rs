@@ -29,7 +29,7 @@ async fn apply(admin_db: &mut PgConnection, operator: &mut PgConnection, tenant:
     let label = migration.label();
     match ledger::checksum(admin_db, &tenant.schema, migration.version).await? {
         Some(checksum) if checksum == migration.checksum => return Ok(false),
-        Some(checksum) => return Err(Error::Fatal(ledger_conflict(&tenant.slug, migration, &checksum))),
+        Some(checksum) => return Err(Error::fatal(ledger_conflict(&tenant.slug, migration, &checksum))),
         None => {}
     }
     let mut tx = operator.begin().await.context("failed to start a transaction")?;
@@ -91,7 +91,7 @@ pub async fn check_files(cp: &mut PgConnection, product: &Product) -> Result<Vec
             .context("failed to read the product migrations applied so far")?;
     let changed = product.migrations.iter().find(|m| first.iter().any(|(v, checksum)| *v == m.version && *checksum != m.checksum));
     match changed {
-        Some(m) => Err(Error::Fatal(format!(
+        Some(m) => Err(Error::fatal(format!(
             "product migration {} of '{}' changed after it was applied (its first run had another checksum): put the original file back and add a new migration; nothing was enqueued",
             m.label(),
             product.name
@@ -172,7 +172,7 @@ pub async fn migrate_tenant_to(app: &App, slug: &str, tenant_id: Option<i64>, to
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     if let Some(to) = to {
         if !product.migrations.iter().any(|m| m.version == to) {
-            return Err(Error::Fatal(format!("product '{}' has no migration {to:04} (was its file removed?)", tenant.product)));
+            return Err(Error::fatal(format!("product '{}' has no migration {to:04} (was its file removed?)", tenant.product)));
         }
     }
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;

@@ -196,7 +196,7 @@ async fn clear_place(
             if place.isolation == "database" {
                 drop(db);
                 if guard::drop_database(&mut server, &place.database, &marker).await? == Dropped::NotOurs {
-                    return Err(Error::Fatal(format!(
+                    return Err(Error::fatal(format!(
                         "database {} on host '{}' is not this deployment's: nothing of it was dropped; rename or drop it by hand, then retry",
                         place.database, place.host
                     )));

@@ -153,7 +153,7 @@ pub async fn move_tenant(app: &App, request: &Request, job_id: &str) -> Result<M
     let slug = request.slug.as_str();
     let tenant = tenants::get(&mut cp, slug).await?;
     if tenant.id != request.tenant_id {
-        return Err(Error::Fatal(format!("job {job_id} was for an earlier tenant named '{slug}', which is gone; nothing was done")));
+        return Err(Error::fatal(format!("job {job_id} was for an earlier tenant named '{slug}', which is gone; nothing was done")));
     }
     if let Some(moved) = recorded(&mut cp, job_id).await? {
         let downtime_ms = finish(app, &mut cp, &tenant, &moved.from, job_id).await?;
@@ -247,7 +247,7 @@ pub async fn outcome(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved
 
 async fn recorded(cp: &mut PgConnection, job_id: &str) -> Result<Option<Moved>> {
     let Some((_, done)) = outcomes::finished(cp, job_id).await? else { return Ok(None) };
-    serde_json::from_value(done).map(Some).map_err(|e| Error::Fatal(format!("recorded move outcome is unreadable: {e}")))
+    serde_json::from_value(done).map(Some).map_err(|e| Error::fatal_because(format!("recorded move outcome is unreadable: {e}"), e))
 }
 
 /// What every step of a move's copy needs (steps 1 to 6).
@@ -357,7 +357,9 @@ impl Copying<'_> {
         let target_access = TenantAccess::prepare(&self.app.config, cp, &self.target).await?;
         ledger::ensure(target_db, target_access.role()).await?;
         target_access.restore_into_schema(&copy.path(), &self.tenant.schema).await.map_err(|e| {
-            Error::Tool(format!("the copy of '{}' into the {} failed, the tenant stays where it was: {e}", self.slug(), self.to.describe()))
+            e.in_step(|e| {
+                format!("the copy of '{}' into the {} failed, the tenant stays where it was: {e}", self.slug(), self.to.describe())
+            })
         })?;
         ledger::copy(source_db, target_db, &self.tenant.schema).await?;
         fault::point(self.slug(), "move:restored")?;
@@ -379,7 +381,7 @@ impl Copying<'_> {
         let source_access = TenantAccess::prepare(&self.app.config, cp, self.tenant).await?;
         let source_counts = count_rows(&source_access, source_db, schema).await?;
         if source_counts != target_counts {
-            return Err(Error::Tool(format!(
+            return Err(Error::transient(format!(
                 "the copy of '{slug}' differs from its source (tables and row counts: {} vs {}); the tenant stays where it was and the job will copy again",
                 summary(&source_counts),
                 summary(&target_counts)
@@ -387,7 +389,7 @@ impl Copying<'_> {
         }
         let migrated = ledger::applied_versions(source_db, schema).await?;
         if source_counts.is_empty() && !migrated.is_empty() {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "tenant '{slug}' has no tables although {} product migration(s) are recorded for it: the move stopped; see `tenantctl tenant show {slug}`",
                 migrated.len()
             )));
@@ -408,7 +410,7 @@ async fn switch(cp: &mut PgConnection, tenant: &Tenant, moved: &Moved, request: 
             .await
             .context("failed to lock the tenant")?;
     if now != (moved.from.host.clone(), moved.from.database.clone(), moved.from.isolation.clone()) {
-        return Err(Error::Fatal(format!("tenant '{}' was moved by someone else meanwhile; this move stopped", tenant.slug)));
+        return Err(Error::fatal(format!("tenant '{}' was moved by someone else meanwhile; this move stopped", tenant.slug)));
     }
     let plan = moved.plan.as_ref().map(|p| p.to.as_str()).unwrap_or(tenant.plan.as_str());
     sqlx::query(

@@ -42,7 +42,7 @@ pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
         "active" => return Ok(Built::Active(tenant)),
         "provisioning" => {}
         "failed" => tenants::set_status(&mut cp, &tenant, "provisioning", None, actor).await?,
-        other => return Err(Error::Fatal(format!("tenant '{slug}' is {other}: only a new or failed tenant can be provisioned"))),
+        other => return Err(Error::fatal(format!("tenant '{slug}' is {other}: only a new or failed tenant can be provisioned"))),
     }
     log_step(&mut cp, &tenant, "registered", created).await?;
     fault::point(slug, "provision:register")?;
@@ -121,7 +121,7 @@ pub(crate) async fn ensure_role(
     let created = match existing {
         Some(Some(comment)) if comment == marker => false,
         Some(_) => {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "role {} already exists and was not made by this Tenant Master deployment; rename or drop it, then retry the job",
                 tenant.role
             )))
@@ -209,7 +209,7 @@ pub(crate) async fn ensure_database(admin: &mut PgConnection, host: &PgConnectOp
 }
 
 fn foreign_database(tenant: &Tenant) -> Error {
-    Error::Fatal(format!(
+    Error::fatal(format!(
         "database {} already exists and was not made by this Tenant Master deployment; rename or drop it, then retry the job",
         tenant.database
     ))
@@ -242,7 +242,7 @@ pub(crate) async fn ensure_schema(tenant_db: &mut PgConnection, tenant: &Tenant)
         }
         Some(owner) if owner == tenant.role => false,
         Some(owner) => {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "schema {} in database {} belongs to {owner}, not to the tenant role {}; move it away, then retry the job",
                 tenant.schema, tenant.database, tenant.role
             )))

@@ -47,14 +47,14 @@ pub async fn restore(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     if let Some((owner, done)) = outcomes::finished(&mut cp, job_id).await? {
         if owner != tenant.id {
-            return Err(Error::Fatal(format!("job {job_id} restored an earlier tenant named '{slug}', which is gone; nothing was done")));
+            return Err(Error::fatal(format!("job {job_id} restored an earlier tenant named '{slug}', which is gone; nothing was done")));
         }
         // A rerun of a finished restore (a lost acknowledgement, the orphan sweep, `jobs
         // retry`): the data stays as it is; only the login is left as the status says, as
         // the first run would have left it had it not stopped after recording.
         access::give_login_back(&mut server, &tenant).await?;
         let done: Restored =
-            serde_json::from_value(done).map_err(|e| Error::Fatal(format!("recorded restore outcome is unreadable: {e}")))?;
+            serde_json::from_value(done).map_err(|e| Error::fatal_because(format!("recorded restore outcome is unreadable: {e}"), e))?;
         return Ok(Restored { already_done: true, ..done });
     }
     tenant.require_live("restored")?;
@@ -154,7 +154,7 @@ async fn stage(tenant_db: &mut PgConnection, tenant: &Tenant) -> Result<Stage> {
         // pg_restore runs in one transaction: an empty live schema means it did not commit.
         (Some(0), Some(_)) => Ok(Stage::AsideOnly { empty_live: true }),
         (Some(_), Some(_)) => Ok(Stage::Restored),
-        (None, None) => Err(Error::Fatal(format!(
+        (None, None) => Err(Error::fatal(format!(
             "tenant '{}' has neither its schema {} nor a set-aside copy in {}: restore it from a backup by id",
             tenant.slug, tenant.schema, tenant.database
         ))),
@@ -224,8 +224,9 @@ async fn replace_schema(
             let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
             // As the tenant: COPY evaluates the tenant's CHECK, default and index functions.
             let result = access.restore_into_schema(&chosen.path(), &tenant.schema).await;
-            result
-                .map_err(|e| Error::Tool(format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug)))?;
+            result.map_err(|e| {
+                e.in_step(|e| format!("restore of backup {} into '{}' failed, live data kept: {e}", chosen.id, tenant.slug))
+            })?;
         }
         // Recorded before the set-aside copy goes: from here on a rerun only finishes.
         set_stage(cp, job_id, "restored").await?;
@@ -235,10 +236,12 @@ async fn replace_schema(
     fault::point(&tenant.slug, "restore:aside_dropped")?;
     bring_migrations_up_to_date(app, cp, tenant_db, tenant, chosen).await.map_err(|e| match e {
         Error::Injected(_) => e,
-        e => Error::Tool(format!(
-            "the restore of backup {} into '{}' committed (the tenant now holds that backup's data), then bringing its migrations up to date failed: {e}; a retry of the job finishes it without restoring again",
-            chosen.id, tenant.slug
-        )),
+        e => e.in_step(|e| {
+            format!(
+                "the restore of backup {} into '{}' committed (the tenant now holds that backup's data), then bringing its migrations up to date failed: {e}; a retry of the job finishes it without restoring again",
+                chosen.id, tenant.slug
+            )
+        }),
     })
 }
 

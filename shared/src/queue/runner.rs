@@ -18,7 +18,7 @@ use super::{
 use crate::{
     context::App,
     error::Context as _,
-    error::{Error, Result},
+    error::{Error, JobOutcome, Result},
     lock::{HostSlot, TenantLock},
     queue,
 };
@@ -101,19 +101,21 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, rt: &Runtime) ->
             tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
             return Ok(value);
         }
-        Ok(Err(e)) if !e.is_retryable() => {
-            rt.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
-            return Err(give_up(job, id, attempt, rt, e.to_string()).await);
-        }
-        // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
-        Ok(Err(Error::Busy(reason))) => {
-            let delay = queue::backoff(rt.app.config.worker.retry_base_secs, 1);
-            tracing::info!(reason = %reason, retry_in_s = delay.as_secs(), "job postponed");
-            rt.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
-            queue::postpone(&rt.app.pool, id, delay).await?;
-            return Err(reason.into());
-        }
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => match e.job_outcome() {
+            JobOutcome::Dead => {
+                rt.metrics.finished(J::TYPE, Outcome::Dead, started.elapsed());
+                return Err(give_up(job, id, attempt, rt, e.to_string()).await);
+            }
+            // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
+            JobOutcome::Postpone => {
+                let delay = queue::backoff(rt.app.config.worker.retry_base_secs, 1);
+                tracing::info!(reason = %e, retry_in_s = delay.as_secs(), "job postponed");
+                rt.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
+                queue::postpone(&rt.app.pool, id, delay).await?;
+                return Err(e.into());
+            }
+            JobOutcome::RetryLater => e.to_string(),
+        },
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
     let max_attempts = queue::max_attempts(&rt.app.pool, id).await?;
