@@ -267,14 +267,20 @@ async fn enqueue_refuses_exactly_the_payloads_no_worker_can_read() {
         }
     }
     assert!(checked > 500, "only {checked} payloads checked");
-    let registered: Vec<String> =
-        sqlx::query_scalar("SELECT job_type FROM tenant_master.job_types WHERE payload_fields IS NOT NULL ORDER BY 1")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
-    let mut names: Vec<&str> = REGISTRY.iter().map(|t| t.name).collect();
-    names.sort_unstable();
-    assert_eq!(registered, names, "every registered job type has its payload fields in the control plane");
+    // The control plane's rows are the registry's: no type missing, none left over, and
+    // each with the retry limit its policy states.
+    let rows: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT job_type, max_attempts, description FROM tenant_master.job_types WHERE payload_fields IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.job_types").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(all as usize, rows.len(), "every row has payload fields: no job type the registry does not know");
+    let mut expected: Vec<(String, i32, String)> =
+        REGISTRY.iter().map(|t| (t.name.to_owned(), t.policy.max_attempts as i32, t.description.to_owned())).collect();
+    expected.sort();
+    assert_eq!(rows, expected, "tenant_master.job_types is the registry");
 }
 
 /// Old code: the README's SQL example without `plan` was enqueued, its decode failed inside
@@ -517,4 +523,22 @@ async fn jobs_cancel_by_filter_counts_and_cancels_only_what_matches() {
     .await
     .unwrap();
     assert_eq!((left, records), (0, 202));
+}
+
+/// The README's table of retry limits and time limits is each job type's `Policy`.
+#[test]
+fn the_readmes_policy_table_is_the_registry() {
+    use tenant_master::{jobs::REGISTRY, queue::Policy};
+    let readme = std::fs::read_to_string(tenant_master_tests::repo_root().join("README.md")).unwrap();
+    let words = |secs: u64| match secs {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    };
+    for job_type in REGISTRY {
+        let row = format!("| `{}` | {} | {} |", job_type.name, job_type.policy.max_attempts, words(job_type.policy.timeout_secs));
+        assert!(readme.contains(&row), "the README lacks the row {row}");
+        let Policy { backoff_factor, backoff_cap_secs, .. } = job_type.policy;
+        assert_eq!((backoff_factor, backoff_cap_secs), (4, 3600), "{}: the README says one backoff for all", job_type.name);
+    }
 }

@@ -122,21 +122,24 @@ pub async fn run(config: &Config) -> Result<Report> {
     Ok(Report { database_created, applied, products, passwords_sealed, markers_upgraded, tenants_behind, tenants_conflicting })
 }
 
-/// Writes each job type's payload fields (`jobs::REGISTRY`) where `tenant_master.enqueue`
-/// reads them; refuses a registered type the migrations do not know.
+/// Writes each job type of `jobs::REGISTRY` (its retry limit, description and payload
+/// fields) where `tenant_master.enqueue` reads them: the registry is the one source, so a
+/// new job type needs no migration of its own.
 async fn sync_job_types(pool: &PgPool) -> Result<()> {
     for job_type in crate::jobs::REGISTRY {
         let fields = serde_json::to_value(job_type.fields).expect("payload fields serialize");
-        let updated = sqlx::query("UPDATE tenant_master.job_types SET payload_fields = $2 WHERE job_type = $1")
-            .bind(job_type.name)
-            .bind(fields)
-            .execute(pool)
-            .await
-            .context("failed to record the job types' payload fields")?
-            .rows_affected();
-        if updated == 0 {
-            return Err(Error::fatal(format!("job type {} has no row in tenant_master.job_types: add it in a migration", job_type.name)));
-        }
+        sqlx::query(
+            "INSERT INTO tenant_master.job_types (job_type, max_attempts, description, payload_fields) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job_type) DO UPDATE
+             SET max_attempts = EXCLUDED.max_attempts, description = EXCLUDED.description, payload_fields = EXCLUDED.payload_fields",
+        )
+        .bind(job_type.name)
+        .bind(job_type.policy.max_attempts as i32)
+        .bind(job_type.description)
+        .bind(fields)
+        .execute(pool)
+        .await
+        .context(format!("failed to record job type {}", job_type.name))?;
     }
     Ok(())
 }

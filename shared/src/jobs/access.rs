@@ -11,7 +11,7 @@ use crate::{
     queue,
     queue::{
         payload::{defaulted, optional, required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants,
 };
@@ -48,7 +48,8 @@ impl Job for PauseTenant {
         optional("reason", Shape::String),
         required("actor", Shape::String),
     ];
-    const TIMEOUT_SECS: u64 = 300;
+    const DESCRIPTION: &'static str = "pause or suspend: the tenant role loses LOGIN, its sessions end";
+    const POLICY: Policy = Policy { max_attempts: 5, timeout_secs: 300, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         None
@@ -68,7 +69,8 @@ impl Job for PauseTenant {
 impl Job for ResumeTenant {
     const TYPE: &'static str = "ResumeTenant";
     const FIELDS: &'static [Field] = &[required("slug", Shape::String), required("actor", Shape::String)];
-    const TIMEOUT_SECS: u64 = 300;
+    const DESCRIPTION: &'static str = "give a paused or suspended tenant its LOGIN back";
+    const POLICY: Policy = Policy { max_attempts: 5, timeout_secs: 300, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         None

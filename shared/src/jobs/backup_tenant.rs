@@ -12,7 +12,7 @@ use crate::{
     queue,
     queue::{
         payload::{optional, required, Field, Shape, SCHEDULED},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants::{self, Selection},
 };
@@ -63,7 +63,8 @@ impl Job for BackupTenant {
         SCHEDULED[1],
     ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 21600;
+    const DESCRIPTION: &'static str = "pg_dump of one tenant schema, verified, then retention";
+    const POLICY: Policy = Policy { max_attempts: 5, timeout_secs: 21600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())

@@ -10,7 +10,7 @@ use crate::{
     ops::{backup, maintenance},
     queue::{
         payload::{defaulted, required, Field, Shape, SCHEDULED},
-        Job, Run,
+        Job, Policy, Run,
     },
 };
 
@@ -46,7 +46,8 @@ impl Job for Cleanup {
         SCHEDULED[1],
     ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 7200;
+    const DESCRIPTION: &'static str = "delete rows older than N days from the product's prunable tables";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 7200, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())

@@ -11,7 +11,7 @@ use crate::{
     queue,
     queue::{
         payload::{optional, required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants,
 };
@@ -33,7 +33,8 @@ impl Job for DeleteTenant {
     const FIELDS: &'static [Field] =
         &[required("slug", Shape::String), optional("tenant_id", Shape::Integer), required("actor", Shape::String)];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 21600;
+    const DESCRIPTION: &'static str = "verified pre_delete backup, then drop schema or database and role";
+    const POLICY: Policy = Policy { max_attempts: 5, timeout_secs: 21600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("delete:{}", self.slug))

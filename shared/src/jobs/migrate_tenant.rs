@@ -13,7 +13,7 @@ use crate::{
     queue::{
         self,
         payload::{optional, required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
 };
 
@@ -40,7 +40,8 @@ impl Job for MigrateTenant {
         required("actor", Shape::String),
     ];
     const SLOT: Option<SlotKind> = Some(SlotKind::Migration);
-    const TIMEOUT_SECS: u64 = 3600;
+    const DESCRIPTION: &'static str = "applies pending product migrations to one tenant";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 3600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("migrate:{}:{}", self.slug, self.to))

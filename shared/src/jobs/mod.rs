@@ -1,8 +1,9 @@
 //! The job types, one per file, and the one list of them ([`every_job_type!`]).
 //!
-//! Adding a job type: its file, its `pub mod` line here, one line in [`every_job_type!`],
-//! and a migration only if the SQL API must know it before `tenantctl migrate` writes its
-//! row (`job_types` rows are written from [`REGISTRY`]).
+//! Adding a job type: its file (the payload, its `Job` impl with its [`crate::queue::Policy`])
+//! and its `pub mod` line here, plus one line in [`every_job_type!`]. `tenantctl migrate`
+//! writes its row into `tenant_master.job_types` from [`REGISTRY`]; a migration is needed
+//! only if SQL the migrations define must name it.
 
 pub mod access;
 pub mod backup_tenant;

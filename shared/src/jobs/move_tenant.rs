@@ -16,7 +16,7 @@ use crate::{
     queue,
     queue::{
         payload::{optional, required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants,
 };
@@ -116,7 +116,8 @@ impl Job for MoveTenant {
         required("actor", Shape::String),
     ];
     const SLOT: Option<SlotKind> = Some(SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 21600;
+    const DESCRIPTION: &'static str = "copies a tenant to another database or host, switches it over, keeps the source for a while";
+    const POLICY: Policy = Policy { max_attempts: 5, timeout_secs: 21600, ..Policy::DEFAULT };
 
     /// None: the tenant lock keeps two moves of one tenant apart, and a second request for
     /// a move done meanwhile finds nothing to do.

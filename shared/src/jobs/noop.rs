@@ -9,7 +9,7 @@ use crate::{
     context::App,
     queue::{
         payload::{optional, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
 };
 
@@ -27,7 +27,8 @@ pub struct Noop {
 impl Job for Noop {
     const TYPE: &'static str = "Noop";
     const FIELDS: &'static [Field] = &[optional("note", Shape::String), optional("sleep_ms", Shape::Unsigned)];
-    const TIMEOUT_SECS: u64 = 60;
+    const DESCRIPTION: &'static str = "does nothing: a canary and the benchmark's unit of work";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 60, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         None

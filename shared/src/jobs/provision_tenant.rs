@@ -15,7 +15,7 @@ use crate::{
     queue::{
         self,
         payload::{optional, required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants::{self, NewTenant, Tenant},
 };
@@ -63,7 +63,8 @@ impl Job for ProvisionTenant {
         required("owner_email", Shape::String),
         optional("host", Shape::String),
     ];
-    const TIMEOUT_SECS: u64 = 600;
+    const DESCRIPTION: &'static str = "create role, database or schema, apply product migrations, activate";
+    const POLICY: Policy = Policy { max_attempts: 8, timeout_secs: 600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("provision:{}", self.slug))

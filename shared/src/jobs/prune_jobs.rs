@@ -7,7 +7,7 @@ use crate::{
     context::App,
     queue::{
         payload::{required, Field, Shape, SCHEDULED},
-        Job, Run,
+        Job, Policy, Run,
     },
 };
 use crate::{error::Result, ops::prune};
@@ -31,7 +31,8 @@ impl Job for PruneJobs {
     const TYPE: &'static str = "PruneJobs";
     const FIELDS: &'static [Field] =
         &[required("done_older_than_days", Shape::Count), required("dead_older_than_days", Shape::Count), SCHEDULED[0], SCHEDULED[1]];
-    const TIMEOUT_SECS: u64 = 1800;
+    const DESCRIPTION: &'static str = "delete finished queue rows older than the retention";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 1800, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), "_queue", self.slot.as_deref())

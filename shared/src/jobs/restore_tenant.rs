@@ -11,7 +11,7 @@ use crate::{
     queue,
     queue::{
         payload::{required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants,
 };
@@ -58,7 +58,8 @@ impl Job for RestoreTenant {
     const TYPE: &'static str = "RestoreTenant";
     const FIELDS: &'static [Field] = &[required("slug", Shape::String), required("backup_id", Shape::Integer)];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 21600;
+    const DESCRIPTION: &'static str = "safety backup, then restore a backup in place of the live schema";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 21600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         None

@@ -9,7 +9,7 @@ use crate::{
     mail,
     queue::{
         payload::{required, Field, Shape},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants,
 };
@@ -24,7 +24,8 @@ pub struct SendWelcomeMail {
 impl Job for SendWelcomeMail {
     const TYPE: &'static str = "SendWelcomeMail";
     const FIELDS: &'static [Field] = &[required("slug", Shape::String)];
-    const TIMEOUT_SECS: u64 = 120;
+    const DESCRIPTION: &'static str = "the welcome mail to a new tenant's owner, once";
+    const POLICY: Policy = Policy { max_attempts: 6, timeout_secs: 120, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         Some(format!("welcome:{}", self.slug))

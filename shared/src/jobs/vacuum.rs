@@ -13,7 +13,7 @@ use crate::{
     queue,
     queue::{
         payload::{defaulted, required, Field, Shape, SCHEDULED},
-        Job, Run,
+        Job, Policy, Run,
     },
     tenants::{self, Selection},
 };
@@ -114,7 +114,8 @@ impl Job for Vacuum {
         SCHEDULED[1],
     ];
     const SLOT: Option<crate::lock::SlotKind> = Some(crate::lock::SlotKind::Heavy);
-    const TIMEOUT_SECS: u64 = 21600;
+    const DESCRIPTION: &'static str = "VACUUM / ANALYZE / REINDEX of one tenant's tables";
+    const POLICY: Policy = Policy { max_attempts: 3, timeout_secs: 21600, ..Policy::DEFAULT };
 
     fn idempotency_key(&self) -> Option<String> {
         super::schedule_key(self.schedule.as_deref(), &self.slug, self.slot.as_deref())

@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod payload;
 pub mod runner;
 
-pub use job::{Job, Run};
+pub use job::{Job, Policy, Run};
 
 use std::time::Duration;
 
@@ -484,14 +484,6 @@ pub async fn max_attempts(pool: &PgPool, id: &str) -> Result<usize> {
     Ok(max.max(1) as usize)
 }
 
-/// Delay before attempt `attempt + 1`: base × 4^(attempt-1), capped at one hour, ±25 % jitter.
-pub fn backoff(base_secs: u64, attempt: usize) -> Duration {
-    use rand::Rng;
-    let exp = attempt.saturating_sub(1).min(10) as u32;
-    let base = (base_secs.max(1).saturating_mul(4u64.pow(exp))).min(3600) as f64;
-    Duration::from_secs_f64(base * rand::rng().random_range(0.75..1.25))
-}
-
 /// Polls `ids` until all are done or dead, calling `progress` after each look.
 pub async fn wait_for(pool: &PgPool, ids: &[String], mut progress: impl FnMut(&[JobInfo])) -> Result<Vec<JobInfo>> {
     loop {
@@ -535,18 +527,4 @@ pub async fn retry_given(pool: &PgPool, ids: &[String]) -> Result<Vec<String>> {
         }
     }
     retry(pool, ids).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let d1 = backoff(5, 1).as_secs_f64();
-        let d3 = backoff(5, 3).as_secs_f64();
-        assert!((3.75..6.25).contains(&d1), "{d1}");
-        assert!((60.0..100.0).contains(&d3), "{d3}");
-        assert!(backoff(5, 50).as_secs_f64() <= 4500.0);
-    }
 }

@@ -43,7 +43,7 @@ impl Runtime {
 
     /// How long a run of `J` may take.
     fn timeout<J: Job>(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.app.config.worker.timeouts.get(J::TYPE).copied().unwrap_or(J::TIMEOUT_SECS))
+        std::time::Duration::from_secs(self.app.config.worker.timeouts.get(J::TYPE).copied().unwrap_or(J::POLICY.timeout_secs))
     }
 }
 
@@ -108,7 +108,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, rt: &Runtime) ->
             }
             // Waiting for the tenant or a host slot is no fault of the job: later, at no attempt's cost.
             JobOutcome::Postpone => {
-                let delay = queue::backoff(rt.app.config.worker.retry_base_secs, 1);
+                let delay = J::POLICY.backoff(rt.app.config.worker.retry_base_secs, 1);
                 tracing::info!(reason = %e, retry_in_s = delay.as_secs(), "job postponed");
                 rt.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
                 queue::postpone(&rt.app.pool, id, delay).await?;
@@ -124,7 +124,7 @@ async fn run_attempt<J: Job>(job: &J, id: &str, attempt: usize, rt: &Runtime) ->
         return Err(give_up(job, id, attempt, rt, format!("{error} (attempt {attempt} of {max_attempts})")).await);
     }
     rt.metrics.finished(J::TYPE, Outcome::Retried, started.elapsed());
-    let delay = queue::backoff(rt.app.config.worker.retry_base_secs, attempt);
+    let delay = J::POLICY.backoff(rt.app.config.worker.retry_base_secs, attempt);
     tracing::warn!(error = %error, retry_in_s = delay.as_secs(), "job failed; will retry");
     queue::defer(&rt.app.pool, id, delay, attempt, &error).await?;
     Err(error.into())
