@@ -24,7 +24,9 @@ use crate::args::{AdminCommand, Cli, Command};
 
 /// What a command needs besides its own arguments.
 pub struct Ctx {
+    /// The loaded configuration (with `--database-url` applied).
     pub config: Config,
+    /// `--json`: print JSON instead of tables and sentences.
     pub json: bool,
 }
 

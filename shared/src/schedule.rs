@@ -153,22 +153,37 @@ pub async fn fan_out(pool: &PgPool, schedule: &Schedule, slot: DateTime<Utc>, by
     .context(format!("failed to fan out schedule {}", schedule.name))?
     .rows_affected() as i64;
     if schedule.config.prune_jobs {
-        let prune = PruneJobs {
-            done_older_than_days: 7,
-            dead_older_than_days: 30,
-            schedule: Some(schedule.name.clone()),
-            slot: Some(slot_text(slot)),
-        };
-        let before: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = $2")
-            .bind(PruneJobs::TYPE)
-            .bind(prune.idempotency_key())
-            .fetch_one(&mut *tx)
-            .await
-            .context("failed to look up the prune job")?;
-        queue::enqueue(&mut tx, &prune).await?;
-        enqueued += 1 - before;
+        enqueued += enqueue_prune(&mut tx, schedule, slot).await?;
     }
     let tenants = slugs.len() as i64;
+    record_run(&mut tx, schedule, slot, tenants, enqueued, by).await?;
+    tx.commit().await.context("failed to commit the fan-out")?;
+    Ok(FanOut { schedule: schedule.name.clone(), slot, tenants, enqueued })
+}
+
+/// Enqueues the slot's `PruneJobs` (once per slot); returns how many jobs that added.
+async fn enqueue_prune(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, schedule: &Schedule, slot: DateTime<Utc>) -> Result<i64> {
+    let prune =
+        PruneJobs { done_older_than_days: 7, dead_older_than_days: 30, schedule: Some(schedule.name.clone()), slot: Some(slot_text(slot)) };
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = $2")
+        .bind(PruneJobs::TYPE)
+        .bind(prune.idempotency_key())
+        .fetch_one(&mut **tx)
+        .await
+        .context("failed to look up the prune job")?;
+    queue::enqueue(tx, &prune).await?;
+    Ok(1 - before)
+}
+
+/// Records that `slot` of `schedule` was fanned out (adding to a run another scheduler recorded).
+async fn record_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    schedule: &Schedule,
+    slot: DateTime<Utc>,
+    tenants: i64,
+    enqueued: i64,
+    by: &str,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO tenant_master.schedule_runs (schedule, slot, tenants, enqueued, recorded_by) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (schedule, slot) DO UPDATE SET enqueued = schedule_runs.enqueued + excluded.enqueued",
@@ -178,11 +193,10 @@ pub async fn fan_out(pool: &PgPool, schedule: &Schedule, slot: DateTime<Utc>, by
     .bind(tenants as i32)
     .bind(enqueued as i32)
     .bind(by)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .context("failed to record the schedule run")?;
-    tx.commit().await.context("failed to commit the fan-out")?;
-    Ok(FanOut { schedule: schedule.name.clone(), slot, tenants, enqueued })
+    Ok(())
 }
 
 /// The newest slot of `schedule` already fanned out, if any.

@@ -165,6 +165,41 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
         refuse_while_backups_remain(conn, config, &existing).await?;
         release_job_keys(conn, &existing.slug).await?;
     }
+    let (host, names) = place_new(conn, config, new).await?;
+    // Sealed before it is written: the control plane never holds a plaintext password.
+    let sealed = crate::keys::seal(&mut *conn, config, &password::generate(), new.slug.as_str()).await?;
+    let inserted: Option<Tenant> = sqlx::query_as(concat!(
+        "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
+                                            role_name, role_password, owner_email)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (slug) WHERE status <> 'deleted' DO NOTHING
+         RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(new.slug.as_str())
+    .bind(new.name.as_deref().unwrap_or(new.slug.as_str()))
+    .bind(&new.product)
+    .bind(new.plan.as_str())
+    .bind(new.plan.isolation().as_str())
+    .bind(&host)
+    .bind(&names.database)
+    .bind(&names.schema)
+    .bind(&names.role)
+    .bind(sealed)
+    .bind(&new.owner_email)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("failed to register the tenant")?;
+    match inserted {
+        Some(tenant) => Ok((tenant, true)),
+        // Lost a race with another producer: theirs stands.
+        None => Ok((get(conn, new.slug.as_str()).await?, false)),
+    }
+}
+
+/// Where a new tenant goes: its host and names, refusing an unknown product and a place
+/// that would be the control plane's own database.
+async fn place_new(conn: &mut PgConnection, config: &Config, new: &NewTenant) -> Result<(String, TenantNames)> {
     let product_known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenant_master.products WHERE name = $1)")
         .bind(&new.product)
         .fetch_one(&mut *conn)
@@ -191,35 +226,7 @@ pub async fn register(conn: &mut PgConnection, config: &Config, new: &NewTenant)
             new.slug, new.product, names.database
         )));
     }
-    // Sealed before it is written: the control plane never holds a plaintext password.
-    let sealed = crate::keys::seal(&mut *conn, config, &password::generate(), new.slug.as_str()).await?;
-    let inserted: Option<Tenant> = sqlx::query_as(concat!(
-        "INSERT INTO tenant_master.tenants (slug, display_name, product, plan, isolation, host, database_name, schema_name,
-                                            role_name, role_password, owner_email)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (slug) WHERE status <> 'deleted' DO NOTHING
-         RETURNING ",
-        tenant_columns!()
-    ))
-    .bind(new.slug.as_str())
-    .bind(new.name.as_deref().unwrap_or(new.slug.as_str()))
-    .bind(&new.product)
-    .bind(new.plan.as_str())
-    .bind(isolation.as_str())
-    .bind(&host)
-    .bind(&names.database)
-    .bind(&names.schema)
-    .bind(&names.role)
-    .bind(sealed)
-    .bind(&new.owner_email)
-    .fetch_optional(&mut *conn)
-    .await
-    .context("failed to register the tenant")?;
-    match inserted {
-        Some(tenant) => Ok((tenant, true)),
-        // Lost a race with another producer: theirs stands.
-        None => Ok((get(conn, new.slug.as_str()).await?, false)),
-    }
+    Ok((host, names))
 }
 
 /// The shared database of `product` on `host` a new schema-mode tenant goes to: the first

@@ -7,6 +7,7 @@
 //! reported, never asserted. It creates its own databases and roles and removes them.
 
 use std::{
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -542,7 +543,6 @@ fn fmt(n: f64) -> String {
 #[tokio::main]
 async fn main() {
     let o = opts();
-    let mut rows: Vec<[String; 5]> = Vec::new();
     // `--scale --tenants 1000,10000`: the scale run (issue 16), see scale.rs.
     if std::env::args().any(|a| a == "--scale") {
         let args: Vec<String> = std::env::args().collect();
@@ -563,17 +563,39 @@ async fn main() {
     let logs = TempDir::new("bench-logs");
     eprintln!("tenant-bench: {} runs each; databases tm_test_{} / tt{}_*", o.runs, env.suffix, env.suffix);
 
+    let (mut rows, (idle_rss, peak_rss)) = queue_rows(&env, &o, logs.path()).await;
+    rows.extend(enqueue_rows(&env, &o).await);
+    rows.extend(lifecycle_rows(&env, &o, logs.path()).await);
+    rows.extend(move_times(o.runs).await);
+    rows.extend(rollout_rows(&o, logs.path()).await);
+    rows.push([
+        "worker RSS, idle / peak during the drain (MB)".into(),
+        format!("{idle_rss:.1} / {peak_rss:.1}"),
+        "-".into(),
+        "-".into(),
+        "idle < 50".into(),
+    ]);
+
+    print_table(o.runs, rows, &sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default());
+}
+
+type Row = [String; 5];
+
+/// Rows 1, 2 and the worker's memory: the queue drain beside the raw SKIP LOCKED loop and
+/// the bare apalis peer, then pickup latency; returns the worker's idle and peak RSS (MB).
+async fn queue_rows(env: &TestEnv, o: &Opts, logs: &Path) -> (Vec<Row>, (f64, f64)) {
+    let mut rows: Vec<Row> = Vec::new();
     // 1 + 6: queue drain beside the raw SKIP LOCKED loop; worker memory.
-    let mut worker = spawn_worker(&env, &logs.path().join("drain.log"), true);
-    wait_listening(&env, 1).await;
+    let mut worker = spawn_worker(env, &logs.join("drain.log"), true);
+    wait_listening(env, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = memory_kb(worker.id(), "VmRSS:") / 1024.0;
     let (mut ours, mut raw, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..o.runs {
         eprintln!("  drain run {}", run + 1);
-        raw.push(raw_drain(&env, o.drain_jobs, 4, 100).await);
-        ours.push(worker_drain(&env, o.drain_jobs).await);
-        peer.push(peer_drain(&env, o.drain_jobs, run).await);
+        raw.push(raw_drain(env, o.drain_jobs, 4, 100).await);
+        ours.push(worker_drain(env, o.drain_jobs).await);
+        peer.push(peer_drain(env, o.drain_jobs, run).await);
     }
     let peak_rss = memory_kb(worker.id(), "VmHWM:") / 1024.0;
     let (d, r, p) = (median(ours), median(raw), median(peer));
@@ -596,11 +618,11 @@ async fn main() {
     // answers the insert trigger's per-row NOTIFYs one fetch at a time (see the README).
     let _ = worker.kill();
     let _ = worker.wait();
-    clear_noops(&env).await;
-    let mut worker = spawn_worker(&env, &logs.path().join("pickup.log"), true);
-    wait_listening(&env, 1).await;
+    clear_noops(env).await;
+    let mut worker = spawn_worker(env, &logs.join("pickup.log"), true);
+    wait_listening(env, 1).await;
     eprintln!("  pickup latency");
-    let lat = pickup_latencies(&env, o.pickups).await;
+    let lat = pickup_latencies(env, o.pickups).await;
     rows.push([
         format!("pickup latency, {} jobs one at a time (ms)", o.pickups),
         format!("p50 {:.1} / p99 {:.1}", percentile(lat.clone(), 0.5), percentile(lat, 0.99)),
@@ -611,10 +633,16 @@ async fn main() {
     let _ = worker.kill();
     let _ = worker.wait();
 
+    (rows, (idle_rss, peak_rss))
+}
+
+/// Row 3: enqueue rates and the scheduler's fan-out beside a raw multi-row insert.
+async fn enqueue_rows(env: &TestEnv, o: &Opts) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
     // 3: enqueue rates and the scheduler's fan-out beside a raw multi-row insert.
     let (mut single, mut batched, mut raw_ins) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..o.runs {
-        let (s, b, r) = enqueue_rates(&env, o.enqueue_jobs).await;
+        let (s, b, r) = enqueue_rates(env, o.enqueue_jobs).await;
         single.push(s);
         batched.push(b);
         raw_ins.push(r);
@@ -634,11 +662,11 @@ async fn main() {
         format!("{:.2}x", b / r),
         "-".into(),
     ]);
-    register_fake_tenants(&env, o.fanout_tenants).await;
+    register_fake_tenants(env, o.fanout_tenants).await;
     let (mut fan, mut raw_fan) = (Vec::new(), Vec::new());
     for run in 0..o.runs {
-        raw_fan.push(raw_insert(&env, o.fanout_tenants).await);
-        fan.push(fan_out_rate(&env, run, o.fanout_tenants).await);
+        raw_fan.push(raw_insert(env, o.fanout_tenants).await);
+        fan.push(fan_out_rate(env, run, o.fanout_tenants).await);
     }
     let (f, rf) = (median(fan), median(raw_fan));
     rows.push([
@@ -651,13 +679,19 @@ async fn main() {
     sqlx::query("DELETE FROM tenant_master.tenants WHERE database_name = 'none'").execute(&env.pool).await.unwrap();
     sqlx::query("DELETE FROM tenant_master.schedule_runs").execute(&env.pool).await.unwrap();
 
+    rows
+}
+
+/// Rows 4 and 5: provisioning in both modes, then a backup fan-out beside a pg_dump loop.
+async fn lifecycle_rows(env: &TestEnv, o: &Opts, logs: &Path) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
     // 4 + 5: provisioning in both modes, then a backup fan-out beside a pg_dump loop,
     // with the worker's default settings (concurrency 4, heavy jobs 2 per host).
-    let mut worker = spawn_worker(&env, &logs.path().join("provision.log"), false);
-    wait_listening(&env, 1).await;
+    let mut worker = spawn_worker(env, &logs.join("provision.log"), false);
+    wait_listening(env, 1).await;
     for (plan, mode) in [("starter", "schema"), ("enterprise", "database")] {
         eprintln!("  provisioning {} tenants ({mode})", o.tenants);
-        let rate = provision_rate(&env, plan, o.tenants).await;
+        let rate = provision_rate(env, plan, o.tenants).await;
         rows.push([
             format!("provisioning, {} tenants, {mode} mode (tenants/s, 1 run)", o.tenants),
             fmt(rate),
@@ -670,8 +704,8 @@ async fn main() {
     let (mut ours, mut loop_) = (Vec::new(), Vec::new());
     for run in 0..o.runs {
         eprintln!("  backup fan-out run {}", run + 1);
-        loop_.push(shell_loop_backup(&env, &shared_db));
-        ours.push(backup_fan_out(&env, o.tenants).await);
+        loop_.push(shell_loop_backup(env, &shared_db));
+        ours.push(backup_fan_out(env, o.tenants).await);
     }
     let (b, l) = (median(ours), median(loop_));
     rows.push([
@@ -683,8 +717,13 @@ async fn main() {
     ]);
     let _ = worker.kill();
     let _ = worker.wait();
-    rows.extend(move_times(o.runs).await);
-    let (idle, full) = rollout_times(o.rollout_tenants, logs.path()).await;
+    rows
+}
+
+/// The fleet rollout: nothing pending, then one new table and index for every tenant.
+async fn rollout_rows(o: &Opts, logs: &Path) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    let (idle, full) = rollout_times(o.rollout_tenants, logs).await;
     rows.push([
         format!("tenant migrate --all, {} schema-mode tenants, nothing pending (s, 1 run)", o.rollout_tenants),
         format!("{idle:.2}"),
@@ -699,15 +738,7 @@ async fn main() {
         "-".into(),
         "< 60 s for 1,000".into(),
     ]);
-    rows.push([
-        "worker RSS, idle / peak during the drain (MB)".into(),
-        format!("{idle_rss:.1} / {peak_rss:.1}"),
-        "-".into(),
-        "-".into(),
-        "idle < 50".into(),
-    ]);
-
-    print_table(o.runs, rows, &sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&env.pool).await.unwrap_or_default());
+    rows
 }
 
 /// Seconds one `tenantctl` command takes (the process, its connection and its work).

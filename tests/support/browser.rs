@@ -19,6 +19,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C key under which an element reference comes back.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// A headless Chromium driven over the DevTools protocol.
 pub struct Browser {
     driver: Child,
     port: u16,
@@ -166,10 +167,12 @@ impl Browser {
         format!("\nlast lines of {}:\n{}", path.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
+    /// Opens `url` and waits for the page to load.
     pub fn goto(&self, url: &str) {
         self.session_call("POST", "/url", Some(json!({ "url": url })));
     }
 
+    /// The page's current address.
     pub fn url(&self) -> String {
         self.session_call("GET", "/url", None).as_str().unwrap_or_default().to_owned()
     }
@@ -192,6 +195,7 @@ impl Browser {
         }
     }
 
+    /// The text of the first element matching `css`, if any.
     pub fn try_find(&self, css: &str) -> Option<String> {
         let body = json!({ "using": "css selector", "value": css }).to_string();
         let path = format!("/session/{}/elements", self.session);
@@ -200,15 +204,18 @@ impl Browser {
         value["value"].as_array()?.first()?[ELEMENT].as_str().map(str::to_owned)
     }
 
+    /// Whether an element matches `css`.
     pub fn exists(&self, css: &str) -> bool {
         self.try_find(css).is_some()
     }
 
+    /// Clicks the first element matching `css`.
     pub fn click(&self, css: &str) {
         let id = self.find(css);
         self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
+    /// Types `text` into the field matching `css`.
     pub fn fill(&self, css: &str, text: &str) {
         let id = self.find(css);
         self.session_call("POST", &format!("/element/{id}/clear"), Some(json!({})));
@@ -221,11 +228,13 @@ impl Browser {
         self.script("const s = document.querySelector(arguments[0]); s.value = arguments[1];", json!([css, value]));
     }
 
+    /// The text of the element matching `css`; panics if there is none.
     pub fn text(&self, css: &str) -> String {
         let id = self.find(css);
         self.session_call("GET", &format!("/element/{id}/text"), None).as_str().unwrap_or_default().to_owned()
     }
 
+    /// The whole page's visible text.
     pub fn body_text(&self) -> String {
         self.try_find("body")
             .map(|id| self.session_call("GET", &format!("/element/{id}/text"), None).as_str().unwrap_or_default().to_owned())

@@ -41,7 +41,9 @@ pub fn server_url() -> String {
 
 /// A private control plane on the test server.
 pub struct TestEnv {
+    /// The configuration every process of the test is given.
     pub config: Config,
+    /// A pool on the test's own control plane.
     pub pool: PgPool,
     /// Appended to every slug of this test, so role names never clash across tests.
     pub suffix: String,
@@ -337,12 +339,14 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    /// A new empty folder whose name starts with `label`.
     pub fn new(label: &str) -> TempDir {
         let path = std::env::temp_dir().join(format!("tm-{label}-{}", random_suffix()));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -421,9 +425,13 @@ where
 /// Everything a test checks about a provisioned tenant's footprint on the server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Footprint {
+    /// Roles of the tenant on the server.
     pub roles: i64,
+    /// Schemas of the tenant in its database.
     pub schemas: i64,
+    /// Product migrations in its ledger.
     pub migrations: Vec<i64>,
+    /// Its tables, by name.
     pub tables: Vec<String>,
 }
 

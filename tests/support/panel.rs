@@ -14,14 +14,18 @@ use super::{
 
 /// Phone and desktop widths the screenshots are taken at.
 pub const PHONE: u32 = 390;
+/// See [`PHONE`].
 pub const DESKTOP: u32 = 1280;
 
+/// A running `tenantctl admin serve`, killed when dropped.
 pub struct PanelServer {
     child: Child,
+    /// Its port on 127.0.0.1.
     pub port: u16,
 }
 
 impl PanelServer {
+    /// Starts the panel for `env` on a free port and waits until it answers.
     pub fn start(env: &TestEnv) -> PanelServer {
         PanelServer::start_logging_to(env, std::process::Stdio::null())
     }
@@ -54,6 +58,7 @@ impl PanelServer {
         PanelServer { child, port }
     }
 
+    /// The address of `path` on this panel.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

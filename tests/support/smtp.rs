@@ -11,8 +11,11 @@ use tokio::{
 /// One message as the server received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The envelope sender (MAIL FROM).
     pub from: String,
+    /// The envelope recipients (RCPT TO).
     pub to: Vec<String>,
+    /// The message as sent after DATA.
     pub data: String,
 }
 

@@ -32,15 +32,20 @@ pub const AUDIT_POOL_SIZE: u32 = 2;
 
 /// What every request handler shares.
 pub struct Panel {
+    /// The pages' reads and the users' sessions.
     pub pool: sqlx::PgPool,
+    /// Actions and their activity rows (at most [`AUDIT_POOL_SIZE`] at once).
     pub audit_pool: sqlx::PgPool,
+    /// The loaded configuration.
     pub config: Config,
     /// A TLS proxy is in front: trust its X-Forwarded-For and X-Forwarded-Proto.
     pub behind_proxy: bool,
 }
 
+/// The panel's state as handlers receive it.
 pub type Shared = Arc<Panel>;
 
+/// Every page and action, with the header, CSRF and tracing layers.
 pub fn router(panel: Shared) -> Router {
     Router::new()
         .route("/", get(pages::dashboard))

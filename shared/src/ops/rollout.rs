@@ -70,12 +70,7 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
         return Err(Error::Invalid("--limit must be at least 1".into()));
     }
     let tenants = select(cp, filter).await?;
-    let mut products: HashMap<String, Product> = HashMap::new();
-    for tenant in &tenants {
-        if !products.contains_key(&tenant.product) {
-            products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
-        }
-    }
+    let products = load_products(config, &tenants)?;
     let versions: Vec<i64> = products.values().flat_map(|p| p.migrations.iter().map(|m| m.version)).collect();
     let (applied, unreachable) = applied_versions(cp, config, &tenants, &versions).await?;
     for product in products.values() {
@@ -85,9 +80,8 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
     }
     let mut plans = Vec::new();
     for tenant in tenants {
-        let product = &products[&tenant.product];
-        if let Some(error) = unreachable.get(&tenant.id) {
-            plans.push(TenantPlan {
+        let plan = match unreachable.get(&tenant.id) {
+            Some(error) => TenantPlan {
                 slug: tenant.slug.clone(),
                 product: tenant.product.clone(),
                 version: tenant.schema_version,
@@ -96,51 +90,74 @@ pub async fn plan(cp: &mut PgConnection, config: &Config, filter: &RolloutFilter
                 tenant_id: tenant.id,
                 unreachable: Some(error.clone()),
                 conflict: None,
-            });
-            continue;
-        }
-        let recorded = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
-        // Our files are as they first ran (checked above), so a ledger row that differs
-        // is the tenant's own: it stops this tenant only.
-        let conflict = product.migrations.iter().find_map(|m| {
-            let (_, checksum) = recorded.iter().find(|(v, checksum)| *v == m.version && *checksum != m.checksum)?;
-            Some(migrations::ledger_conflict(&tenant.slug, m, checksum))
-        });
-        let done: Vec<i64> = recorded.iter().map(|(v, _)| *v).collect();
-        let target = filter.to.unwrap_or_else(|| product.migrations.last().map_or(0, |m| m.version));
-        if let Some(to) = filter.to {
-            if !product.migrations.iter().any(|m| m.version == to) {
-                return Err(Error::Invalid(format!("product '{}' has no migration {to:04}: see its folder in products_dir", product.name)));
+            },
+            None => {
+                let recorded = applied.get(&tenant.id).map(Vec::as_slice).unwrap_or_default();
+                plan_tenant(&tenant, &products[&tenant.product], recorded, filter.to)?
             }
-        }
-        let pending = product.migrations.iter().filter(|m| m.version <= target && !done.contains(&m.version)).map(|m| m.label()).collect();
-        plans.push(TenantPlan {
-            slug: tenant.slug.clone(),
-            product: tenant.product.clone(),
-            version: done.iter().max().copied(),
-            pending,
-            target,
-            tenant_id: tenant.id,
-            unreachable: None,
-            conflict,
-        });
+        };
+        plans.push(plan);
     }
     let known: Vec<TenantPlan> = plans.iter().filter(|p| p.unreachable.is_none()).cloned().collect();
     cache_versions(cp, &known).await?;
     record_conflicts(cp, &known).await?;
+    apply_limit(&mut plans, filter.limit);
+    Ok(plans)
+}
+
+/// The products of `tenants`, each read once.
+fn load_products(config: &Config, tenants: &[Tenant]) -> Result<HashMap<String, Product>> {
+    let mut products: HashMap<String, Product> = HashMap::new();
+    for tenant in tenants {
+        if !products.contains_key(&tenant.product) {
+            products.insert(tenant.product.clone(), products::load(&config.products_dir, &tenant.product)?);
+        }
+    }
+    Ok(products)
+}
+
+/// What one reachable tenant lacks, given the ledger rows `recorded` it holds.
+fn plan_tenant(tenant: &Tenant, product: &Product, recorded: &[(i64, String)], to: Option<i64>) -> Result<TenantPlan> {
+    // Our files are as they first ran (checked before), so a ledger row that differs
+    // is the tenant's own: it stops this tenant only.
+    let conflict = product.migrations.iter().find_map(|m| {
+        let (_, checksum) = recorded.iter().find(|(v, checksum)| *v == m.version && *checksum != m.checksum)?;
+        Some(migrations::ledger_conflict(&tenant.slug, m, checksum))
+    });
+    let done: Vec<i64> = recorded.iter().map(|(v, _)| *v).collect();
+    let target = to.unwrap_or_else(|| product.migrations.last().map_or(0, |m| m.version));
+    if let Some(to) = to {
+        if !product.migrations.iter().any(|m| m.version == to) {
+            return Err(Error::Invalid(format!("product '{}' has no migration {to:04}: see its folder in products_dir", product.name)));
+        }
+    }
+    let pending = product.migrations.iter().filter(|m| m.version <= target && !done.contains(&m.version)).map(|m| m.label()).collect();
+    Ok(TenantPlan {
+        slug: tenant.slug.clone(),
+        product: tenant.product.clone(),
+        version: done.iter().max().copied(),
+        pending,
+        target,
+        tenant_id: tenant.id,
+        unreachable: None,
+        conflict,
+    })
+}
+
+/// Keeps at most `limit` tenants that need something (`--limit`), every tenant that needs
+/// nothing (they cost nothing) and every conflict (so it is reported).
+fn apply_limit(plans: &mut Vec<TenantPlan>, limit: Option<usize>) {
     let mut with_pending = 0;
-    // `--limit` counts tenants that need something; the others cost nothing anyway.
     plans.retain(|p| {
         if p.conflict.is_some() {
             return true;
         }
-        let keep = p.pending.is_empty() || filter.limit.is_none_or(|limit| with_pending < limit);
+        let keep = p.pending.is_empty() || limit.is_none_or(|limit| with_pending < limit);
         if !p.pending.is_empty() && keep {
             with_pending += 1;
         }
         keep
     });
-    Ok(plans)
 }
 
 async fn select(cp: &mut PgConnection, filter: &RolloutFilter) -> Result<Vec<Tenant>> {
