@@ -9,7 +9,7 @@ use crate::{
     config::Config,
     error::{Context as _, Error, Result},
     naming::Plan,
-    ops::moves::Place,
+    ops::{admission, moves::Place},
     plans::record,
     tenants::{self, Tenant},
 };
@@ -56,7 +56,7 @@ pub async fn change(pool: &PgPool, config: &Config, slug: &str, plan: &str, host
 async fn change_in_place(pool: &PgPool, config: &Config, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
     // A move under way switches the plan it was asked for when it ends: not overwritten.
-    move_tenant::refuse_while_moving(&mut tx, slug).await?;
+    admission::refuse_while_moving(&mut tx, slug).await?;
     let tenant = tenants::get(&mut tx, slug).await?;
     // The row is locked before its plan is read, so two admins at once leave one
     // consistent history (the second starts from the first one's plan).

@@ -8,11 +8,13 @@ use crate::{
     activity,
     config::Config,
     context::App,
-    error::{Context as _, Error, Result},
-    hosts,
+    error::{Context as _, Result},
     lock::SlotKind,
     naming::Plan,
-    ops::moves::{self, Place, Request},
+    ops::{
+        admission::{self, MoveAdmitted},
+        moves::{self, Place, Request},
+    },
     queue,
     queue::{
         payload::{optional, required, Field, Shape},
@@ -59,21 +61,13 @@ pub async fn enqueue(
 ) -> Result<Requested> {
     let mut cp = pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
-    if let Some(host) = host.filter(|h| *h != tenant.host) {
-        hosts::ensure_usable(&mut cp, config, host).await?;
-        moves::refuse_same_server(&mut cp, config, &tenant.host, host).await?;
-    }
+    admission::check_move_target(&mut cp, config, &tenant, host).await?;
     drop(cp);
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    let tenant = tenants::get(&mut tx, slug).await?;
-    tenant.require_live("moved")?;
-    refuse_while_moving(&mut tx, slug).await?;
-    let isolation = plan.unwrap_or(Plan::parse(&tenant.plan)?).isolation();
-    let from = Place::of(&tenant);
-    let to = Place::resolve(&mut tx, config, &tenant, host.unwrap_or(&tenant.host), isolation).await?;
-    if from == to {
-        return Ok(Requested::AlreadyThere(from));
-    }
+    let (tenant, from, to) = match admission::admit_move(&mut tx, config, slug, host, plan).await? {
+        MoveAdmitted::AlreadyThere(place) => return Ok(Requested::AlreadyThere(place)),
+        MoveAdmitted::Go { tenant, from, to } => (tenant, from, to),
+    };
     let request = Request {
         slug: slug.to_owned(),
         tenant_id: tenant.id,
@@ -86,24 +80,6 @@ pub async fn enqueue(
         .await?;
     tx.commit().await.context("failed to commit the move job")?;
     Ok(Requested::Enqueued { job_id, from, to })
-}
-
-/// Refuses a change of plan or place while a move of the tenant is under way (pending,
-/// running or failed and to be retried): one at a time, each from where the last one ended.
-pub async fn refuse_while_moving(conn: &mut sqlx::PgConnection, slug: &str) -> Result<()> {
-    let pending: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM tenant_master.jobs WHERE type = 'MoveTenant' AND tenant = $1 AND status IN ('pending', 'running', 'failed') LIMIT 1",
-    )
-    .bind(slug)
-    .fetch_optional(conn)
-    .await
-    .context("failed to look for a move under way")?;
-    match pending {
-        Some(id) => Err(Error::Conflict(format!(
-            "a move of '{slug}' is under way (job {id}): wait for it (`tenantctl jobs show {id}`), then ask again"
-        ))),
-        None => Ok(()),
-    }
 }
 
 impl Job for MoveTenant {

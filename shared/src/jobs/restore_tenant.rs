@@ -4,36 +4,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    activity, backups,
+    activity,
     context::App,
-    error::{Context as _, Error, Result},
-    ops::restore,
+    error::{Context as _, Result},
+    ops::{admission, restore},
     queue,
     queue::{
         payload::{required, Field, Shape},
         Job, Policy, Run,
     },
-    tenants,
 };
 
 /// Enqueues a restore of backup `backup_id` (or the newest routine one) of `slug`;
 /// returns the backup id and the job id.
 pub async fn enqueue(pool: &sqlx::PgPool, slug: &str, backup_id: Option<i64>, actor: &str) -> Result<(i64, String)> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    let tenant = tenants::get(&mut tx, slug).await?;
-    tenant.require_live("restored")?;
-    let backup = match backup_id {
-        Some(id) => backups::get(&mut tx, tenant.id, id)
-            .await
-            .map_err(|_| Error::NotFound(format!("tenant '{slug}' has no finished backup {id}")))?,
-        // --latest: the newest routine backup, never a safety copy (restoring twice would
-        // otherwise restore the first restore's own pre_restore copy).
-        None => backups::latest_routine(&mut tx, tenant.id).await?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "tenant '{slug}' has no routine backup to restore: `tenantctl backup list {slug}` shows its safety backups, restorable with --backup ID"
-            ))
-        })?,
-    };
+    let (tenant, backup) = admission::admit_restore(&mut tx, slug, backup_id).await?;
     let job_id = queue::enqueue(&mut tx, &RestoreTenant { slug: slug.to_owned(), backup_id: backup.id }).await?;
     activity::record(&mut tx, actor, Some(tenant.id), "restore.requested", serde_json::json!({ "backup_id": backup.id, "job_id": job_id }))
         .await?;

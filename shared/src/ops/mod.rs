@@ -2,6 +2,7 @@
 //! the CLI and the tests call the same code.
 
 pub mod access;
+pub mod admission;
 pub mod backup;
 pub mod delete;
 pub mod maintenance;
