@@ -356,10 +356,21 @@ mod plan_history {
         let (p1, p2) = (env.pool.clone(), env.pool.clone());
         let (c1, c2) = (env.config.clone(), env.config.clone());
         let (s1, s2) = (t.slug.clone(), t.slug.clone());
+        // Each admin's session is seen waiting on the row lock before the next one starts.
+        let waiting = |n: i64| {
+            let pool = env.pool.clone();
+            async move {
+                let query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND datname = current_database()";
+                tenant_master_tests::eventually(Duration::from_secs(20), "an admin waiting on the tenant's row", || async {
+                    sqlx::query_scalar::<_, i64>(query).fetch_one(&pool).await.unwrap() == n
+                })
+                .await
+            }
+        };
         let a = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p1, &c1, &s1, "business", None, "alice").await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting(1).await;
         let b = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p2, &c2, &s2, "free", None, "bob").await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting(2).await;
         holder.rollback().await.unwrap();
         a.await.unwrap().unwrap();
         b.await.unwrap().unwrap();

@@ -505,7 +505,8 @@ mod lock_sessions_and_budget {
         let mut worker = env.spawn_worker_with(&logs.path().join("worker.log"), &extra);
         let pid = worker.id();
         assert!(env.tenantctl(&["tenant", "migrate", &t.slug]).status.success());
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tenant_master_tests::eventually(Duration::from_secs(30), "the migration sleeping", || async { sleeping(&env, &t).await == 1 })
+            .await;
         // Ordinary admin requests for the same tenant while its migration runs.
         for args in [
             vec!["backup", "create", t.slug.as_str()],
