@@ -55,3 +55,36 @@ async fn migrate_creates_a_missing_database_and_closes_it_to_public() {
         .unwrap();
     assert!(!public_can_connect, "tenant roles must not reach the registry");
 }
+
+/// Job types come from the registry: a build whose type has no row yet is not current
+/// (commands say to migrate), and an older build's `migrate` does not turn back a control
+/// plane that a newer one wrote (a type it does not know).
+#[tokio::test]
+async fn job_types_missing_or_newer_stop_in_one_sentence() {
+    let env = TestEnv::new().await;
+    sqlx::query("DELETE FROM tenant_master.job_types WHERE job_type = 'Noop'").execute(&env.pool).await.unwrap();
+    let out = env.tenantctl(&["jobs", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", tenant_master_tests::stderr(&out));
+    assert!(
+        tenant_master_tests::stderr(&out).contains("does not know job type(s) Noop: run `tenantctl migrate`"),
+        "{}",
+        tenant_master_tests::stderr(&out)
+    );
+    assert!(env.tenantctl(&["migrate"]).status.success());
+    assert!(env.tenantctl(&["jobs", "list"]).status.success(), "the row is back");
+
+    sqlx::query("UPDATE tenant_master.job_types SET max_attempts = 20 WHERE job_type = 'BackupTenant'").execute(&env.pool).await.unwrap();
+    sqlx::query("INSERT INTO tenant_master.job_types (job_type, max_attempts, description) VALUES ('NewerOnly', 3, 'from a newer build')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let out = env.tenantctl(&["migrate"]);
+    let said = tenant_master_tests::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("knows job type(s) NewerOnly that this build does not"), "{said}");
+    let kept: i32 = sqlx::query_scalar("SELECT max_attempts FROM tenant_master.job_types WHERE job_type = 'BackupTenant'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 20, "nothing of the newer build's rows was turned back");
+}

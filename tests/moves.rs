@@ -387,6 +387,40 @@ mod plan_history {
 /// delete that never finishes, two pending requests undoing each other, an upgraded tenant
 /// that cannot be deleted, a move of a tenant whose restore stopped part way. Each test
 /// failed on the code before its fix.
+/// Two admins ask to move one tenant at once: one move is enqueued, the other is refused
+/// as "under way" (before, both passed the check and two moves were queued).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_move_requests_at_once_enqueue_one_move() {
+    use tenant_master::{error::Error, jobs::move_tenant, naming::Plan};
+    let env = TestEnv::new().await;
+    let t = env.provisioned(&env.slug("twomoves"), "starter").await;
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE").bind(t.id).execute(&mut *holder).await.unwrap();
+    let request = |actor: &'static str| {
+        let (pool, config, slug) = (env.pool.clone(), env.config.clone(), t.slug.clone());
+        tokio::spawn(
+            async move { move_tenant::enqueue(&pool, &config, &slug, None, Some(Plan::parse("enterprise").unwrap()), actor).await },
+        )
+    };
+    let (a, b) = (request("alice"), request("bob"));
+    let query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND datname = current_database()";
+    tenant_master_tests::eventually(Duration::from_secs(20), "both requests waiting on the tenant's row", || async {
+        sqlx::query_scalar::<_, i64>(query).fetch_one(&env.pool).await.unwrap() == 2
+    })
+    .await;
+    holder.rollback().await.unwrap();
+    let results = [a.await.unwrap(), b.await.unwrap()];
+    let enqueued = results.iter().filter(|r| matches!(r, Ok(move_tenant::Requested::Enqueued { .. }))).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(Error::Conflict(m)) if m.contains("is under way"))).count();
+    assert_eq!((enqueued, refused), (1, 1), "{results:?}");
+    let moves: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.jobs WHERE type = 'MoveTenant' AND tenant = $1")
+        .bind(&t.slug)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(moves, 1);
+}
+
 mod interrupted_and_refused {
     use tenant_master::{
         fault,

@@ -12,10 +12,7 @@ use tenant_master::{
         move_tenant::{self, Requested},
         provision_tenant,
     },
-    ops::{
-        access::Change,
-        moves::{self, Place},
-    },
+    ops::{access::Change, moves, place::Place},
     tenants::{self, ListFilter, NewTenant, Tenant},
     Error,
 };

@@ -96,6 +96,10 @@ pub enum Error {
         /// The migration this build needs.
         needed: i32,
     },
+    /// The control plane lacks the row of job types this build runs (a type added since it
+    /// was last migrated): enqueueing them would be refused.
+    #[error("this database's Tenant Master control plane does not know job type(s) {}: run `tenantctl migrate` with this build", .0.join(", "))]
+    JobTypesMissing(Vec<String>),
     /// A file or process call failed.
     #[error("{context}: {source}")]
     Io {
@@ -197,7 +201,8 @@ impl Error {
             | Error::Conflict(_)
             | Error::NotFound(_)
             | Error::Fatal { .. }
-            | Error::NotMigrated { .. } => JobOutcome::Dead,
+            | Error::NotMigrated { .. }
+            | Error::JobTypesMissing(_) => JobOutcome::Dead,
         }
     }
 

@@ -6,7 +6,8 @@
 //! A module imports from its own layer or the ones below, never from above, and no two
 //! modules import each other, directly or around a circle. [`LAYERS`] is this list, and a
 //! test (`layers::imports_go_down_and_never_around_a_circle`) reads every source file and
-//! fails on an upward import or a cycle.
+//! fails on an upward import or a cycle; another (`layers::operations_call_each_other_without_a_circle`)
+//! does the same for the modules inside [`ops`], which call each other.
 //!
 //! 0. **Foundation**, knowing nothing of Tenant Master's data: [`error`], [`naming`]
 //!    (slugs, plans, PostgreSQL names), [`secrets`], [`password`], [`private_files`],

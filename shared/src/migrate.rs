@@ -57,8 +57,22 @@ pub async fn ensure_current(pool: &PgPool) -> Result<()> {
         false => None,
     };
     match found {
-        Some(version) if version >= needed => Ok(()),
-        found => Err(Error::NotMigrated { found, needed }),
+        Some(version) if version >= needed => {}
+        found => return Err(Error::NotMigrated { found, needed }),
+    }
+    // Job types come from the registry, not from migrations: a build that adds one is
+    // current only once its `tenantctl migrate` has written the row.
+    let names: Vec<&str> = crate::jobs::REGISTRY.iter().map(|t| t.name).collect();
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM unnest($1::text[]) AS name WHERE NOT EXISTS (SELECT 1 FROM tenant_master.job_types WHERE job_type = name)",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await
+    .context("failed to read the control plane's job types")?;
+    match missing.is_empty() {
+        true => Ok(()),
+        false => Err(Error::JobTypesMissing(missing)),
     }
 }
 
@@ -126,6 +140,20 @@ pub async fn run(config: &Config) -> Result<Report> {
 /// fields) where `tenant_master.enqueue` reads them: the registry is the one source, so a
 /// new job type needs no migration of its own.
 async fn sync_job_types(pool: &PgPool) -> Result<()> {
+    // A type this build does not know was written by a newer build: an older `migrate`
+    // would turn its rows back, so it stops (queued jobs of that type keep their own limit).
+    let names: Vec<&str> = crate::jobs::REGISTRY.iter().map(|t| t.name).collect();
+    let unknown: Vec<String> = sqlx::query_scalar("SELECT job_type FROM tenant_master.job_types WHERE job_type <> ALL($1) ORDER BY 1")
+        .bind(&names)
+        .fetch_all(pool)
+        .await
+        .context("failed to read the control plane's job types")?;
+    if !unknown.is_empty() {
+        return Err(Error::Conflict(format!(
+            "this control plane knows job type(s) {} that this build does not: a newer Tenant Master migrated it; run that build's `tenantctl migrate` (or, if the type was retired, delete its row from tenant_master.job_types)",
+            unknown.join(", ")
+        )));
+    }
     for job_type in crate::jobs::REGISTRY {
         let fields = serde_json::to_value(job_type.fields).expect("payload fields serialize");
         sqlx::query(

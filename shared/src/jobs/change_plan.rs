@@ -9,7 +9,7 @@ use crate::{
     config::Config,
     error::{Context as _, Error, Result},
     naming::Plan,
-    ops::{admission, moves::Place},
+    ops::{admission, place::Place},
     plans::record,
     tenants::{self, Tenant},
 };
@@ -55,8 +55,6 @@ pub async fn change(pool: &PgPool, config: &Config, slug: &str, plan: &str, host
 /// A plan change that moves no data.
 async fn change_in_place(pool: &PgPool, config: &Config, slug: &str, to: Plan, actor: &str) -> Result<Changed> {
     let mut tx = pool.begin().await.context("failed to start a transaction")?;
-    // A move under way switches the plan it was asked for when it ends: not overwritten.
-    admission::refuse_while_moving(&mut tx, slug).await?;
     let tenant = tenants::get(&mut tx, slug).await?;
     // The row is locked before its plan is read, so two admins at once leave one
     // consistent history (the second starts from the first one's plan).
@@ -65,6 +63,9 @@ async fn change_in_place(pool: &PgPool, config: &Config, slug: &str, to: Plan, a
         .fetch_one(&mut *tx)
         .await
         .context("failed to lock the tenant")?;
+    // A move under way switches the plan it was asked for when it ends: not overwritten.
+    // Checked under the row lock, which a move request takes too.
+    admission::refuse_while_moving(&mut tx, slug).await?;
     if !matches!(status.as_str(), "active" | "paused" | "suspended") {
         return Err(Error::Conflict(format!("tenant '{slug}' is {status}: only a live tenant changes plan")));
     }

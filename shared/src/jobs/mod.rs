@@ -59,3 +59,27 @@ pub const REGISTRY: &[JobType] = {
 pub fn schedule_key(schedule: Option<&str>, subject: &str, slot: Option<&str>) -> Option<String> {
     Some(format!("{}:{subject}:{}", schedule?, slot?))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every `impl Job` under `jobs/` is in [`every_job_type!`]: a type left out would have
+    /// no worker and no `job_types` row, and its jobs would wait forever.
+    #[test]
+    fn every_job_type_written_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/jobs");
+        let mut written = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for line in source.lines().map(str::trim) {
+                if let Some(name) = line.strip_prefix("const TYPE: &'static str = \"").and_then(|rest| rest.strip_suffix("\";")) {
+                    written.push(name.to_owned());
+                }
+            }
+        }
+        written.sort();
+        let mut registered: Vec<String> = super::REGISTRY.iter().map(|t| t.name.to_owned()).collect();
+        registered.sort();
+        assert!(written.len() >= 13, "the reader finds the job types: {written:?}");
+        assert_eq!(written, registered, "a job type written under jobs/ is missing from every_job_type! (or listed twice)");
+    }
+}

@@ -13,7 +13,8 @@ use crate::{
     naming::Plan,
     ops::{
         admission::{self, MoveAdmitted},
-        moves::{self, Place, Request},
+        moves::{self, Request},
+        place::Place,
     },
     queue,
     queue::{

@@ -10,7 +10,7 @@ use crate::{
     error::{Context as _, Error, Result},
     hosts,
     naming::Plan,
-    ops::moves::{refuse_same_server, Place},
+    ops::{moves::refuse_same_server, place::Place},
     tenants::{self, Tenant},
 };
 
@@ -51,6 +51,13 @@ pub async fn admit_move(
 ) -> Result<MoveAdmitted> {
     let tenant = tenants::get(tx, slug).await?;
     tenant.require_live("moved")?;
+    // Two admins at once: the second waits here until the first has enqueued (or not),
+    // then finds its move under way.
+    sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant.id)
+        .execute(&mut *tx)
+        .await
+        .context("failed to lock the tenant")?;
     refuse_while_moving(tx, slug).await?;
     let isolation = plan.unwrap_or(Plan::parse(&tenant.plan)?).isolation();
     let from = Place::of(&tenant);
@@ -86,7 +93,11 @@ pub async fn admit_restore(tx: &mut PgConnection, slug: &str, backup_id: Option<
     tenant.require_live("restored")?;
     let backup = match backup_id {
         Some(id) => {
-            backups::get(tx, tenant.id, id).await.map_err(|_| Error::NotFound(format!("tenant '{slug}' has no finished backup {id}")))?
+            backups::get(tx, tenant.id, id).await.map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!("tenant '{slug}' has no finished backup {id}")),
+                // A lost connection or a lock timeout is not "no such backup".
+                e => e,
+            })?
         }
         // --latest: the newest routine backup, never a safety copy (restoring twice would
         // otherwise restore the first restore's own pre_restore copy).

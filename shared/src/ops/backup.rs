@@ -288,6 +288,10 @@ pub async fn verify_file(backup: &Backup) -> Result<()> {
     if Some(&sha256) != backup.sha256.as_ref() {
         return Err(damaged("sha256 mismatch".into()));
     }
-    pg_tools::list_archive(&path).await.map_err(|e| damaged(e.to_string()))?;
+    pg_tools::list_archive(&path).await.map_err(|e| match e {
+        // pg_restore read the file and refused it; a signal or a failed start says nothing of the file.
+        Error::Tool { exit_code: Some(_), .. } => damaged(e.to_string()),
+        e => e,
+    })?;
     Ok(())
 }

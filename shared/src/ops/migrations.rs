@@ -15,7 +15,6 @@ use crate::{
     error::{Context as _, Error, Result},
     hosts, ledger,
     naming::quote_ident,
-    ops::rollout,
     products::{self, Product, ProductMigration},
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
@@ -184,7 +183,7 @@ pub async fn migrate_tenant_to(app: &App, slug: &str, tenant_id: Option<i64>, to
     })
     .await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
-    rollout::record_version(&mut cp, tenant.id, version).await?;
+    record_version(&mut cp, tenant.id, version).await?;
     if !applied.is_empty() {
         activity::record(&mut cp, actor, Some(tenant.id), "tenant.migrated", serde_json::json!({ "applied": applied, "version": version }))
             .await?;
@@ -205,5 +204,17 @@ pub async fn record_failure(app: &App, slug: &str, tenant_id: Option<i64>, error
     .execute(&mut *cp)
     .await
     .context("failed to record the rollout failure")?;
+    Ok(())
+}
+
+/// Records that the ledger of tenant `id` now ends at `version`, and clears its last
+/// rollout error.
+pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>) -> Result<()> {
+    sqlx::query("UPDATE tenant_master.tenants SET schema_version = $2, migration_error = NULL WHERE id = $1")
+        .bind(id)
+        .bind(version)
+        .execute(cp)
+        .await
+        .context("failed to record the tenant's schema version")?;
     Ok(())
 }

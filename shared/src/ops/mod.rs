@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod migrations;
 pub mod move_cleanup;
 pub mod moves;
+pub mod place;
 pub mod provision;
 pub mod prune;
 pub mod restore;

@@ -20,7 +20,7 @@ use crate::{
     hosts, ledger,
     lock::TenantLock,
     naming::operator_role,
-    ops::moves::Place,
+    ops::place::Place,
     tenants::{self, Tenant},
 };
 

@@ -75,7 +75,7 @@ pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
     .await?;
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
-    crate::ops::rollout::record_version(&mut cp, tenant.id, version).await?;
+    crate::ops::migrations::record_version(&mut cp, tenant.id, version).await?;
     Ok(Built::Ready(tenant))
 }
 

@@ -121,10 +121,22 @@ pub async fn recover(app: &App, slug: &str, backup_id: i64, job_id: &str) -> Res
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     let marker = deployment::marker(&mut cp, slug).await?;
-    let versions = backups::get(&mut cp, tenant.id, backup_id).await.map(|b| b.schema_versions).unwrap_or_default();
+    let versions = backups::get(&mut cp, tenant.id, backup_id).await.map(|b| b.schema_versions);
     let mut server = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let mut tenant_db = hosts::connect(&mut cp, &app.config, &tenant.host, &tenant.database).await?;
-    put_back_aside(&mut cp, &mut tenant_db, &mut server, &tenant, &marker, Some(Finished { job_id, versions: &versions })).await?;
+    match versions {
+        Ok(versions) => {
+            put_back_aside(&mut cp, &mut tenant_db, &mut server, &tenant, &marker, Some(Finished { job_id, versions: &versions })).await?
+        }
+        // A committed restore is finished with the backup's versions (an empty list would
+        // clear the tenant's whole ledger): without them, stop. An uncommitted one needs none.
+        Err(e) if matches!(stage(&mut tenant_db, &tenant).await?, Stage::Restored) => {
+            return Err(e.in_step(|e| {
+                format!("cannot finish the interrupted restore of '{slug}' (backup {backup_id}): {e}; see `tenantctl backup list {slug}`")
+            }))
+        }
+        Err(_) => put_back_aside(&mut cp, &mut tenant_db, &mut server, &tenant, &marker, None).await?,
+    }
     access::give_login_back(&mut tenant_db, &tenant).await
 }
 
@@ -327,7 +339,7 @@ async fn bring_migrations_up_to_date(
     // product's latest: a migration still being rolled out reaches it by the rollout only.
     migrations::apply_all(cp, tenant_db, &mut operator, tenant, &product, tenant.schema_version, |_| Ok(())).await?;
     let version = ledger::applied_versions(tenant_db, &tenant.schema).await?.into_iter().max();
-    crate::ops::rollout::record_version(cp, tenant.id, version).await
+    crate::ops::migrations::record_version(cp, tenant.id, version).await
 }
 
 /// The number of tables, functions and types in `schema`, or None if it does not exist.

@@ -299,18 +299,6 @@ async fn record_conflicts(cp: &mut PgConnection, plans: &[TenantPlan]) -> Result
     Ok(())
 }
 
-/// Records that the ledger of tenant `id` now ends at `version`, and clears its last
-/// rollout error.
-pub async fn record_version(cp: &mut PgConnection, id: i64, version: Option<i64>) -> Result<()> {
-    sqlx::query("UPDATE tenant_master.tenants SET schema_version = $2, migration_error = NULL WHERE id = $1")
-        .bind(id)
-        .bind(version)
-        .execute(cp)
-        .await
-        .context("failed to record the tenant's schema version")?;
-    Ok(())
-}
-
 /// How many product migrations a tenant lacks, from its last known version and the
 /// product's files (read once per product); none when either is unknown.
 pub struct Pending<'a> {
