@@ -339,8 +339,6 @@ async fn a_move_whose_old_server_dies_after_the_switch_still_lets_the_tenant_in(
 
 /// Plan changes at the same moment keep one history.
 mod plan_history {
-    use std::time::Duration;
-
     use tenant_master_tests::TestEnv;
 
     /// Finding 7. Two admins change the plan of one tenant at once: `change` reads the current
@@ -350,27 +348,16 @@ mod plan_history {
     async fn plan_changes_at_once_keep_one_history() {
         let env = TestEnv::new().await;
         let t = env.provisioned(&env.slug("plans"), "starter").await;
-        // Hold the row so both admins read the plan, then queue on the lock.
-        let mut holder = env.pool.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE").bind(t.id).execute(&mut *holder).await.unwrap();
+        // Hold the row so both admins read the plan, then queue on the lock; each admin's
+        // session is seen waiting before the next one starts.
+        let holder = env.hold_tenant_row(t.id).await;
         let (p1, p2) = (env.pool.clone(), env.pool.clone());
         let (c1, c2) = (env.config.clone(), env.config.clone());
         let (s1, s2) = (t.slug.clone(), t.slug.clone());
-        // Each admin's session is seen waiting on the row lock before the next one starts.
-        let waiting = |n: i64| {
-            let pool = env.pool.clone();
-            async move {
-                let query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND datname = current_database()";
-                tenant_master_tests::eventually(Duration::from_secs(20), "an admin waiting on the tenant's row", || async {
-                    sqlx::query_scalar::<_, i64>(query).fetch_one(&pool).await.unwrap() == n
-                })
-                .await
-            }
-        };
         let a = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p1, &c1, &s1, "business", None, "alice").await });
-        waiting(1).await;
+        env.until_row_lock_waiters(1).await;
         let b = tokio::spawn(async move { tenant_master::jobs::change_plan::change(&p2, &c2, &s2, "free", None, "bob").await });
-        waiting(2).await;
+        env.until_row_lock_waiters(2).await;
         holder.rollback().await.unwrap();
         a.await.unwrap().unwrap();
         b.await.unwrap().unwrap();
@@ -382,11 +369,6 @@ mod plan_history {
     }
 }
 
-/// An adversarial review of MoveTenant (issue 14) proved these: a deleted tenant's copy
-/// left on another server for the next tenant of the slug, a dead move's ledger rows, a
-/// delete that never finishes, two pending requests undoing each other, an upgraded tenant
-/// that cannot be deleted, a move of a tenant whose restore stopped part way. Each test
-/// failed on the code before its fix.
 /// Two admins ask to move one tenant at once: one move is enqueued, the other is refused
 /// as "under way" (before, both passed the check and two moves were queued).
 #[tokio::test(flavor = "multi_thread")]
@@ -394,8 +376,7 @@ async fn two_move_requests_at_once_enqueue_one_move() {
     use tenant_master::{error::Error, jobs::move_tenant, naming::Plan};
     let env = TestEnv::new().await;
     let t = env.provisioned(&env.slug("twomoves"), "starter").await;
-    let mut holder = env.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE").bind(t.id).execute(&mut *holder).await.unwrap();
+    let holder = env.hold_tenant_row(t.id).await;
     let request = |actor: &'static str| {
         let (pool, config, slug) = (env.pool.clone(), env.config.clone(), t.slug.clone());
         tokio::spawn(
@@ -403,11 +384,7 @@ async fn two_move_requests_at_once_enqueue_one_move() {
         )
     };
     let (a, b) = (request("alice"), request("bob"));
-    let query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND datname = current_database()";
-    tenant_master_tests::eventually(Duration::from_secs(20), "both requests waiting on the tenant's row", || async {
-        sqlx::query_scalar::<_, i64>(query).fetch_one(&env.pool).await.unwrap() == 2
-    })
-    .await;
+    env.until_row_lock_waiters(2).await;
     holder.rollback().await.unwrap();
     let results = [a.await.unwrap(), b.await.unwrap()];
     let enqueued = results.iter().filter(|r| matches!(r, Ok(move_tenant::Requested::Enqueued { .. }))).count();
@@ -421,6 +398,11 @@ async fn two_move_requests_at_once_enqueue_one_move() {
     assert_eq!(moves, 1);
 }
 
+/// An adversarial review of MoveTenant (issue 14) proved these: a deleted tenant's copy
+/// left on another server for the next tenant of the slug, a dead move's ledger rows, a
+/// delete that never finishes, two pending requests undoing each other, an upgraded tenant
+/// that cannot be deleted, a move of a tenant whose restore stopped part way. Each test
+/// failed on the code before its fix.
 mod interrupted_and_refused {
     use tenant_master::{
         fault,

@@ -207,6 +207,23 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// Holds tenant `id`'s registry row (`FOR UPDATE`) until the returned transaction ends,
+    /// so requests that lock it queue behind it.
+    pub async fn hold_tenant_row(&self, id: i64) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut holder = self.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tenant_master.tenants WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *holder).await.unwrap();
+        holder
+    }
+
+    /// Waits until exactly `n` sessions of the control plane wait on a `FOR UPDATE` row lock.
+    pub async fn until_row_lock_waiters(&self, n: i64) {
+        let query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND datname = current_database()";
+        eventually(Duration::from_secs(20), &format!("{n} session(s) waiting on a row lock"), || async {
+            sqlx::query_scalar::<_, i64>(query).fetch_one(&self.pool).await.unwrap() == n
+        })
+        .await
+    }
+
     /// Number of rows in the queue.
     pub async fn job_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM apalis.jobs").fetch_one(&self.pool).await.unwrap()
