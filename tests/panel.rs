@@ -307,6 +307,9 @@ async fn viewers_and_forged_forms_change_nothing() {
     browser.wait_text("#error", "cannot store", Duration::from_secs(10));
     browser.goto(&panel.url("/"));
     browser.click("#me + input + button");
+    // The logout lands on the login page before the next page is opened, so its redirect
+    // cannot arrive after (and replace) the hostile page's post on a slow machine.
+    browser.find("#login");
 
     // A hostile page that logs the browser in as the attacker's own account (whose
     // actions would then be the victim's work under the attacker's name) is refused.

@@ -2,11 +2,12 @@
 //! an intact log, and it changes no grant on a database that is not Tenant Master's.
 
 use std::{
+    path::Path,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tenant_master_tests::{die_with_test, eventually, repo_root, TempDir, TestEnv};
+use tenant_master_tests::{die_with_test, repo_root, TempDir, TestEnv};
 
 /// Who may connect to each database that exists now (name, ACL), as an admin reads it.
 async fn grants(env: &TestEnv) -> Vec<(String, Option<String>)> {
@@ -25,6 +26,25 @@ impl Drop for Stop {
         if let Some(pid) = self.0 {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
+    }
+}
+
+/// Waits until the first run has its demo tenant and keeps its worker in the foreground;
+/// fails at once, with what the script and its worker said, if the script ends first.
+async fn wait_for_the_demo(run: &mut std::process::Child, out: &Path, log: &Path) {
+    let said = || {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let log = read(log);
+        let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("stdout:\n{}\nstderr:\n{}\nworker log (end):\n{}", read(out), read(&out.with_extension("err")), tail.join("\n"))
+    };
+    let started = Instant::now();
+    while !std::fs::read_to_string(out).unwrap_or_default().contains("Ctrl-C here stops the worker") {
+        if let Some(status) = run.try_wait().unwrap() {
+            panic!("run-local.sh ended ({status}) before its demo tenant was ready\n{}", said());
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "no demo tenant after 180 s\n{}", said());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -52,10 +72,7 @@ async fn two_runs_leave_one_worker_an_intact_log_and_foreign_grants_alone() {
     let first_out = data.path().join("first.out");
     let mut first = script(&first_out).spawn().unwrap();
     let pidfile = data.path().join("worker.pid");
-    eventually(Duration::from_secs(180), "the first run's demo tenant", || async {
-        std::fs::read_to_string(&first_out).unwrap_or_default().contains("Ctrl-C here stops the worker")
-    })
-    .await;
+    wait_for_the_demo(&mut first, &first_out, &data.path().join("worker.log")).await;
     assert_eq!(env.tenant_status(&slug).await.as_deref(), Some("active"));
     let worker: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let _stop = Stop(Some(worker));

@@ -307,8 +307,9 @@ impl Browser {
             }
             assert!(
                 started.elapsed() < limit,
-                "'{css}' did not show '{wanted}' within {limit:?} on {}: {text:?}{}",
+                "'{css}' did not show '{wanted}' within {limit:?} on {}: {text:?}\nthe page said: {}{}",
                 self.url(),
+                self.body_text(),
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(200));
