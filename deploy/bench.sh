@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/ensure-postgres.sh
 cargo build --release --workspace --locked
+# The graphile_worker peer: a project of its own (its own lock file), built only here.
+cargo build --release --locked --manifest-path tests/bench/graphile-peer/Cargo.toml --target-dir target/graphile-peer
 exec target/release/tenant-bench "$@"

@@ -70,7 +70,8 @@ async fn job_types_missing_or_newer_stop_in_one_sentence() {
         "{}",
         tenant_master_tests::stderr(&out)
     );
-    assert!(env.tenantctl(&["migrate"]).status.success());
+    let out = env.tenantctl(&["migrate"]);
+    assert!(out.status.success(), "{}", tenant_master_tests::stderr(&out));
     assert!(env.tenantctl(&["jobs", "list"]).status.success(), "the row is back");
 
     sqlx::query("UPDATE tenant_master.job_types SET max_attempts = 20 WHERE job_type = 'BackupTenant'").execute(&env.pool).await.unwrap();
@@ -87,4 +88,73 @@ async fn job_types_missing_or_newer_stop_in_one_sentence() {
         .await
         .unwrap();
     assert_eq!(kept, 20, "nothing of the newer build's rows was turned back");
+}
+
+/// A control plane as the apalis-postgres fetch path left it (its indexes, the worker
+/// foreign key, migration 0019 not applied) with jobs in every state: after `tenantctl
+/// migrate`, the queue has only the indexes its statements use, and the new worker runs
+/// the pending, failed and orphaned jobs while the dead and done ones stay as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_new_fetch_path_keeps_an_old_queues_jobs() {
+    let env = TestEnv::new().await;
+    sqlx::raw_sql(
+        "DROP INDEX apalis.jobs_held_by_worker;
+         CREATE UNIQUE INDEX unique_job_id ON apalis.jobs (id);
+         CREATE INDEX idx_apalis_jobs_lock_by ON apalis.jobs (lock_by);
+         CREATE INDEX lidx ON apalis.jobs (lock_by);
+         CREATE UNIQUE INDEX unique_worker_id ON apalis.workers (id);
+         CREATE INDEX lsidx ON apalis.workers (last_seen);
+         CREATE INDEX wtidx ON apalis.workers (worker_type);
+         ALTER TABLE apalis.jobs ADD CONSTRAINT fk_worker_lock_by FOREIGN KEY (lock_by) REFERENCES apalis.workers (id);
+         DELETE FROM tenant_master.schema_migrations WHERE version = 19;
+         INSERT INTO apalis.workers (id, worker_type, storage_name, last_seen) VALUES ('Noop-oldhost-7-0-0-0', 'Noop', 'PgStorage', now() - interval '1 day');
+         INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, lock_by, lock_at, done_at, last_result) VALUES
+           ('01JOLDPENDING0000000000000', 'Noop', convert_to('{}', 'UTF8'), 'Pending', 0, 3, now(), NULL, NULL, NULL, NULL),
+           ('01JOLDFAILED00000000000000', 'Noop', convert_to('{}', 'UTF8'), 'Failed', 1, 3, now() - interval '1 minute', 'Noop-oldhost-7-0-0-0', now() - interval '2 minutes', now() - interval '2 minutes', '{\"Err\": \"boom\"}'),
+           ('01JOLDORPHAN00000000000000', 'Noop', convert_to('{}', 'UTF8'), 'Queued', 0, 3, now() - interval '1 hour', 'Noop-oldhost-7-0-0-0', now() - interval '1 hour', NULL, NULL),
+           ('01JOLDDEAD0000000000000000', 'Noop', convert_to('{}', 'UTF8'), 'Killed', 1, 3, now() - interval '1 hour', 'Noop-oldhost-7-0-0-0', now() - interval '1 hour', now() - interval '1 hour', '{\"Err\": \"gave up\"}'),
+           ('01JOLDDONE0000000000000000', 'Noop', convert_to('{}', 'UTF8'), 'Done', 1, 3, now() - interval '1 hour', 'Noop-oldhost-7-0-0-0', now() - interval '1 hour', now() - interval '1 hour', '{\"Ok\": \"then\"}');",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let out = env.tenantctl(&["migrate"]);
+    assert!(out.status.success(), "{}", tenant_master_tests::stderr(&out));
+    assert!(tenant_master_tests::stdout(&out).contains("0019_own_fetch_path"), "{}", tenant_master_tests::stdout(&out));
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'apalis' AND tablename IN ('jobs', 'workers') ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "idx_apalis_jobs_fetch_partial",
+            "idx_apalis_workers_last_seen",
+            "idx_apalis_workers_worker_type",
+            "idx_jobs_idempotency_key",
+            "jobs_held_by_worker",
+            "jobs_pkey",
+            "workers_pkey"
+        ]
+    );
+    let status = |id: &'static str| {
+        let pool = env.pool.clone();
+        async move { tenant_master::queue::get(&pool, id).await.unwrap() }
+    };
+    env.run_worker_until(std::time::Duration::from_secs(60), || async {
+        let mut all_done = true;
+        for id in ["01JOLDPENDING0000000000000", "01JOLDFAILED00000000000000", "01JOLDORPHAN00000000000000"] {
+            all_done &= status(id).await.status == "done";
+        }
+        all_done
+    })
+    .await;
+    assert_eq!(status("01JOLDFAILED00000000000000").await.attempts, 2, "the failed job ran once more");
+    assert_eq!(status("01JOLDORPHAN00000000000000").await.attempts, 2, "the orphan's lost attempt counts");
+    let dead = status("01JOLDDEAD0000000000000000").await;
+    assert_eq!((dead.status.as_str(), dead.last_error.as_deref()), ("dead", Some("gave up")));
+    let done = status("01JOLDDONE0000000000000000").await;
+    assert_eq!((done.status.as_str(), done.result), ("done", Some(serde_json::json!("then"))));
 }

@@ -313,6 +313,51 @@ async fn an_idle_worker_holds_three_connections_at_most() {
     let _ = worker.wait();
 }
 
+/// Payloads no handler can read, written straight into the queue table (past
+/// `tenant_master.enqueue`'s checks): an array, and an object with a field of the wrong
+/// type. Each is dead at once, on its first attempt, while the 1,000 good jobs fetched in
+/// the same statements all finish; nothing restarts the pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_payload_is_dead_at_once_while_a_thousand_jobs_finish() {
+    let env = TestEnv::new().await;
+    let logs = TempDir::new("logs");
+    let log = logs.path().join("worker.log");
+    let mut conn = env.pool.acquire().await.unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![tenant_master::jobs::noop::Noop::default(); 500]).await.unwrap();
+    let bad: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at)
+         SELECT apalis.generate_ulid(), 'Noop', payload, 'Pending', 0, 3, now()
+         FROM unnest(ARRAY[convert_to('[1, 2]', 'UTF8'), convert_to('{\"sleep_ms\": \"soon\"}', 'UTF8')]) AS payload
+         RETURNING id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    tenant_master::queue::enqueue_many(&mut conn, &vec![tenant_master::jobs::noop::Noop::default(); 500]).await.unwrap();
+    drop(conn);
+    let mut worker = env.spawn_worker(&log);
+    eventually(Duration::from_secs(120), "every good job done and both bad ones settled", || async {
+        let (done, dead): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'dead') FROM tenant_master.jobs WHERE type = 'Noop'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        done == 1_000 && dead == 2
+    })
+    .await;
+    for id in &bad {
+        let job = tenant_master::queue::get(&env.pool, id).await.unwrap();
+        assert_eq!((job.status.as_str(), job.attempts), ("dead", 1), "{job:?}");
+        let error = job.last_error.unwrap_or_default();
+        assert!(error.contains("the payload cannot be read as Noop"), "{error}");
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!said.contains("worker stopped") && !said.contains("stopping the pool"), "the pool never restarted:\n{said}");
+}
+
 /// A PostgreSQL restart (fast shutdown, as a failover or a minor upgrade does) while the
 /// worker drains thousands of jobs and provisions tenants: the same process waits for the
 /// server, carries on, finishes everything (none dead) and takes new work afterwards.

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (16, "tenant_ledger_conflicts", include_str!("../../migrations/0016_tenant_ledger_conflicts.sql")),
     (17, "secret_keys", include_str!("../../migrations/0017_secret_keys.sql")),
     (18, "panel", include_str!("../../migrations/0018_panel.sql")),
+    (19, "own_fetch_path", include_str!("../../migrations/0019_own_fetch_path.sql")),
 ];
 
 /// The versions of our control-plane migrations, in order.
@@ -227,8 +228,14 @@ pub async fn control_plane(pool: &PgPool) -> Result<Vec<String>> {
     Ok(applied)
 }
 
-/// Views and the wake-up trigger over the queue (need both histories applied; replaced every run).
+/// Views, indexes and the wake-up trigger over the queue (need both histories applied;
+/// replaced every run).
 pub async fn views(pool: &PgPool) -> Result<()> {
+    // Migration 0019 once more: the queue's migrations may have run after it.
+    sqlx::raw_sql(include_str!("../../migrations/0019_own_fetch_path.sql"))
+        .execute(pool)
+        .await
+        .context("failed to set the queue's indexes")?;
     sqlx::raw_sql(
         "CREATE OR REPLACE VIEW tenant_master.jobs AS
          SELECT j.id, j.job_type AS type,

@@ -15,3 +15,35 @@ pub fn init(default_level: &str) {
         builder.with_ansi(std::io::stderr().is_terminal()).try_init()
     };
 }
+
+/// Wall time per named step of one run, reported in a job's result (`timings_ms`), so an
+/// operator (and the benchmark's `--profile`) sees where a slow job spends its time.
+#[derive(Debug)]
+pub struct Laps {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, f64)>,
+}
+
+impl Default for Laps {
+    fn default() -> Laps {
+        Laps { last: std::time::Instant::now(), steps: Vec::new() }
+    }
+}
+
+impl Laps {
+    /// Ends step `name` now: its time is what passed since the previous step ended.
+    pub fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1000.0;
+        self.last = now;
+        match self.steps.iter_mut().find(|(step, _)| *step == name) {
+            Some((_, total)) => *total += ms,
+            None => self.steps.push((name, ms)),
+        }
+    }
+
+    /// `{"step": milliseconds, ...}`, to a tenth of a millisecond.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.steps.iter().map(|(step, ms)| ((*step).to_owned(), serde_json::json!((ms * 10.0).round() / 10.0))).collect()
+    }
+}

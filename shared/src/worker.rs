@@ -1,10 +1,10 @@
-//! `tenant-worker`: an apalis Monitor with one worker per job type.
+//! `tenant-worker`: an apalis Monitor with one worker per job type, all fed by one fetch
+//! and acknowledgement path of our own ([`crate::queue::feed`]).
 //!
-//! Around traps of apalis-postgres 1.0 we measured: every queue name is explicit, every
-//! worker name is unique per process (`<type>-<host>-<pid>-<run>-<index>-<restart>`), one
-//! LISTEN connection per process wakes the workers at once and an interval poll catches
-//! delayed and retried jobs (see `wakeups`), and all workers share one heartbeat setting,
-//! beaten from a task of their own, so none steals another's live jobs.
+//! Every worker name is unique per process (`<type>-<host>-<pid>-<run>-<index>-<restart>`),
+//! one LISTEN connection per process wakes the fetch at once and an interval poll catches
+//! delayed and retried jobs (see `wakeups`), and one heartbeat task of our own keeps the
+//! process's workers alive and takes over the jobs of processes whose heartbeat stopped.
 //!
 //! Connections: the queue machinery holds [`QUEUE_CONNECTIONS`]; running jobs borrow from a
 //! pool of at most [`job_connections`] that empties when idle.
@@ -12,7 +12,6 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_postgres::PostgresStorage;
 
 use crate::{
     config::Config,
@@ -20,6 +19,8 @@ use crate::{
     db,
     error::{Context as _, Error, Result},
     queue::{
+        backend::FeedBackend,
+        feed::Feed,
         runner::{execute, Runtime},
         Job,
     },
@@ -82,10 +83,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = std::io::Result<
         auto_migrate(&app.app).await;
     }
     let _metrics_server = serve_metrics(&app).await?;
-    let wakeups = Wakeups::new(&job_types());
+    let wakeups = Wakeups::default();
     let _listener = AbortOnDrop(tokio::spawn(wakeups.clone().listen(queue_pool.clone())));
     let live = LiveWorkers::default();
-    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), app.app.config.worker.heartbeat_secs)));
+    let w = &app.app.config.worker;
+    let _heartbeat = AbortOnDrop(tokio::spawn(live.clone().beat(queue_pool.clone(), w.heartbeat_secs, w.orphan_timeout())));
 
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let _signal = AbortOnDrop(tokio::spawn(async move {
@@ -146,14 +148,6 @@ async fn connect(config: &Config) -> Result<(sqlx::PgPool, sqlx::PgPool)> {
         queue_connections = QUEUE_CONNECTIONS, job_connections_max = job_connections(config),
         "worker pool starting"
     );
-    if w.batch_size > w.concurrency {
-        tracing::warn!(
-            batch_size = w.batch_size,
-            concurrency = w.concurrency,
-            "batch_size is larger than concurrency: fetching {} at a time, so no fetched job waits unstarted",
-            w.concurrency
-        );
-    }
     Ok((queue_pool, job_pool))
 }
 
@@ -207,21 +201,21 @@ struct Pools {
 }
 
 impl Pools {
-    /// A Monitor with the workers of every job type; `lost` is notified when one of them
-    /// fails (its backend lost the database), so the whole pool starts again.
-    fn monitor(&self, lost: Arc<tokio::sync::Notify>) -> Monitor {
+    /// A Monitor with one worker per job type, all fed by `feed`; `lost` is notified when
+    /// one of them fails, so the whole pool starts again.
+    fn monitor(&self, feed: &Feed, lost: Arc<tokio::sync::Notify>) -> Monitor {
         let mut registered = Vec::new();
         let mut monitor = Monitor::new();
         macro_rules! registrations {
-            ($($job:ty),*) => { [$(Pools::register::<$job> as fn(&Pools, Monitor) -> (Monitor, &'static str)),*] };
+            ($($job:ty),*) => { [$(Pools::register::<$job> as fn(&Pools, &Feed, Monitor) -> (Monitor, &'static str)),*] };
         }
         for register in crate::jobs::every_job_type!(registrations) {
-            let (next, name) = register(self, monitor);
+            let (next, name) = register(self, feed, monitor);
             registered.push(name);
             monitor = next;
         }
         // Registrations and REGISTRY come from one list; a type registered twice would
-        // start two pools with one name.
+        // start two workers on one slot.
         registered.sort_unstable();
         debug_assert!(registered.windows(2).all(|w| w[0] != w[1]), "a job type is listed twice: {registered:?}");
         monitor
@@ -238,14 +232,18 @@ impl Pools {
             .shutdown_timeout(Duration::from_secs(self.app.app.config.worker.shutdown_timeout_secs))
     }
 
-    /// Runs this pool until `stop` says so or one of its workers loses the database.
+    /// Runs this pool until `stop` says so or one of its workers stops.
     async fn run_until_stopped_or_lost(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let w = &self.app.app.config.worker;
+        let slots: Vec<(&'static str, usize)> = job_types().into_iter().map(|t| (t, slots_per_type(&self.app.app.config))).collect();
+        let (feed, _feed_tasks) =
+            Feed::start(self.queue.clone(), &slots, self.wakeups.subscribe(), Duration::from_millis(w.poll_interval_ms));
         let lost = Arc::new(tokio::sync::Notify::new());
-        let monitor = self.monitor(lost.clone());
+        let monitor = self.monitor(&feed, lost.clone());
         let signal = async move {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => {}
-                _ = lost.notified() => tracing::error!("a worker lost the database: stopping the pool to start it again"),
+                _ = lost.notified() => tracing::error!("a worker stopped: stopping the pool to start it again"),
             }
             Ok(())
         };
@@ -254,69 +252,67 @@ impl Pools {
         }
     }
 
-    fn register<J: Job>(&self, monitor: Monitor) -> (Monitor, &'static str) {
-        let w = &self.app.app.config.worker;
-        let queue_config = apalis_postgres::Config::default()
-            .queue(J::TYPE)
-            .batch_size(w.batch_size.min(w.concurrency))
-            .heartbeat_interval(Duration::from_secs(w.heartbeat_secs))
-            .missed_heartbeats(w.missed_heartbeats)
-            // No extra UPDATE to 'Running' per job: a fetched job stays 'Queued' (our status
-            // view calls it running; the orphan sweep covers Queued rows too).
-            .lock_tasks(false);
-        let (app, queue, wakeups, live) = (self.app.clone(), self.queue.clone(), self.wakeups.clone(), self.live.clone());
-        let (concurrency, poll_interval) = (w.concurrency, Duration::from_millis(w.poll_interval_ms));
+    fn register<J: Job>(&self, feed: &Feed, monitor: Monitor) -> (Monitor, &'static str) {
+        let (app, feed, live) = (self.app.clone(), feed.clone(), self.live.clone());
+        let slots = slots_per_type(&app.app.config);
         let host = crate::system::hostname().unwrap_or_else(|| "host".into());
         let prefix = format!("{}-{host}-{}-{}", J::TYPE, std::process::id(), self.run);
-        // Throughput grows with workers per queue (each fetches its own batches), not with
-        // concurrency inside one worker (measured in the apalis notes).
-        let monitor = monitor.register_n(w.workers_per_type, move |index, restarts| {
-            let name = format!("{prefix}-{index}-{restarts}");
-            live.set(format!("{}-{index}", J::TYPE), name.clone());
-            // Plain JSON: the handler decodes it, so a bad payload fails its job alone.
-            let backend = PostgresStorage::<serde_json::Value>::new(&queue)
-                .with_config(queue_config.clone())
-                .poll_with_stream(wakeups.stream(J::TYPE, poll_interval));
+        let monitor = monitor.register(move |restarts| {
+            let name = format!("{prefix}-0-{restarts}");
+            live.set(J::TYPE.to_owned(), name.clone());
             WorkerBuilder::new(name)
-                .backend(backend)
+                .backend(FeedBackend::new(&feed, J::TYPE))
                 .data(app.clone())
                 .catch_panic()
-                .concurrency(concurrency)
+                .concurrency(slots)
                 // Handlers on the runtime's threads, not all inside the Monitor's one future.
                 .parallelize(tokio::spawn)
+                // Plain JSON: the handler decodes it, so a bad payload fails its job alone.
                 .build(execute::<J>)
         });
         (monitor, J::TYPE)
     }
 }
 
-/// The names of this process's live workers, kept alive by a heartbeat of our own.
+/// Jobs of one type a process runs at once: `concurrency` x `workers_per_type` (one
+/// worker per type now serves them all; the fetch is shared).
+fn slots_per_type(config: &Config) -> usize {
+    (config.worker.concurrency * config.worker.workers_per_type).max(1)
+}
+
+/// The names of this process's live workers, kept alive by a heartbeat of our own that
+/// also takes over the jobs of processes whose heartbeat stopped.
 ///
-/// apalis-postgres 1.0 skips a worker's heartbeat while it holds fetched jobs it has no
-/// free slot for; past the orphan timeout another worker's sweep then re-runs every job of
-/// the silent one, running ones included (measured; see the apalis notes). Our heartbeat
-/// runs on its own task whatever the workers do, so a worker's jobs are only ever taken
-/// over when its process is gone. (Fetching at most `concurrency` jobs at a time, as
-/// `register` does, also means no fetched job waits unstarted, so a drain adds no attempt.)
+/// The heartbeat runs on its own task whatever the workers do, so a worker's jobs are only
+/// ever taken over when its process is gone (apalis-postgres's skipped heartbeats while a
+/// worker's buffer was full; see the apalis notes).
 #[derive(Clone, Default)]
 struct LiveWorkers(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
 
 impl LiveWorkers {
-    /// Records that worker `slot` (type and index) now runs under `name`.
-    fn set(&self, slot: String, name: String) {
-        self.0.lock().expect("worker names lock").insert(slot, name);
+    /// Records that the worker of `job_type` now runs under `name`.
+    fn set(&self, job_type: String, name: String) {
+        self.0.lock().expect("worker names lock").insert(job_type, name);
     }
 
-    /// Marks every live worker as seen, every heartbeat, until aborted.
-    async fn beat(self, pool: sqlx::PgPool, heartbeat_secs: u64) {
+    /// Marks every live worker as seen and rescues the jobs of dead processes, at once and
+    /// then every heartbeat, until aborted.
+    async fn beat(self, pool: sqlx::PgPool, heartbeat_secs: u64, orphan_after: Duration) {
         let every = Duration::from_secs(heartbeat_secs.max(1));
         loop {
-            tokio::time::sleep(every).await;
             let names: Vec<String> = self.0.lock().expect("worker names lock").values().cloned().collect();
             let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&pool).await;
-            if let Err(e) = beat {
-                tracing::warn!(error = %e, "heartbeat failed; will try again");
+            match beat {
+                // Only after our own beat is stored: a rescue right after the database came
+                // back must not find this process's own rows stale.
+                Ok(_) => match crate::queue::rescue_orphans(&pool, orphan_after, &names).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(jobs = n, "took over the jobs of a worker process whose heartbeat stopped"),
+                    Err(e) => tracing::warn!(error = %e, "could not look for jobs of stopped workers; will try again"),
+                },
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; will try again"),
             }
+            tokio::time::sleep(every).await;
         }
     }
 }

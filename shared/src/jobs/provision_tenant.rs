@@ -17,6 +17,7 @@ use crate::{
         payload::{optional, required, Field, Shape},
         Job, Policy, Run,
     },
+    telemetry::Laps,
     tenants::{self, NewTenant, Tenant},
 };
 
@@ -89,8 +90,9 @@ impl Job for ProvisionTenant {
             }
         }
         drop(cp);
-        let tenant = provision(app, &new, "worker").await?;
-        Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database }))
+        let mut laps = Laps::default();
+        let tenant = provision_timed(app, &new, "worker", &mut laps).await?;
+        Ok(json!({ "slug": tenant.slug, "status": tenant.status, "database": tenant.database, "timings_ms": laps.to_json() }))
     }
 
     async fn on_dead(&self, app: &App, _job_id: &str, error: &str) -> Result<()> {
@@ -135,7 +137,12 @@ pub async fn create_in_new_transaction(pool: &PgPool, config: &Config, new: &New
 /// welcome mail enqueued in the same transaction: never active without it, nor the
 /// reverse. Returns the active tenant. Safe to run again at any point.
 pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant> {
-    let tenant = match provision::build(app, new, actor).await? {
+    provision_timed(app, new, actor, &mut Laps::default()).await
+}
+
+/// [`provision`], each step's wall time in `laps` (the job's result shows them).
+pub async fn provision_timed(app: &App, new: &NewTenant, actor: &str, laps: &mut Laps) -> Result<Tenant> {
+    let tenant = match provision::build(app, new, actor, laps).await? {
         provision::Built::Active(tenant) => return Ok(tenant),
         provision::Built::Ready(tenant) => tenant,
     };
@@ -146,5 +153,6 @@ pub async fn provision(app: &App, new: &NewTenant, actor: &str) -> Result<Tenant
     }
     tx.commit().await.context("failed to commit the activation")?;
     fault::point(&tenant.slug, "provision:activate")?;
+    laps.lap("activate");
     provision::activated(&mut cp, &tenant.slug).await
 }

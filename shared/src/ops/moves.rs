@@ -437,7 +437,7 @@ async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place,
     give_login_on_target(app, cp, tenant).await?;
     let downtime = downtime(cp, tenant, job_id).await?;
     fault::point(&tenant.slug, "move:login_back")?;
-    if let Err(e) = close_source(app, cp, tenant, from, job_id).await {
+    if let Err(e) = close_source_patiently(app, cp, tenant, from, job_id).await {
         if e.is_injected() {
             return Err(e);
         }
@@ -447,6 +447,40 @@ async fn finish(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place,
     }
     fault::point(&tenant.slug, "move:source_kept")?;
     Ok(downtime)
+}
+
+/// How long closing an old host is tried again after a passing failure (a restart, a
+/// dropped connection) before the kept copy is left to `PruneJobs`.
+const CLOSE_SOURCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`close_source`], tried again while its failures are passing ones and the patience
+/// lasts: a restart of the old host during the close should not leave the old place open
+/// under its own name when a moment later would have closed it.
+async fn close_source_patiently(app: &App, cp: &mut PgConnection, tenant: &Tenant, from: &Place, job_id: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(500);
+    let mut fresh: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
+    loop {
+        // After a failure, a new control-plane connection: the restart may have been its server's.
+        let conn: &mut PgConnection = match fresh.as_mut() {
+            Some(conn) => &mut *conn,
+            None => &mut *cp,
+        };
+        let closed = close_source(app, conn, tenant, from, job_id).await;
+        if closed.is_err() {
+            fresh = app.pool.acquire().await.ok();
+        }
+        match closed {
+            Err(e)
+                if !e.is_injected() && e.job_outcome() != crate::error::JobOutcome::Dead && started.elapsed() < CLOSE_SOURCE_PATIENCE =>
+            {
+                tracing::info!(error = %e, host = %from.host, retry_in_ms = pause.as_millis() as u64, "could not close the old place yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn give_login_on_target(app: &App, cp: &mut PgConnection, tenant: &Tenant) -> Result<()> {

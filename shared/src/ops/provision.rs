@@ -18,6 +18,7 @@ use crate::{
     naming::{self, Isolation},
     ops::migrations,
     password, products,
+    telemetry::Laps,
     tenant_session::TenantAccess,
     tenants::{self, NewTenant, Tenant},
 };
@@ -34,7 +35,8 @@ pub enum Built {
 /// Provisions `new` (registering it first if a producer enqueued it with SQL alone) up to
 /// its activation, which the caller does with [`activate`] in a transaction of its own
 /// (the queue layer adds the welcome mail to it). Safe to run again at any point.
-pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
+/// Each step's wall time goes to `laps`.
+pub async fn build(app: &App, new: &NewTenant, actor: &str, laps: &mut Laps) -> Result<Built> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let slug = new.slug.as_str();
     let (tenant, created) = tenants::register(&mut cp, &app.config, new).await?;
@@ -46,29 +48,35 @@ pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
     }
     log_step(&mut cp, &tenant, "registered", created).await?;
     fault::point(slug, "provision:register")?;
+    laps.lap("register");
 
     let host = hosts::admin_options(&mut cp, &app.config, &tenant.host).await?;
     let mut admin = hosts::connect_admin(&mut cp, &app.config, &tenant.host).await?;
     let deployment = deployment::id(&mut cp).await?;
     let marker = naming::owner_marker(&deployment, slug);
+    laps.lap("connect_host");
 
     let created = ensure_role(&app.config, &mut cp, &mut admin, &tenant, &marker, Login::Open).await?;
     log_step(&mut cp, &tenant, "role", created).await?;
     fault::point(slug, "provision:role")?;
+    laps.lap("role");
 
     let created = ensure_database(&mut admin, &host, &tenant, &deployment).await?;
     log_step(&mut cp, &tenant, "database", created).await?;
     fault::point(slug, "provision:database")?;
+    laps.lap("database");
 
     let mut tenant_db = db::connect_to(&host, &tenant.database).await?;
     let created = ensure_schema(&mut tenant_db, &tenant).await?;
     log_step(&mut cp, &tenant, "schema", created).await?;
     fault::point(slug, "provision:schema")?;
+    laps.lap("schema");
 
     let product = products::load(&app.config.products_dir, &tenant.product)?;
     let access = TenantAccess::prepare(&app.config, &mut cp, &tenant).await?;
     ledger::ensure(&mut tenant_db, access.role()).await?;
     let mut operator = access.connect().await?;
+    laps.lap("operator_login");
     let applied = migrations::apply_all(&mut cp, &mut tenant_db, &mut operator, &tenant, &product, None, |version| {
         fault::point(slug, &format!("provision:migration:{:04}", version))
     })
@@ -76,6 +84,7 @@ pub async fn build(app: &App, new: &NewTenant, actor: &str) -> Result<Built> {
     activity::record(&mut cp, actor, Some(tenant.id), "provision.migrations", json!({ "applied": applied })).await?;
     let version = ledger::applied_versions(&mut tenant_db, &tenant.schema).await?.into_iter().max();
     crate::ops::migrations::record_version(&mut cp, tenant.id, version).await?;
+    laps.lap("migrations");
     Ok(Built::Ready(tenant))
 }
 

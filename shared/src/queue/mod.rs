@@ -2,6 +2,8 @@
 //! SQL function other languages call), read jobs through the `tenant_master.jobs` view.
 //! [`job`] says what a job type is, [`runner`] runs one attempt, [`metrics`] counts them.
 
+pub mod backend;
+pub mod feed;
 pub mod job;
 pub mod metrics;
 pub mod payload;
@@ -472,6 +474,29 @@ pub async fn postpone(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
         .await
         .context("failed to postpone the job")?;
     Ok(())
+}
+
+/// Puts the jobs of worker processes whose heartbeat is older than `orphan_after` back in
+/// the queue (one attempt counted: the process may have died inside the job); returns how
+/// many. A live process beats on a task of its own, so only a dead one's jobs are taken;
+/// the caller's own workers (`own_workers`) are never among them.
+/// (A job panicked under the old queue path, Running with `done_at` set, is dead and
+/// stays so.)
+pub async fn rescue_orphans(pool: &PgPool, orphan_after: Duration, own_workers: &[String]) -> Result<u64> {
+    let rescued = sqlx::query(
+        "UPDATE apalis.jobs j SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, attempts = j.attempts + 1,
+                last_result = '{\"Err\": \"Re-enqueued due to worker heartbeat timeout.\"}'
+         WHERE j.status IN ('Queued', 'Running')
+           AND NOT (j.done_at IS NOT NULL AND j.lock_at IS NOT NULL AND j.done_at >= j.lock_at)
+           AND (j.lock_by IS NULL OR j.lock_by <> ALL($2))
+           AND NOT EXISTS (SELECT 1 FROM apalis.workers w WHERE w.id = j.lock_by AND w.last_seen >= now() - make_interval(secs => $1))",
+    )
+    .bind(orphan_after.as_secs_f64())
+    .bind(own_workers)
+    .execute(pool)
+    .await
+    .context("failed to take over the jobs of stopped workers")?;
+    Ok(rescued.rows_affected())
 }
 
 /// The retry limit stored with a job.

@@ -1,8 +1,8 @@
 //! The one handler every job type runs through. It adds what every job needs: a tracing
 //! span, the host slot and the per-tenant lock, panic capture, a time limit, backoff stored
-//! in `run_at` (apalis would re-fetch a failed job at once), and a hard stop after
-//! `max_attempts` even for a job that keeps killing its worker (apalis's orphan sweep
-//! ignores the limit).
+//! in `run_at` (the fetch takes a failed job again as soon as it is due), and a hard stop
+//! after `max_attempts` even for a job that keeps killing its worker (the orphan rescue
+//! counts an attempt but does not judge the limit).
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
@@ -47,10 +47,9 @@ impl Runtime {
     }
 }
 
-/// The apalis handler of every job type. The queue hands over the payload as plain JSON
+/// The apalis handler of every job type. The feed hands over the payload as plain JSON
 /// and it is decoded here: a payload that does not fit `J` fails this one job, dead at
-/// once, instead of failing the worker's fetch (which apalis reports as a lost backend,
-/// restarting the whole pool while the job is never marked).
+/// once, instead of failing the fetch every job type shares.
 pub async fn execute<J: Job>(payload: Value, id: TaskId, attempt: Attempt, rt: Data<Arc<Runtime>>) -> Result<Value, BoxDynError> {
     let id = id.to_string();
     let attempt = attempt.current();
