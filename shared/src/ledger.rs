@@ -10,7 +10,7 @@
 use sqlx::{Acquire, PgConnection};
 
 use crate::{
-    db::ddl,
+    db::{self, ddl},
     error::{Context as _, Result},
 };
 
@@ -40,8 +40,8 @@ pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
         if granted && current {
             return Ok(());
         }
-        let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
         if !exists || !current {
+            let mut tx = admin_db.begin().await.context("failed to start a transaction")?;
             if let Err(e) = create(&mut tx).await {
                 // Another session of ours created or replaced it meanwhile (a duplicate
                 // key, or a concurrently updated row, in the catalog): look again.
@@ -51,10 +51,15 @@ pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
                 }
                 return Err(e);
             }
+            tx.commit().await.context("failed to commit the migration ledger")?;
         }
-        ddl(&mut tx, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
-        ddl(&mut tx, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator]).await?;
-        tx.commit().await.context("failed to commit the migration ledger")?;
+        // Each GRANT rewrites the schema's and the function's one catalog row, which every
+        // tenant of a shared database shares: outside a transaction, so one that meets
+        // another provisioning's write waits a moment and writes again instead of failing
+        // the job into a backoff of seconds (a rerun grants what a crash left out).
+        db::ddl_on_shared_row(admin_db, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
+        db::ddl_on_shared_row(admin_db, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator])
+            .await?;
         return Ok(());
     }
     Ok(())

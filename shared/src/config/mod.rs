@@ -210,18 +210,20 @@ impl BackupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Jobs of one type run at once per worker.
+    /// Jobs of one type run at once per process (times `workers_per_type`).
     pub concurrency: usize,
-    /// Workers (each with its own fetch loop and LISTEN connection) per job type.
+    /// Multiplies `concurrency` (it was the number of apalis workers per job type; one
+    /// worker per type now serves all its slots, as the fetch is shared).
     pub workers_per_type: usize,
-    /// Jobs fetched per poll.
+    /// Read for old configuration files, no longer used: each fetch takes exactly the
+    /// free slots.
     pub batch_size: usize,
     /// The backstop poll: delayed and retried jobs send no NOTIFY.
     pub poll_interval_ms: u64,
     /// How often a worker says it is alive.
     pub heartbeat_secs: u64,
-    /// Heartbeats missed before another worker takes a worker's jobs.
-    /// Every worker of a queue must use the same value (the rescuer's threshold applies).
+    /// Heartbeats missed before another worker process takes a process's jobs.
+    /// Every worker process must use the same value (the rescuer's threshold applies).
     pub missed_heartbeats: usize,
     /// How long SIGTERM waits for running jobs before exiting anyway.
     pub shutdown_timeout_secs: u64,
