@@ -75,7 +75,8 @@ impl Job for BackupTenant {
     }
 
     async fn run(&self, app: &App, run: &Run) -> Result<Value> {
-        let done = backup::backup(app, &self.slug, self.kind, self.keep, &run.job_id).await?;
-        Ok(json!({ "backup_id": done.id, "bytes": done.bytes, "sha256": done.sha256 }))
+        let mut laps = crate::telemetry::Laps::default();
+        let done = backup::backup_timed(app, &self.slug, self.kind, self.keep, &run.job_id, &mut laps).await?;
+        Ok(json!({ "backup_id": done.id, "bytes": done.bytes, "sha256": done.sha256, "timings_ms": laps.to_json() }))
     }
 }

@@ -18,6 +18,7 @@ use crate::{
     db::ddl,
     error::{Context as _, Error, Result},
     fault, hosts, large_objects, ledger, pg_tools,
+    telemetry::Laps,
     tenant_session::TenantAccess,
     tenants::{self, Tenant},
 };
@@ -25,7 +26,12 @@ use crate::{
 /// Takes a backup of `slug` on behalf of job `job_id`; a rerun of the same job returns the
 /// backup it finished before instead of taking another.
 pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str) -> Result<Backup> {
-    take(app, slug, kind, keep, job_id, true).await
+    take(app, slug, kind, keep, job_id, true, &mut Laps::default()).await
+}
+
+/// [`backup`], each step's wall time in `laps` (the job's result shows them).
+pub async fn backup_timed(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str, laps: &mut Laps) -> Result<Backup> {
+    take(app, slug, kind, keep, job_id, true, laps).await
 }
 
 /// Takes a new backup of `slug` even if job `job_id` finished one before (a safety copy
@@ -33,10 +39,10 @@ pub async fn backup(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id
 /// cannot know that the new copy holds everything an earlier one did (a restore that
 /// committed before a crash would be copied instead of the data it replaced).
 pub async fn backup_fresh(app: &App, slug: &str, kind: Kind, job_id: &str) -> Result<Backup> {
-    take(app, slug, kind, None, job_id, false).await
+    take(app, slug, kind, None, job_id, false, &mut Laps::default()).await
 }
 
-async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str, reuse: bool) -> Result<Backup> {
+async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str, reuse: bool, laps: &mut Laps) -> Result<Backup> {
     let mut cp = app.pool.acquire().await.context("failed to connect to the control-plane database")?;
     let tenant = tenants::get(&mut cp, slug).await?;
     if !matches!(tenant.status.as_str(), "active" | "paused" | "suspended" | "deleting") {
@@ -50,12 +56,14 @@ async fn take(app: &App, slug: &str, kind: Kind, keep: Option<u32>, job_id: &str
         Some(done) => done,
         None => {
             discard_unfinished(&mut cp, &tenant, &app.config.backup_dir).await?;
-            dump(app, &mut cp, &tenant, kind, job_id).await?
+            laps.lap("look_up");
+            dump(app, &mut cp, &tenant, kind, job_id, laps).await?
         }
     };
     if kind.is_routine() {
         let keep = keep.unwrap_or_else(|| app.config.backups.keep_for(&tenant.plan));
         apply_retention(&mut cp, &tenant, keep).await?;
+        laps.lap("retention");
     }
     Ok(backup)
 }
@@ -71,7 +79,7 @@ fn partial(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job_id: &str) -> Result<Backup> {
+async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job_id: &str, laps: &mut Laps) -> Result<Backup> {
     // pg_dump reads the tenant's tables (and may meet its code): it runs with its rights.
     let access = TenantAccess::prepare(&app.config, cp, tenant).await?;
     let mut tenant_db = hosts::connect(cp, &app.config, &tenant.host, &tenant.database).await?;
@@ -96,6 +104,7 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         large_objects::refuse(&mut tenant_db, tenant, "backed up").await?;
     }
     drop(tenant_db);
+    laps.lap("checks");
 
     let dir = tenant_dir(&app.config.backup_dir, &tenant.slug);
     crate::private_files::create_dir(&app.config.backup_dir, false).await?;
@@ -114,6 +123,7 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
         return Err(e.in_step(|e| format!("backup of '{}' failed: {e}", tenant.slug)));
     }
     fault::point(&tenant.slug, "backup:dumped")?;
+    laps.lap("pg_dump");
 
     let toc = pg_tools::list_archive(&partial).await?;
     if !toc.lines().any(|l| l.contains(" SCHEMA ") && l.contains(&tenant.schema)) {
@@ -122,14 +132,17 @@ async fn dump(app: &App, cp: &mut PgConnection, tenant: &Tenant, kind: Kind, job
             tenant.slug, tenant.schema
         )));
     }
+    laps.lap("verify");
     let (bytes, sha256) = hash_and_sync(&partial).await?;
     tokio::fs::rename(&partial, &path).await.context(format!("failed to rename {} to its final name", partial.display()))?;
     sync_dir(&dir).await?;
     fault::point(&tenant.slug, "backup:renamed")?;
+    laps.lap("hash_and_sync");
 
     backups::finish(cp, id, bytes as i64, &sha256).await?;
     activity::record(cp, "worker", Some(tenant.id), "backup.created", json!({ "backup_id": id, "kind": kind.as_str(), "bytes": bytes }))
         .await?;
+    laps.lap("record");
     tracing::info!(backup.id = id, backup.bytes = bytes, "backup written to {}", path.display());
     backups::get(cp, tenant.id, id).await
 }
