@@ -392,12 +392,17 @@ async fn the_worker_survives_a_server_restart() {
     server.restart();
     assert!(worker.try_wait().unwrap().is_none(), "the worker exited with the server");
 
+    // Every job finished: jobs the restart interrupted ran again (an attempt that failed
+    // waits out its backoff first), none is left failed or dead.
     eventually(Duration::from_secs(240), "every job done after the restart", || async {
-        let active: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_master.tenants WHERE status = 'active'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap_or(0);
-        done(&env).await == 3000 && active == 4
+        let (active, unfinished): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM tenant_master.tenants WHERE status = 'active'),
+                    (SELECT count(*) FROM tenant_master.jobs WHERE status IN ('pending', 'running', 'failed'))",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or((0, 1));
+        done(&env).await == 3000 && active == 4 && unfinished == 0
     })
     .await;
     let dead: Vec<(String, String)> =

@@ -58,8 +58,12 @@ pub async fn ensure(admin_db: &mut PgConnection, operator: &str) -> Result<()> {
         // another provisioning's write waits a moment and writes again instead of failing
         // the job into a backoff of seconds (a rerun grants what a crash left out).
         db::ddl_on_shared_row(admin_db, "GRANT USAGE ON SCHEMA tenant_master_meta TO %I", &[operator]).await?;
-        db::ddl_on_shared_row(admin_db, "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I", &[operator])
-            .await?;
+        db::ddl_on_shared_row(
+            admin_db,
+            "GRANT EXECUTE ON FUNCTION tenant_master_meta.record_migration(bigint, text, text) TO %I",
+            &[operator],
+        )
+        .await?;
         return Ok(());
     }
     Ok(())

@@ -197,7 +197,7 @@ struct Pools {
     queue: sqlx::PgPool,
     wakeups: Wakeups,
     live: LiveWorkers,
-    run: usize,
+    run: String,
 }
 
 impl Pools {
@@ -240,16 +240,22 @@ impl Pools {
             Feed::start(self.queue.clone(), &slots, self.wakeups.subscribe(), Duration::from_millis(w.poll_interval_ms));
         let lost = Arc::new(tokio::sync::Notify::new());
         let monitor = self.monitor(&feed, lost.clone());
+        let stopping = feed.clone();
         let signal = async move {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => {}
                 _ = lost.notified() => tracing::error!("a worker stopped: stopping the pool to start it again"),
             }
+            // No job is claimed during the drain, and what was fetched goes back at once.
+            stopping.stop(Duration::ZERO).await;
             Ok(())
         };
         if let Err(e) = monitor.run_with_signal(signal).await {
             tracing::error!(error = %e, "the worker pool stopped with an error");
         }
+        // The outcomes of jobs that finished during the drain, stored before the feed's
+        // tasks go (a job the time limit cut off runs again after the orphan rescue).
+        feed.stop(Duration::from_secs(5)).await;
     }
 
     fn register<J: Job>(&self, feed: &Feed, monitor: Monitor) -> (Monitor, &'static str) {
@@ -295,34 +301,54 @@ impl LiveWorkers {
         self.0.lock().expect("worker names lock").insert(job_type, name);
     }
 
-    /// Marks every live worker as seen and rescues the jobs of dead processes, at once and
-    /// then every heartbeat, until aborted.
+    /// Marks every live worker as seen, every heartbeat, until aborted; and rescues the jobs
+    /// of dead processes once this one has beaten on time for a whole orphan timeout. After
+    /// an outage every process's rows are stale at once: each waits until its peers have
+    /// had the same window to beat again, so none takes the live jobs of another.
     async fn beat(self, pool: sqlx::PgPool, heartbeat_secs: u64, orphan_after: Duration) {
         let every = Duration::from_secs(heartbeat_secs.max(1));
+        let mut beating_since: Option<std::time::Instant> = None;
         loop {
             let names: Vec<String> = self.0.lock().expect("worker names lock").values().cloned().collect();
-            let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&pool).await;
+            let beat = tokio::time::timeout(
+                every,
+                sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = ANY($1)").bind(&names).execute(&pool),
+            )
+            .await;
             match beat {
-                // Only after our own beat is stored: a rescue right after the database came
-                // back must not find this process's own rows stale.
-                Ok(_) => match crate::queue::rescue_orphans(&pool, orphan_after, &names).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(jobs = n, "took over the jobs of a worker process whose heartbeat stopped"),
-                    Err(e) => tracing::warn!(error = %e, "could not look for jobs of stopped workers; will try again"),
-                },
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; will try again"),
+                Ok(Ok(_)) => {
+                    let since = *beating_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= orphan_after {
+                        match crate::queue::rescue_orphans(&pool, orphan_after, &names).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(jobs = n, "took over the jobs of a worker process whose heartbeat stopped"),
+                            Err(e) => tracing::warn!(error = %e, "could not look for jobs of stopped workers; will try again"),
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    beating_since = None;
+                    tracing::warn!(error = %e, "heartbeat failed; will try again");
+                }
+                Err(_) => {
+                    beating_since = None;
+                    tracing::warn!("heartbeat took longer than its interval; will try again");
+                }
             }
             tokio::time::sleep(every).await;
         }
     }
 }
 
-/// Counts pools started in this process, so worker names stay unique when one process
-/// runs the pool more than once (apalis refuses a name whose previous owner's session is
-/// still open).
-fn run_number() -> usize {
+/// The `<run>` part of this process's worker names: a random start nonce, then a count of
+/// pools started in this process. The nonce keeps a restarted process that got the same
+/// host name and pid (PID 1 in a container that Docker or Kubernetes restarts) from
+/// beating the dead process's rows alive and hiding its jobs from the orphan rescue.
+fn run_number() -> String {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    let nonce = NONCE.get_or_init(rand::random::<u32>);
+    format!("{nonce:08x}{}", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Starts `/healthz` and `/metrics` unless `metrics_addr` is empty; stops when dropped.

@@ -124,10 +124,12 @@ where
             let (status, result) = match &outcome {
                 Ok(value) => ("Done", serde_json::json!({ "Ok": value })),
                 // Given up (dead): never fetched again.
-                Err(e) if e.downcast_ref::<AbortError>().is_some() => ("Killed", serde_json::json!({ "Err": e.to_string() })),
+                Err(e) if e.downcast_ref::<AbortError>().is_some() => {
+                    ("Killed", serde_json::json!({ "Err": super::clip_error(&e.to_string()) }))
+                }
                 // Fetched again once due (the handler stored its backoff in run_at) while
                 // attempts remain.
-                Err(e) => ("Failed", serde_json::json!({ "Err": e.to_string() })),
+                Err(e) => ("Failed", serde_json::json!({ "Err": super::clip_error(&e.to_string()) })),
             };
             let id = context.task_id().map(ToString::to_string).unwrap_or_default();
             feed.acknowledge(&slot, id, context.attempt(), status, result).await;

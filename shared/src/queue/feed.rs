@@ -12,13 +12,17 @@
 //! queue pool while they run; nothing is held between them.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     task::Waker,
     time::Duration,
 };
 
 use apalis::prelude::{Task, TaskBuilder, TaskId};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -39,21 +43,24 @@ const FETCH: &str = "
             SELECT id FROM apalis.jobs
             WHERE job_type = w.job_type AND run_at <= now()
               AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+              AND id <> ALL($4)
             ORDER BY priority DESC, run_at
             LIMIT w.n
             FOR UPDATE SKIP LOCKED
         ) j
     )
-    UPDATE apalis.jobs j SET status = 'Queued', lock_by = p.worker, lock_at = now()
+    UPDATE apalis.jobs j SET status = 'Queued', lock_by = p.worker, lock_at = clock_timestamp(), done_at = NULL
     FROM picked p WHERE j.id = p.id
-    RETURNING j.id, j.job_type, j.job, j.attempts, j.max_attempts, j.lock_by";
+    RETURNING j.id, j.job_type, j.job, j.attempts, j.max_attempts, j.lock_by, j.lock_at";
 
-/// Writes a batch of outcomes; a row another process took over meanwhile (its lock_by is
-/// no longer ours) is left alone.
+/// Writes a batch of outcomes. Each is fenced by its claim (worker and claim time): a row
+/// rescued and claimed again since, or acknowledged already (a retried write whose first
+/// try committed but lost its reply), is left alone.
 const ACK: &str = "
     UPDATE apalis.jobs j SET status = a.status, attempts = a.attempt, last_result = a.result, done_at = now()
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[]) AS a(id, worker, status, attempt, result)
-    WHERE j.id = a.id AND j.lock_by = a.worker";
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::timestamptz[])
+         AS a(id, worker, status, attempt, result, claimed_at)
+    WHERE j.id = a.id AND j.lock_by = a.worker AND j.lock_at = a.claimed_at AND j.status IN ('Queued', 'Running')";
 
 /// Gives fetched jobs that never started back to the queue, at no attempt's cost.
 const RELEASE: &str = "
@@ -86,8 +93,9 @@ struct SlotState {
     worker: Option<String>,
     registered: bool,
     fetched: VecDeque<Task<Value>>,
-    /// Handed to the worker and not yet acknowledged.
-    running: HashSet<String>,
+    /// Every job this slot holds (fetched, or handed to the worker and not yet
+    /// acknowledged), with the time it was claimed: the fence of its acknowledgement.
+    claims: HashMap<String, DateTime<Utc>>,
     /// The worker found nothing and waits to be woken.
     waiting: Option<Waker>,
     closed: bool,
@@ -100,7 +108,7 @@ impl Slot {
 
     /// Free slots the fetch may fill: the capacity less the jobs running or waiting here.
     fn free(state: &SlotState, capacity: usize) -> usize {
-        capacity.saturating_sub(state.running.len() + state.fetched.len())
+        capacity.saturating_sub(state.claims.len())
     }
 }
 
@@ -111,6 +119,7 @@ struct Ack {
     status: &'static str,
     attempt: i32,
     result: Value,
+    claimed_at: DateTime<Utc>,
     written: oneshot::Sender<()>,
 }
 
@@ -124,6 +133,10 @@ struct Shared {
     /// A worker wants jobs or a slot came free.
     wanted: Notify,
     acks: mpsc::UnboundedSender<Ack>,
+    /// Acknowledgements sent to the writer and not yet stored.
+    pending_acks: Arc<AtomicUsize>,
+    /// A give-back failed: the next fetch first gives back what no slot holds.
+    reclaim_due: AtomicBool,
 }
 
 /// The feed's background tasks; dropping this stops them (after the workers stopped).
@@ -152,9 +165,19 @@ impl Feed {
             .map(|&(job_type, capacity)| (job_type, Arc::new(Slot { job_type, capacity: capacity.max(1), state: Mutex::default() })))
             .collect();
         let (acks, ack_rx) = mpsc::unbounded_channel();
-        let feed = Feed(Arc::new(Shared { pool, slots, wanted: Notify::new(), acks }));
-        let tasks =
-            vec![tokio::spawn(feed.clone().fetch_loop(wakeups, poll_interval)), tokio::spawn(write_acks(feed.0.pool.clone(), ack_rx))];
+        let pending_acks = Arc::new(AtomicUsize::new(0));
+        let feed = Feed(Arc::new(Shared {
+            pool,
+            slots,
+            wanted: Notify::new(),
+            acks,
+            pending_acks: pending_acks.clone(),
+            reclaim_due: AtomicBool::new(false),
+        }));
+        let tasks = vec![
+            tokio::spawn(feed.clone().fetch_loop(wakeups, poll_interval)),
+            tokio::spawn(write_acks(feed.0.pool.clone(), ack_rx, pending_acks)),
+        ];
         (feed, FeedTasks(tasks))
     }
 
@@ -178,9 +201,6 @@ impl Feed {
     pub(super) fn next(&self, slot: &Slot, waker: &Waker) -> Option<Task<Value>> {
         let mut state = slot.state();
         if let Some(task) = state.fetched.pop_front() {
-            if let Some(id) = task.ctx().task_id() {
-                state.running.insert(id.to_string());
-            }
             return Some(task);
         }
         state.waiting = Some(waker.clone());
@@ -191,15 +211,21 @@ impl Feed {
 
     /// Writes the outcome of a job `slot` ran, and frees its slot once written.
     pub(super) async fn acknowledge(&self, slot: &Slot, id: String, attempt: usize, status: &'static str, result: Value) {
-        let worker = slot.state().worker.clone().unwrap_or_default();
-        let (written, done) = oneshot::channel();
-        let ack = Ack { id: id.clone(), worker, status, attempt: attempt as i32, result, written };
-        if self.0.acks.send(ack).is_ok() {
-            // Dropped only if the writer was stopped: the job runs again after an orphan sweep.
-            let _ = done.await;
+        let (worker, claimed_at) = {
+            let state = slot.state();
+            (state.worker.clone().unwrap_or_default(), state.claims.get(&id).copied())
+        };
+        if let Some(claimed_at) = claimed_at {
+            let (written, done) = oneshot::channel();
+            let ack = Ack { id: id.clone(), worker, status, attempt: attempt as i32, result, claimed_at, written };
+            self.0.pending_acks.fetch_add(1, Ordering::AcqRel);
+            if self.0.acks.send(ack).is_ok() {
+                // Dropped only if the writer was stopped: the job runs again after an orphan sweep.
+                let _ = done.await;
+            }
         }
         let mut state = slot.state();
-        state.running.remove(&id);
+        state.claims.remove(&id);
         let waiting = state.waiting.is_some();
         drop(state);
         if waiting {
@@ -215,6 +241,9 @@ impl Feed {
             state.closed = true;
             state.waiting = None;
             let ids: Vec<String> = state.fetched.drain(..).filter_map(|t| t.ctx().task_id().map(ToString::to_string)).collect();
+            for id in &ids {
+                state.claims.remove(id);
+            }
             (state.worker.clone(), ids)
         };
         if let (Some(worker), false) = (worker, ids.is_empty()) {
@@ -222,13 +251,29 @@ impl Feed {
         }
     }
 
+    /// Stops feeding every slot and gives back what they fetched and did not start (the
+    /// stop signal: no job is claimed during a drain), then waits up to `limit` for the
+    /// outcomes on their way to the database.
+    pub async fn stop(&self, limit: Duration) {
+        for slot in self.0.slots.values() {
+            self.close(slot).await;
+        }
+        let started = std::time::Instant::now();
+        while self.0.pending_acks.load(Ordering::Acquire) > 0 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn release(&self, worker: &str, ids: &[String]) {
         let released = sqlx::query(RELEASE).bind(ids).bind(worker).execute(&self.0.pool).await;
         match released {
             Ok(done) => tracing::info!(jobs = done.rows_affected(), "gave fetched jobs that had not started back to the queue"),
-            // They stay Queued under this worker's name: the orphan sweep frees them once
-            // this process's heartbeat stops.
-            Err(e) => tracing::warn!(error = %e, jobs = ids.len(), "could not give unstarted jobs back; the orphan sweep will"),
+            // They stay Queued under this worker's name: the next fetch gives them back, or
+            // the orphan rescue once this process is gone.
+            Err(e) => {
+                self.0.reclaim_due.store(true, Ordering::Release);
+                tracing::warn!(error = %e, jobs = ids.len(), "could not give unstarted jobs back; will try again");
+            }
         }
     }
 
@@ -238,19 +283,19 @@ impl Feed {
         // After a failed fetch, whether it claimed rows before its connection broke is
         // unknown: those are given back before the next fetch.
         let mut unsure = false;
+        let mut listening = true;
         loop {
             if !again {
                 tokio::select! {
                     _ = self.0.wanted.notified() => {}
-                    changed = wakeups.changed() => {
-                        if changed.is_err() {
-                            // The listener is gone: the interval alone wakes us from now on.
-                            wakeups = watch::channel(0).1;
-                        }
+                    changed = wakeups.changed(), if listening => {
+                        // The listener is gone: the interval alone wakes us from now on.
+                        listening = changed.is_ok();
                     }
                     _ = tokio::time::sleep(poll_interval) => {}
                 }
             }
+            unsure |= self.0.reclaim_due.swap(false, Ordering::AcqRel);
             let fetched = async {
                 if unsure {
                     self.reclaim().await?;
@@ -280,8 +325,7 @@ impl Feed {
         for slot in self.0.slots.values() {
             let state = slot.state();
             workers.extend(state.worker.clone());
-            held.extend(state.running.iter().cloned());
-            held.extend(state.fetched.iter().filter_map(|t| t.ctx().task_id().map(ToString::to_string)));
+            held.extend(state.claims.keys().cloned());
         }
         let given = sqlx::query(RECLAIM).bind(&workers).bind(&held).execute(&self.0.pool).await?;
         if given.rows_affected() > 0 {
@@ -314,7 +358,10 @@ impl Feed {
         let types: Vec<&str> = wanted.iter().map(|(slot, _, _)| slot.job_type).collect();
         let workers: Vec<&str> = wanted.iter().map(|(_, worker, _)| worker.as_str()).collect();
         let counts: Vec<i32> = wanted.iter().map(|(_, _, n)| *n as i32).collect();
-        let rows: Vec<FetchedRow> = sqlx::query_as(FETCH).bind(&types).bind(&workers).bind(&counts).fetch_all(&self.0.pool).await?;
+        // Jobs still held here (an acknowledgement being written) are not claimed twice.
+        let held: Vec<String> = self.0.slots.values().flat_map(|slot| slot.state().claims.keys().cloned().collect::<Vec<_>>()).collect();
+        let rows: Vec<FetchedRow> =
+            sqlx::query_as(FETCH).bind(&types).bind(&workers).bind(&counts).bind(&held).fetch_all(&self.0.pool).await?;
         Ok(self.hand_out(&wanted, rows).await)
     }
 
@@ -346,6 +393,7 @@ impl Feed {
                 orphans.entry(row.lock_by.clone()).or_default().push(row.id);
                 continue;
             }
+            state.claims.insert(row.id.clone(), row.lock_at);
             state.fetched.push_back(row.into_task());
         }
         for (worker, ids) in orphans {
@@ -373,6 +421,7 @@ struct FetchedRow {
     attempts: i32,
     max_attempts: i32,
     lock_by: String,
+    lock_at: DateTime<Utc>,
 }
 
 impl FetchedRow {
@@ -391,22 +440,62 @@ impl FetchedRow {
 }
 
 /// Writes acknowledgements as they come, everything waiting in one statement, and tells
-/// each job when its outcome is stored. A failed write is tried again (the outcome must
-/// not be lost while the database restarts) with growing pauses.
-async fn write_acks(pool: PgPool, mut acks: mpsc::UnboundedReceiver<Ack>) {
+/// each job when its outcome is stored. A write that failed for want of the database is
+/// tried again (the outcome must not be lost while the database restarts) with growing
+/// pauses; one the database refused is split, so one outcome it cannot store (a result
+/// over a limit) never holds back the others.
+async fn write_acks(pool: PgPool, mut acks: mpsc::UnboundedReceiver<Ack>, pending: Arc<AtomicUsize>) {
     let mut batch = Vec::with_capacity(ACK_BATCH);
     while acks.recv_many(&mut batch, ACK_BATCH).await > 0 {
         // In id order, as every batch is: two writers never wait on each other's rows.
         batch.sort_by(|a, b| a.id.cmp(&b.id));
         let mut pause = Duration::from_millis(100);
-        while let Err(e) = write(&pool, &batch).await {
-            tracing::warn!(error = %e, jobs = batch.len(), retry_in_ms = pause.as_millis() as u64, "could not store job outcomes; will try again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        loop {
+            match write(&pool, &batch).await {
+                Ok(()) => break,
+                Err(e) if is_connection_error(&e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), retry_in_ms = pause.as_millis() as u64, "could not store job outcomes; will try again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "the database refused a batch of job outcomes; storing them one by one");
+                    write_one_by_one(&pool, &mut batch).await;
+                    break;
+                }
+            }
         }
+        pending.fetch_sub(batch.len(), Ordering::AcqRel);
         for ack in batch.drain(..) {
             let _ = ack.written.send(());
         }
+    }
+}
+
+/// Each outcome alone; one still refused is stored as a short error instead (its job is
+/// then failed or dead like any other, and says why).
+async fn write_one_by_one(pool: &PgPool, batch: &mut [Ack]) {
+    for ack in batch.iter_mut() {
+        if let Err(e) = write(pool, std::slice::from_ref(ack)).await {
+            tracing::warn!(error = %e, job.id = %ack.id, "the database refused a job's outcome; storing a short error instead");
+            if ack.status == "Done" {
+                ack.status = "Failed";
+            }
+            ack.result = serde_json::json!({ "Err": format!("the job's outcome could not be stored: {e}") });
+            if let Err(e) = write(pool, std::slice::from_ref(ack)).await {
+                tracing::error!(error = %e, job.id = %ack.id, "could not store a job's outcome; it runs again after the orphan rescue");
+            }
+        }
+    }
+}
+
+/// Whether `e` says the database was out of reach (a connection lost or refused, the
+/// server shutting down), not that it refused the statement.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        _ => false,
     }
 }
 
@@ -416,6 +505,17 @@ async fn write(pool: &PgPool, batch: &[Ack]) -> Result<(), sqlx::Error> {
     let statuses: Vec<&str> = batch.iter().map(|a| a.status).collect();
     let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
     let results: Vec<&Value> = batch.iter().map(|a| &a.result).collect();
-    sqlx::query(ACK).bind(&ids).bind(&workers).bind(&statuses).bind(&attempts).bind(&results).execute(pool).await?;
+    let claims: Vec<DateTime<Utc>> = batch.iter().map(|a| a.claimed_at).collect();
+    let stored =
+        sqlx::query(ACK).bind(&ids).bind(&workers).bind(&statuses).bind(&attempts).bind(&results).bind(&claims).execute(pool).await?;
+    // Fewer rows than outcomes: a job taken over meanwhile (its process was thought dead),
+    // or a retried write whose first try had committed.
+    if (stored.rows_affected() as usize) < batch.len() {
+        tracing::warn!(
+            outcomes = batch.len(),
+            stored = stored.rows_affected(),
+            "some job outcomes were not stored: their jobs were taken over or stored already"
+        );
+    }
     Ok(())
 }

@@ -389,6 +389,22 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<JobInfo> {
     .ok_or_else(|| Error::NotFound(format!("there is no job with id {id}")))
 }
 
+/// The longest error text stored with a job: a tenant's code can raise an error of any
+/// size, and one over the database's limits must not stop its outcome from being stored.
+const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// `text` cut to [`MAX_ERROR_BYTES`] (at a character boundary), saying so.
+pub fn clip_error(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ERROR_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}... ({} bytes cut)", &text[..end], text.len() - end))
+}
+
 /// Pushes a failed job's next attempt out by `delay` (the queue library itself would
 /// re-fetch it at once), so the backoff survives restarts.
 pub async fn defer(pool: &PgPool, id: &str, delay: Duration, attempt: usize, error: &str) -> Result<()> {
@@ -402,7 +418,7 @@ pub async fn defer(pool: &PgPool, id: &str, delay: Duration, attempt: usize, err
     .bind(id)
     .bind(delay.as_secs_f64())
     .bind(attempt as i32)
-    .bind(error)
+    .bind(clip_error(error).as_ref())
     .execute(pool)
     .await
     .context("failed to schedule the job's next attempt")?;
@@ -417,7 +433,7 @@ pub async fn record_dead(pool: &PgPool, id: &str, attempt: usize, error: &str) -
     )
     .bind(id)
     .bind(attempt as i32)
-    .bind(error)
+    .bind(clip_error(error).as_ref())
     .execute(pool)
     .await
     .context("failed to record the job's last attempt")?;
@@ -483,19 +499,28 @@ pub async fn postpone(pool: &PgPool, id: &str, delay: Duration) -> Result<()> {
 /// (A job panicked under the old queue path, Running with `done_at` set, is dead and
 /// stays so.)
 pub async fn rescue_orphans(pool: &PgPool, orphan_after: Duration, own_workers: &[String]) -> Result<u64> {
+    let mut tx = pool.begin().await.context("failed to start a transaction")?;
+    // Never queued behind a lock (an admin's DDL, a long report): the next heartbeat tries again.
+    sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await.context("failed to set a lock timeout")?;
     let rescued = sqlx::query(
-        "UPDATE apalis.jobs j SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, attempts = j.attempts + 1,
+        "WITH stale AS (
+             SELECT j.id FROM apalis.jobs j
+             WHERE j.status IN ('Queued', 'Running')
+               AND NOT (j.done_at IS NOT NULL AND j.lock_at IS NOT NULL AND j.done_at >= j.lock_at)
+               AND (j.lock_by IS NULL OR j.lock_by <> ALL($2))
+               AND NOT EXISTS (SELECT 1 FROM apalis.workers w WHERE w.id = j.lock_by AND w.last_seen >= now() - make_interval(secs => $1))
+             FOR UPDATE OF j SKIP LOCKED
+         )
+         UPDATE apalis.jobs j SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, attempts = j.attempts + 1,
                 last_result = '{\"Err\": \"Re-enqueued due to worker heartbeat timeout.\"}'
-         WHERE j.status IN ('Queued', 'Running')
-           AND NOT (j.done_at IS NOT NULL AND j.lock_at IS NOT NULL AND j.done_at >= j.lock_at)
-           AND (j.lock_by IS NULL OR j.lock_by <> ALL($2))
-           AND NOT EXISTS (SELECT 1 FROM apalis.workers w WHERE w.id = j.lock_by AND w.last_seen >= now() - make_interval(secs => $1))",
+         FROM stale WHERE j.id = stale.id",
     )
     .bind(orphan_after.as_secs_f64())
     .bind(own_workers)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .context("failed to take over the jobs of stopped workers")?;
+    tx.commit().await.context("failed to commit the rescue")?;
     Ok(rescued.rows_affected())
 }
 
