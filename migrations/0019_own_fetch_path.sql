@@ -11,9 +11,9 @@
 -- orphaned, so the per-row key check on every fetch buys nothing.
 -- `tenantctl migrate` runs this file again after the queue's own migrations on every run
 -- (they may come after ours on a new control plane, and create these indexes then).
--- Each statement runs only when there is something to do: a re-run takes no lock on the
--- queue (an ALTER TABLE, even a no-op one, would wait for every reader and stop every
--- worker's fetch behind it).
+-- A re-run takes no lock on the queue: `DROP INDEX IF EXISTS` of an absent index locks
+-- nothing, while an ALTER TABLE or a CREATE INDEX, even a no-op one, would wait for every
+-- reader and stop every worker's fetch behind it, so those two run only when needed.
 DO $$
 BEGIN
     IF to_regclass('apalis.jobs') IS NULL OR to_regclass('apalis.workers') IS NULL THEN
@@ -22,27 +22,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'fk_worker_lock_by' AND conrelid = 'apalis.jobs'::regclass) THEN
         ALTER TABLE apalis.jobs DROP CONSTRAINT fk_worker_lock_by;
     END IF;
-    IF to_regclass('apalis.unique_job_id') IS NOT NULL THEN
-        DROP INDEX apalis.unique_job_id;
-    END IF;
-    IF to_regclass('apalis.lidx') IS NOT NULL THEN
-        DROP INDEX apalis.lidx;
-    END IF;
-    IF to_regclass('apalis.idx_apalis_jobs_lock_by') IS NOT NULL THEN
-        DROP INDEX apalis.idx_apalis_jobs_lock_by;
-    END IF;
+    DROP INDEX IF EXISTS apalis.unique_job_id, apalis.lidx, apalis.idx_apalis_jobs_lock_by;
     IF to_regclass('apalis.jobs_held_by_worker') IS NULL THEN
         CREATE INDEX jobs_held_by_worker ON apalis.jobs (lock_by) WHERE status IN ('Queued', 'Running');
     END IF;
     -- The same copies on the workers table, written by every heartbeat.
-    IF to_regclass('apalis.unique_worker_id') IS NOT NULL THEN
-        DROP INDEX apalis.unique_worker_id;
-    END IF;
-    IF to_regclass('apalis.lsidx') IS NOT NULL THEN
-        DROP INDEX apalis.lsidx;
-    END IF;
-    IF to_regclass('apalis.wtidx') IS NOT NULL THEN
-        DROP INDEX apalis.wtidx;
-    END IF;
+    DROP INDEX IF EXISTS apalis.unique_worker_id, apalis.lsidx, apalis.wtidx;
 END
 $$;

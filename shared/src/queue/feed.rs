@@ -339,8 +339,11 @@ impl Feed {
     async fn fetch_once(&self) -> Result<bool, sqlx::Error> {
         let mut wanted: Vec<(&Arc<Slot>, String, usize)> = Vec::new();
         let mut unregistered: Vec<(String, &'static str)> = Vec::new();
+        // Jobs still held here (an acknowledgement being written) are not claimed twice.
+        let mut held: Vec<String> = Vec::new();
         for slot in self.0.slots.values() {
             let state = slot.state();
+            held.extend(state.claims.keys().cloned());
             let free = Slot::free(&state, slot.capacity);
             if let (Some(worker), Some(_), false, true) = (&state.worker, &state.waiting, state.closed, free > 0) {
                 if !state.registered {
@@ -358,8 +361,6 @@ impl Feed {
         let types: Vec<&str> = wanted.iter().map(|(slot, _, _)| slot.job_type).collect();
         let workers: Vec<&str> = wanted.iter().map(|(_, worker, _)| worker.as_str()).collect();
         let counts: Vec<i32> = wanted.iter().map(|(_, _, n)| *n as i32).collect();
-        // Jobs still held here (an acknowledgement being written) are not claimed twice.
-        let held: Vec<String> = self.0.slots.values().flat_map(|slot| slot.state().claims.keys().cloned().collect::<Vec<_>>()).collect();
         let rows: Vec<FetchedRow> =
             sqlx::query_as(FETCH).bind(&types).bind(&workers).bind(&counts).bind(&held).fetch_all(&self.0.pool).await?;
         Ok(self.hand_out(&wanted, rows).await)
